@@ -1,0 +1,30 @@
+"""napari-ssl-restore: self-supervised image and video restoration for microscopy.
+
+Public API: :func:`restore`, :func:`list_methods` and one skimage-style function per method
+(``dehaze_dcp`` ...). Imports are lazy: ``import napari_ssl_restore`` loads neither torch nor Qt.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+__all__ = ["restore", "list_methods", "dehaze_dcp", "__version__"]
+
+# public function name -> method module (kept in step with the registry by tests/test_api.py)
+_FUNCTIONS = {
+    "dehaze_dcp": "napari_ssl_restore.methods.dcp",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("restore", "list_methods"):
+        return getattr(importlib.import_module("napari_ssl_restore.api"), name)
+    if name in _FUNCTIONS:
+        return getattr(importlib.import_module(_FUNCTIONS[name]), name)
+    raise AttributeError(f"module 'napari_ssl_restore' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,15 @@
+"""npe2 sample data: synthesised or bundled with installed packages, never downloaded."""
+from __future__ import annotations
+
+from ..data import fluorescence_timelapse, hazy_scene
+
+
+def sample_hazy_scene():
+    s = hazy_scene()
+    return [(s["image"], {"name": "hazy scene", "rgb": True}, "image")]
+
+
+def sample_hazy_fluorescence():
+    s = fluorescence_timelapse()
+    return [(s["image"], {"name": "hazy fluorescence", "axis_labels": ("t", "y", "x"),
+                          "colormap": "gray"}, "image")]

@@ -1,0 +1,373 @@
+"""One widget per registered method, generated from its :class:`MethodSpec`.
+
+The widget only gathers the layer, axes, device and parameters; the work is the method's own generator
+(the same one the API and CLI drive), run in a napari ``thread_worker``. Progress reaches the widget
+through the worker's ``yielded`` signal, Stop sets a flag the generator sees at its next step, and
+results come back as new layers named ``"<input> <method>"`` with the input's scale and translate and
+the provenance in ``layer.metadata["napari_ssl_restore"]``.
+"""
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FloatSpinBox,
+    Label,
+    LineEdit,
+    ProgressBar,
+    PushButton,
+    SpinBox,
+    Widget,
+)
+
+from ..api import execute, guess_axes, prepare
+from ..core.device import DEVICE_CHOICES
+from ..core.io import PROVENANCE_KEY
+from ..core.params import ParamInfo
+from ..core.progress import Step, StopRequested, StopToken
+from ..core.registry import ExtraInput, MethodSpec, get_method, list_methods
+
+if TYPE_CHECKING:
+    import napari
+
+logger = logging.getLogger(__name__)
+
+
+def layer_axes(layer, *, video: bool = False) -> str:
+    """Axes of a layer: its axis labels when they are T/Z/Y/X/C letters, else a guess from the shape."""
+    ndim = np.ndim(layer.data)
+    labels = [str(a).upper() for a in getattr(layer, "axis_labels", ())]
+    if getattr(layer, "rgb", False):
+        labels = labels + ["C"]
+    joined = "".join(labels)
+    if len(labels) == ndim and all(len(a) == 1 for a in labels) and set(joined) <= set("TZYXC") \
+            and len(set(joined)) == ndim and "Y" in joined and "X" in joined:
+        return joined
+    return guess_axes(np.shape(layer.data), video=video, rgb=bool(getattr(layer, "rgb", False)))
+
+
+def _param_widget(p: ParamInfo) -> Widget:
+    opts: dict[str, Any] = {"name": p.name, "label": p.name.replace("_", " "), "tooltip": p.doc}
+    if p.choices:
+        return ComboBox(value=p.default, choices=list(p.choices), **opts)
+    if p.type is bool:
+        return CheckBox(value=p.default, **opts)
+    if p.type is int:
+        return SpinBox(value=p.default, min=int(p.min if p.min is not None else -(2**31)),
+                       max=int(p.max if p.max is not None else 2**31 - 1), **opts)
+    if p.type is float:
+        if p.default != 0 and abs(p.default) < 1e-2:
+            # spin boxes round tiny values; a text field keeps 1e-4 exact
+            return LineEdit(value=repr(p.default), **opts)
+        return FloatSpinBox(value=p.default, min=p.min if p.min is not None else -1e9,
+                            max=p.max if p.max is not None else 1e9, step=p.step or 0.01, **opts)
+    return LineEdit(value=str(p.default), **opts)
+
+
+class RestoreWidget(Container):
+    """Dock widget running one method on a napari layer."""
+
+    def __init__(self, viewer: "napari.viewer.Viewer", method: str):
+        super().__init__(labels=True)
+        self.viewer = viewer
+        self.spec: MethodSpec = get_method(method)
+        self._worker = None
+        self._token: StopToken | None = None
+        self._preview = None
+        self._pbar = None
+        self.last_result: dict | None = None
+
+        self.title = Label(value=f"<b>{self.spec.title}</b>")
+        self.image = ComboBox(name="image", label="image", choices=self._image_choices,
+                              tooltip="The image layer to restore.")
+        self.axes = LineEdit(name="axes", label="axes",
+                             tooltip="One letter per dimension: T (time), Z, Y, X, C (channels). "
+                                     "Filled in from the layer; change it if the guess is wrong.")
+        self.inputs: dict[str, ComboBox] = {
+            inp.name: ComboBox(name=inp.name, label=inp.name, nullable=not inp.required,
+                               choices=self._choices_for(inp), tooltip=inp.doc)
+            for inp in self.spec.inputs
+        }
+        self.params = Container(name="parameters", widgets=[_param_widget(p)
+                                                            for p in self.spec.param_info])
+        self.device = ComboBox(name="device", label="device", choices=list(DEVICE_CHOICES),
+                               value="auto", tooltip="auto: CUDA, then Apple MPS, then CPU.",
+                               visible=self.spec.uses_torch)
+        self.seed = SpinBox(name="seed", label="seed", value=0, min=0, max=2**31 - 1,
+                            tooltip="Random seed: the same seed gives the same result.",
+                            visible=self.spec.uses_torch)
+        self.float_output = CheckBox(name="float_output", text="float32 output", value=False,
+                                     tooltip="Return float32 instead of the input's dtype.")
+        self.run_button = PushButton(name="run", text="Run")
+        self.stop_button = PushButton(name="stop", text="Stop", enabled=False,
+                                      tooltip="Stop at the next step. Optimisation methods keep "
+                                              "their best result so far; others add nothing.")
+        self.progress = ProgressBar(name="progress", label="progress", value=0, min=0, max=1000)
+        self.status = Label(name="status", value="ready")
+
+        self.extend([self.title, self.image, *self.inputs.values(), self.axes, self.params,
+                     self.device, self.seed, self.float_output,
+                     Container(widgets=[self.run_button, self.stop_button], layout="horizontal",
+                               labels=False),
+                     self.progress, self.status])
+        for label in (self.title, self.status):  # long titles/messages wrap instead of widening
+            label.native.setWordWrap(True)
+        self.image.changed.connect(self._on_layer_changed)
+        self.run_button.changed.connect(lambda: self.run())
+        self.stop_button.changed.connect(self.stop)
+        viewer.layers.events.inserted.connect(self._refresh)
+        viewer.layers.events.removed.connect(self._refresh)
+        self._on_layer_changed()
+
+    # --- layer choices -----------------------------------------------------------------------------
+    def _image_choices(self, _widget=None):
+        import napari
+
+        return [(layer.name, layer) for layer in self.viewer.layers
+                if isinstance(layer, napari.layers.Image) and layer is not self._preview]
+
+    def _choices_for(self, inp: ExtraInput):
+        import napari
+
+        kinds = {"image": (napari.layers.Image,), "labels": (napari.layers.Labels,),
+                 "mask": (napari.layers.Labels, napari.layers.Shapes, napari.layers.Image)}[
+            inp.layer_kind]
+
+        def choices(_widget=None):
+            return [(layer.name, layer) for layer in self.viewer.layers
+                    if isinstance(layer, kinds) and layer is not self._preview]
+
+        return choices
+
+    def _refresh(self, _event=None) -> None:
+        self.reset_choices()
+
+    def _on_layer_changed(self, _value=None) -> None:
+        layer = self.image.value
+        if layer is not None:
+            self.axes.value = layer_axes(layer, video=self.spec.video)
+
+    # --- running -----------------------------------------------------------------------------------
+    def _param_values(self) -> dict[str, Any]:
+        values = {}
+        for p in self.spec.param_info:
+            value = getattr(self.params, p.name).value
+            if p.type is float and isinstance(value, str):
+                try:
+                    value = float(value)
+                except ValueError:
+                    raise ValueError(f"{p.name}: {value!r} is not a number.") from None
+            values[p.name] = value
+        return values
+
+    def _extra_values(self, layer) -> dict[str, np.ndarray]:
+        import napari
+
+        extras = {}
+        for name, box in self.inputs.items():
+            src = box.value
+            if src is None:
+                continue
+            if isinstance(src, napari.layers.Shapes):
+                extras[name] = src.to_masks(mask_shape=np.shape(layer.data)[-2:]).any(axis=0)
+            else:
+                extras[name] = np.asarray(src.data)
+        return extras
+
+    def run(self, sync: bool = False):
+        """Start the method on the selected layer (in a thread unless ``sync``); return the worker."""
+        from napari.utils.notifications import show_error
+
+        if self._worker is not None:
+            show_error("A run is already in progress: Stop it first.")
+            return None
+        layer = self.image.value
+        if layer is None:
+            show_error(f"{self.spec.name}: add or select an image layer first.")
+            return None
+        if getattr(layer, "multiscale", False):
+            show_error(f"{layer.name!r} is multiscale: pick a single-resolution layer.")
+            return None
+        try:
+            job = prepare(np.asarray(layer.data), self.spec.name, axes=self.axes.value or None,
+                          device=self.device.value, seed=int(self.seed.value),
+                          float_output=self.float_output.value,
+                          **self._extra_values(layer), **self._param_values())
+        except (ValueError, TypeError) as exc:
+            show_error(str(exc))
+            self.status.value = f"error: {exc}"
+            return None
+
+        self._token = StopToken()
+        self._set_running(True, layer)
+        gen = _steps(execute(job), self._token)
+        if sync:
+            self._run_sync(gen, layer, job)
+            return None
+        from napari.qt.threading import create_worker
+
+        def work():
+            return (yield from gen)
+
+        worker = create_worker(work, _start_thread=False, _progress=False)
+        worker.yielded.connect(self._on_step)
+        worker.returned.connect(lambda result: self._on_done(result, layer, job))
+        worker.errored.connect(self._on_error)
+        worker.finished.connect(self._on_finished)
+        self._worker = worker
+        worker.start()
+        return worker
+
+    def _run_sync(self, gen, layer, job) -> None:
+        try:
+            while True:
+                self._on_step(next(gen))
+        except StopIteration as done:
+            self._on_done(done.value, layer, job)
+        except Exception as exc:  # noqa: BLE001 - reported like the threaded path does
+            from napari.utils.notifications import show_error
+
+            self._on_error(exc)
+            show_error(f"{self.spec.name} failed: {exc}")
+        finally:
+            self._on_finished()
+
+    def stop(self) -> None:
+        """Ask the running method to stop at its next step."""
+        if self._token is not None:
+            self._token.set()
+            self.status.value = "stopping..."
+
+    def _set_running(self, running: bool, layer=None) -> None:
+        self.run_button.enabled = not running
+        self.stop_button.enabled = running
+        if running:
+            from napari.utils import progress
+
+            self.progress.value = 0
+            self.status.value = f"running {self.spec.name} on {layer.name!r}..."
+            self._pbar = progress(total=1000, desc=f"{self.spec.name}: {layer.name}")
+
+    def _on_step(self, step: Step) -> None:
+        value = round(1000 * step.fraction)
+        self.progress.value = value
+        self.status.value = step.message
+        if self._pbar is not None:
+            self._pbar.update(value - self._pbar.n)
+            self._pbar.set_description(f"{self.spec.name}: {step.message}")
+        if step.preview is not None:
+            self._show_preview(step.preview)
+
+    def _show_preview(self, preview: np.ndarray) -> None:
+        data = np.asarray(preview)
+        if data.ndim >= 3 and data.shape[-1] == 1:
+            data = data[..., 0]
+        rgb = data.ndim >= 3 and data.shape[-1] in (3, 4)
+        layer = self.image.value
+        name = f"{layer.name if layer is not None else ''} {self.spec.name} preview"
+        if self._preview is None or self._preview not in self.viewer.layers \
+                or self._preview.data.shape != data.shape:
+            self._remove_preview()
+            self._preview = self.viewer.add_image(data, name=name, rgb=rgb)
+        else:
+            self._preview.data = data
+
+    def _remove_preview(self) -> None:
+        if self._preview is not None and self._preview in self.viewer.layers:
+            self.viewer.layers.remove(self._preview)
+        self._preview = None
+
+    def _on_done(self, result: dict | None, layer, job) -> None:
+        self._remove_preview()
+        if result is None:
+            self.status.value = "stopped: nothing was added"
+            return
+        self.last_result = result
+        self._add_layers(result, layer, job)
+        extra = " (stopped early: best result so far)" if result["provenance"].get("stopped") else ""
+        self.status.value = f"done{extra}"
+
+    def _on_error(self, exc: Exception) -> None:
+        self._remove_preview()
+        self.status.value = f"error: {exc}"
+
+    def _on_finished(self) -> None:
+        self._worker = None
+        self._token = None
+        if self._pbar is not None:
+            self._pbar.close()
+            self._pbar = None
+        self.run_button.enabled = True
+        self.stop_button.enabled = False
+
+    def _add_layers(self, result: dict, layer, job) -> list:
+        prov = result["provenance"]
+        meta = {PROVENANCE_KEY: dict(prov, input_layer=layer.name)}
+        axes = job.layout.axes
+        scale, translate = np.asarray(layer.scale, float), np.asarray(layer.translate, float)
+        added = []
+        for out in self.spec.outputs:
+            if not out.layer or out.name not in result:
+                continue
+            data = result[out.name]
+            name = f"{layer.name} {self.spec.name}"
+            if out is not self.spec.primary:
+                name += f" {out.name}"
+            sc, tr = scale, translate
+            if out.kind != "image" and "C" in axes and not getattr(layer, "rgb", False):
+                keep = [i for i, a in enumerate(axes) if a != "C"]
+                sc, tr = scale[keep], translate[keep]
+            if out.kind == "labels":
+                new = self.viewer.add_labels(data, name=name, scale=sc, translate=tr, metadata=meta)
+            elif out.kind == "image":
+                kw = {"rgb": getattr(layer, "rgb", False)}
+                if not kw["rgb"]:
+                    kw["colormap"] = layer.colormap.name
+                new = self.viewer.add_image(data, name=name, scale=sc, translate=tr,
+                                            metadata=meta, **kw)
+            else:
+                new = self.viewer.add_image(data, name=name, scale=sc, translate=tr,
+                                            metadata=meta, colormap="magma",
+                                            contrast_limits=(0.0, 1.0), visible=False)
+            added.append(new)
+        return added
+
+
+def _steps(gen, token: StopToken):
+    """Re-yield a method's steps, throwing StopRequested in when ``token`` is set.
+
+    Returns the outputs dict, or None when the method stopped without a result.
+    """
+    try:
+        step = next(gen)
+        while True:
+            yield step
+            step = gen.throw(StopRequested()) if token.is_set() else next(gen)
+    except StopIteration as done:
+        return done.value
+    except StopRequested:
+        return None
+
+
+def make_widget(viewer: "napari.viewer.Viewer", method: str) -> RestoreWidget:
+    """Widget for any registered method."""
+    return RestoreWidget(viewer, method)
+
+
+def _factory(method: str):
+    def factory(napari_viewer: "napari.viewer.Viewer") -> RestoreWidget:
+        return RestoreWidget(napari_viewer, method)
+
+    factory.__name__ = f"make_{method.replace('-', '_')}_widget"
+    factory.__doc__ = f"napari widget for {get_method(method).title}."
+    return factory
+
+
+# npe2 commands point at make_<method>_widget; one per registered method
+for _name in list_methods():
+    globals()[f"make_{_name.replace('-', '_')}_widget"] = _factory(_name)

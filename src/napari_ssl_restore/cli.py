@@ -1,0 +1,166 @@
+"""The ``napari-ssl-restore`` command: ``list``, ``run METHOD INPUT -o OUTPUT`` and ``demo``.
+
+Built from the registry: every method gets a ``run`` sub-command whose flags are its ``Params`` fields
+(``_`` -> ``-``) and its extra inputs (``--mask FILE``, ``--psf FILE`` ...). Bad input ends with exit
+status 2 and a single ``error: ...`` line on stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+EXIT_BAD_INPUT = 2
+
+
+class UsageError(Exception):
+    """A mistake in the command line or its inputs: reported in one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # noqa: D401 - argparse API
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+    from .core.device import DEVICE_CHOICES
+    from .core.registry import all_methods
+
+    parser = _Parser(prog="napari-ssl-restore",
+                     description="Self-supervised image and video restoration for microscopy.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="{list,run,demo}")
+    sub.required = True
+
+    sub.add_parser("list", help="list the methods, one name per line with its title")
+
+    run = sub.add_parser("run", help="restore a TIFF file with one method")
+    methods = run.add_subparsers(dest="method", parser_class=_Parser, metavar="METHOD")
+    methods.required = True
+    for spec in all_methods():
+        mp = methods.add_parser(spec.name, help=spec.title, description=spec.title)
+        mp.add_argument("input", metavar="INPUT", help="input TIFF file")
+        mp.add_argument("-o", "--output", required=True, help="output TIFF file")
+        mp.add_argument("--axes", help="axes of INPUT, e.g. YX, ZYX, TYX, YXC (default: from the "
+                                       "file's metadata, else guessed from the shape)")
+        mp.add_argument("--device", default="auto", choices=DEVICE_CHOICES + tuple(
+            f"cuda:{i}" for i in range(8)), help="torch device (default: auto)")
+        mp.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+        mp.add_argument("--float", dest="float_output", action="store_true",
+                        help="write float32 instead of the input's dtype")
+        mp.add_argument("--all-outputs", action="store_true",
+                        help="also write every secondary output as OUTPUT_<name>.tif")
+        for inp in spec.inputs:
+            mp.add_argument(f"--{inp.name.replace('_', '-')}", dest=f"input_{inp.name}",
+                            metavar="FILE", required=inp.required, help=f"TIFF file: {inp.doc}")
+        group = mp.add_argument_group(f"{spec.name} parameters")
+        for p in spec.param_info:
+            extra = f" One of: {', '.join(map(str, p.choices))}." if p.choices else ""
+            group.add_argument(p.flag, dest=f"param_{p.name}", metavar="VALUE", default=None,
+                               help=f"{p.doc}{extra} (default: {p.default})")
+
+    demo = sub.add_parser("demo", help="run the methods on bundled/synthetic data and write TIFFs "
+                                       "and a PNG comparison figure (no network, no display)")
+    demo.add_argument("-o", "--output", default="napari-ssl-restore-demo",
+                      help="output folder (default: ./napari-ssl-restore-demo)")
+    demo.add_argument("--methods", nargs="+", metavar="METHOD",
+                      help="only these methods (default: all)")
+    demo.add_argument("--device", default="auto", help="torch device (default: auto)")
+    return parser
+
+
+def _cmd_list() -> int:
+    from .core.registry import all_methods
+
+    for spec in all_methods():
+        print(spec.name)
+        print(f"    {spec.title}")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .api import execute, prepare
+    from .core.io import read_image, write_image
+    from .core.params import coerce
+    from .core.progress import drive
+    from .core.registry import get_method
+
+    spec = get_method(args.method)
+    data, file_axes = read_image(args.input)
+    kwargs = {}
+    for p in spec.param_info:
+        text = getattr(args, f"param_{p.name}")
+        if text is not None:
+            kwargs[p.name] = coerce(spec.params, p.name, text)
+    for inp in spec.inputs:
+        path = getattr(args, f"input_{inp.name}")
+        if path is not None:
+            kwargs[inp.name] = read_image(path)[0]
+    out_path = Path(args.output)
+    if out_path.suffix.lower() not in (".tif", ".tiff"):
+        raise UsageError(f"output {args.output!r} must end in .tif or .tiff")
+    if not out_path.parent.exists():
+        raise UsageError(f"output folder {str(out_path.parent)!r} does not exist; create it first")
+    job = prepare(data, spec.name, axes=args.axes or file_axes, device=args.device, seed=args.seed,
+                  float_output=args.float_output, **kwargs)
+    with tqdm(total=100, desc=spec.name, unit="%", file=sys.stderr, leave=False,
+              disable=None) as bar:
+        def progress(step):
+            bar.n = round(100 * step.fraction)
+            bar.set_postfix_str(step.message, refresh=True)
+
+        outputs = drive(execute(job), progress=progress)
+    prov = dict(outputs["provenance"], input=os.path.abspath(args.input))
+    write_image(out_path, outputs[spec.primary.name], axes=job.layout.axes, prov=prov)
+    written = [str(out_path)]
+    if args.all_outputs:
+        for out in spec.outputs[1:]:
+            if out.name in outputs and out.kind != "value":
+                path = out_path.with_name(f"{out_path.stem}_{out.name}{out_path.suffix}")
+                axes = job.layout.axes if out.kind == "image" else job.layout.axes.replace("C", "")
+                write_image(path, outputs[out.name], axes=axes, prov=dict(prov, output=out.name))
+                written.append(str(path))
+    print("wrote " + ", ".join(written))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    for line in run_demo(args.output, methods=args.methods, device=args.device):
+        print(line)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit status."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    from .core.progress import Cancelled
+
+    try:
+        args = _build_parser().parse_args(argv)
+        if args.command == "list":
+            return _cmd_list()
+        if args.command == "run":
+            return _cmd_run(args)
+        return _cmd_demo(args)
+    except (UsageError, ValueError, TypeError, FileNotFoundError, IsADirectoryError,
+            PermissionError, Cancelled) as exc:
+        if os.environ.get("NAPARI_SSL_RESTORE_DEBUG"):
+            raise
+        msg = " ".join(str(exc).split())
+        print(f"error: {msg}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

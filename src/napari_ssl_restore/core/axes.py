@@ -1,0 +1,141 @@
+"""Explicit axis layouts.
+
+Every entry point takes an axes string such as ``"YX"``, ``"ZYX"``, ``"TYX"``, ``"TZYX"``, ``"YXC"`` or
+``"TYXC"``: ``T`` is time (the frame axis of video methods), ``Z`` depth, ``Y``/``X`` the image plane and
+``C`` channels (RGB or a few fluorescence channels). Methods see data in one canonical layout — the
+present axes in ``T Z Y X C`` order, always with a ``C`` axis — and results go back to the caller's own
+order (:func:`to_canonical` / :func:`from_canonical`).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+CANONICAL = "TZYXC"
+_ALLOWED = set(CANONICAL)
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """How an input array maps to the canonical layout (and back)."""
+
+    axes: str
+    """The caller's axes string, upper case, one letter per array dimension."""
+    shape: tuple[int, ...]
+    """The caller's array shape."""
+
+    @property
+    def canonical(self) -> str:
+        """Canonical axes of the method-facing array (always ends with ``YXC``)."""
+        return "".join(a for a in CANONICAL if a in self.axes or a == "C")
+
+    @property
+    def has_channels(self) -> bool:
+        return "C" in self.axes
+
+    @property
+    def leading(self) -> str:
+        """Non-spatial, non-channel axes in canonical order (``""``, ``"T"``, ``"Z"`` or ``"TZ"``)."""
+        return "".join(a for a in "TZ" if a in self.axes)
+
+    def size(self, axis: str) -> int:
+        return self.shape[self.axes.index(axis)] if axis in self.axes else 1
+
+
+def infer_axes(shape: tuple[int, ...], *, rgb: bool = False, video: bool = False) -> str:
+    """Guess the axes of an array from its shape, as napari would display it.
+
+    2-D is ``YX``; a trailing axis of 3 or 4 with ``rgb=True`` is ``C``; a 3-D grey stack is ``TYX`` for
+    video methods and ``ZYX`` otherwise; 4-D is ``TZYX`` (or ``TYXC`` when RGB). Anything the guess gets
+    wrong can be overridden with an explicit ``axes=``.
+    """
+    ndim = len(shape)
+    if rgb:
+        table = {3: "YXC", 4: "TYXC" if video else "ZYXC", 5: "TZYXC"}
+    else:
+        table = {2: "YX", 3: "TYX" if video else "ZYX", 4: "TZYX"}
+    if ndim not in table:
+        if ndim < 2:
+            raise ValueError(
+                f"Expected an image with at least 2 dimensions (Y, X); got shape {tuple(shape)}. "
+                "Pass a 2-D image, a stack or a time-lapse."
+            )
+        raise ValueError(
+            f"Cannot guess the axes of a {ndim}-D array with shape {tuple(shape)}: supported layouts are "
+            "YX, ZYX, TYX, TZYX and, with channels, YXC, TYXC, ZYXC, TZYXC. Pass axes= explicitly, "
+            "or take a sub-stack first."
+        )
+    return table[ndim]
+
+
+def check_axes(axes: str, shape: tuple[int, ...]) -> str:
+    """Validate an axes string against an array shape; return it upper-cased."""
+    if not isinstance(axes, str) or not axes:
+        raise ValueError(f"axes must be a string such as 'YX' or 'TYX'; got {axes!r}.")
+    up = axes.strip().upper()
+    bad = sorted(set(up) - _ALLOWED)
+    if bad:
+        raise ValueError(
+            f"axes {axes!r} has unknown letter(s) {', '.join(bad)}: use T (time), Z (depth), Y, X and "
+            "C (channels), e.g. 'TYX' or 'YXC'."
+        )
+    if len(set(up)) != len(up):
+        raise ValueError(f"axes {axes!r} repeats a letter; each of T, Z, Y, X, C may appear once.")
+    if "Y" not in up or "X" not in up:
+        raise ValueError(f"axes {axes!r} must contain both Y and X (the image plane).")
+    if len(up) != len(shape):
+        raise ValueError(
+            f"axes {axes!r} has {len(up)} letters but the image has {len(shape)} dimensions "
+            f"(shape {tuple(shape)}). Give one letter per dimension, e.g. "
+            f"axes={infer_axes(shape) if 2 <= len(shape) <= 4 else 'TZYX'!r}."
+        )
+    return up
+
+
+def to_canonical(data: np.ndarray, axes: str) -> tuple[np.ndarray, Layout]:
+    """Transpose ``data`` to the canonical ``[T][Z]YXC`` layout (a view where possible)."""
+    layout = Layout(axes=check_axes(axes, data.shape), shape=tuple(data.shape))
+    present = [a for a in CANONICAL if a in layout.axes]
+    out = np.transpose(data, [layout.axes.index(a) for a in present])
+    if not layout.has_channels:
+        out = out[..., np.newaxis]
+    return out, layout
+
+
+def from_canonical(array: np.ndarray, layout: Layout, *, channels: bool = True) -> np.ndarray:
+    """Inverse of :func:`to_canonical` for a result array in canonical layout.
+
+    Spatial sizes may differ from the input's (super-resolution). With ``channels=False`` the array has
+    no ``C`` axis (a map such as a transmission or a mask) and the result has the caller's axes minus C.
+    """
+    canonical = layout.canonical if channels else layout.canonical.replace("C", "")
+    target = layout.axes if channels else layout.axes.replace("C", "")
+    if channels and not layout.has_channels:
+        if array.shape[-1] != 1:
+            # the method produced channels the input did not have: keep them last
+            target = target + "C"
+        else:
+            array = array[..., 0]
+            canonical = canonical[:-1]
+    if array.ndim != len(canonical):
+        raise ValueError(f"internal error: result has {array.ndim} dims, expected {canonical!r}")
+    return np.transpose(array, [canonical.index(a) for a in target])
+
+
+def as_planes(array: np.ndarray) -> np.ndarray:
+    """Reshape a canonical ``[T][Z]YXC`` array to ``(N, Y, X, C)`` planes (a view)."""
+    return array.reshape((-1,) + array.shape[-3:])
+
+
+def to_tensor(planes: np.ndarray, device=None):
+    """``(N, Y, X, C)`` numpy planes -> ``(N, C, H, W)`` float32 torch tensor on ``device``."""
+    import torch
+
+    t = torch.from_numpy(np.ascontiguousarray(planes, dtype=np.float32)).permute(0, 3, 1, 2)
+    return t.contiguous().to(device) if device is not None else t.contiguous()
+
+
+def from_tensor(tensor) -> np.ndarray:
+    """``(N, C, H, W)`` torch tensor -> ``(N, Y, X, C)`` float32 numpy planes."""
+    return tensor.detach().float().permute(0, 2, 3, 1).cpu().numpy()

@@ -1,0 +1,109 @@
+"""Progress events and cooperative cancellation.
+
+A method's compute is a generator: it yields :class:`Step` events and returns its result. The same
+generator is driven by :func:`drive` in the API, the CLI (with a tqdm bar) and the napari worker (with
+a progress bar, previews and a Stop button), so all three behave alike.
+
+Stopping is cooperative: when the caller asks to stop, :func:`drive` throws :class:`StopRequested`
+into the generator at its current ``yield``. A closed-form method lets it propagate and the run ends
+as :class:`Cancelled` (no result). An optimisation method may catch it and *return* its best estimate
+so far, marking it as stopped in its provenance.
+"""
+from __future__ import annotations
+
+import dataclasses
+import threading
+from typing import Any, Callable, Generator, Mapping
+
+import numpy as np
+
+
+class StopRequested(Exception):
+    """Thrown into a method's generator when the user asks it to stop."""
+
+
+class Cancelled(RuntimeError):
+    """The run was stopped before it produced a result; nothing was written or added."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """One progress event.
+
+    Attributes
+    ----------
+    step, total : int
+        Work done so far and the total (``step == total`` on the last event).
+    message : str
+        Short human-readable status ("plane 3/10", "iter 400, loss 1.2e-3").
+    preview : ndarray or None
+        Optional preview of the current estimate (float, canonical ``...YXC`` layout of the planes
+        processed so far or of the current plane); the GUI shows it in a single preview layer.
+    metrics : mapping
+        Numbers worth showing or logging (loss, PSNR proxy, early-stop state...).
+    """
+
+    step: int
+    total: int
+    message: str = ""
+    preview: np.ndarray | None = None
+    metrics: Mapping[str, float] = dataclasses.field(default_factory=dict)
+
+    @property
+    def fraction(self) -> float:
+        return 0.0 if self.total <= 0 else min(1.0, self.step / self.total)
+
+
+class StopToken:
+    """A thread-safe flag that the GUI's Stop button sets and the worker reads."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    __call__ = is_set
+
+
+MethodGenerator = Generator[Step, None, Any]
+
+
+def drive(
+    gen: MethodGenerator,
+    progress: Callable[[Step], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Any:
+    """Run a method generator to completion and return its result.
+
+    Parameters
+    ----------
+    gen : generator
+        Yields :class:`Step` events and returns the result.
+    progress : callable, optional
+        Called with every :class:`Step`.
+    should_stop : callable, optional
+        Polled after every step; when it returns True, :class:`StopRequested` is thrown into the
+        generator, which either returns a partial result or lets the exception end the run.
+
+    Raises
+    ------
+    Cancelled
+        When a stop was requested and the method had no partial result to return.
+    """
+    try:
+        step = next(gen)
+        while True:
+            if progress is not None:
+                progress(step)
+            if should_stop is not None and should_stop():
+                step = gen.throw(StopRequested())
+            else:
+                step = next(gen)
+    except StopIteration as done:
+        return done.value
+    except StopRequested:
+        raise Cancelled("Stopped before a result was ready; nothing was changed.") from None

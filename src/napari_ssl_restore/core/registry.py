@@ -1,0 +1,142 @@
+"""The method registry: one :class:`MethodSpec` per method drives the API, CLI, widgets and docs.
+
+Adding a method is adding one module under ``methods/`` that defines ``SPEC`` and one line in
+:data:`METHOD_MODULES`. Modules are imported lazily so that ``import napari_ssl_restore`` stays fast
+and does not import torch.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from .params import ParamInfo, describe
+
+# name -> module defining SPEC. The only list of methods in the project.
+METHOD_MODULES: dict[str, str] = {
+    "dcp": "napari_ssl_restore.methods.dcp",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ExtraInput:
+    """An additional array a method takes (``mask=``, ``psf=``, ``target=`` ...)."""
+
+    name: str
+    doc: str
+    required: bool = False
+    layer_kind: str = "image"
+    """What the widget offers for it: ``"image"``, ``"labels"`` or ``"mask"`` (Labels or Shapes)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Output:
+    """A named result of a method.
+
+    ``kind`` says how it returns to the caller:
+
+    - ``"image"``: canonical ``...YXC`` float in the normalised range; returned in the input's axes,
+      dtype and range (float32 on request).
+    - ``"map"``: canonical ``...YX`` float map (transmission, soft mask), returned as float32 in the
+      input's axes without C.
+    - ``"labels"``: like ``"map"`` but integer labels (an ``int32`` Labels layer in napari).
+    - ``"value"``: any array in the input's intensity units (e.g. the airlight); returned as float32.
+    """
+
+    name: str
+    doc: str
+    kind: str = "image"
+    layer: bool = True
+    """Whether the napari widget adds it as a layer."""
+
+
+@dataclasses.dataclass
+class MethodResult:
+    """What a method generator returns: named outputs plus extra provenance (e.g. stop iteration)."""
+
+    outputs: dict[str, np.ndarray]
+    info: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunContext:
+    """Run settings every method receives alongside its image and parameters."""
+
+    device: str = "auto"
+    seed: int = 0
+    axes: str = "YXC"
+    """Canonical axes of the image the method receives (present axes of ``TZYXC``, C always)."""
+    scale: float = 1.0
+    """Intensity units per normalised unit, to report values such as the airlight in input units."""
+    offset: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodSpec:
+    """Everything the front ends need to know about a method."""
+
+    name: str
+    title: str
+    task: str
+    params: type
+    run: Callable[..., Any]
+    """Generator ``run(image, params, ctx, **extra_inputs)`` yielding Steps, returning MethodResult."""
+    function: str
+    outputs: tuple[Output, ...]
+    inputs: tuple[ExtraInput, ...] = ()
+    video: bool = False
+    scaling: str = "range"
+    """``"range"`` (scale only, zero kept: physical models) or ``"percentile"`` (networks)."""
+    uses_torch: bool = False
+    demo: Callable[[], list[Mapping[str, Any]]] | None = None
+    """Returns samples ``{"image", "axes", "name", "params", ["clean"], **extra_inputs}`` for ``demo``."""
+
+    @property
+    def param_info(self) -> list[ParamInfo]:
+        return describe(self.params)
+
+    @property
+    def primary(self) -> Output:
+        return self.outputs[0]
+
+    def make_params(self, **values: Any):
+        """Build a validated ``Params``; unknown names fail with the list of valid ones."""
+        names = [p.name for p in self.param_info]
+        unknown = sorted(set(values) - set(names))
+        if unknown:
+            raise TypeError(
+                f"{self.name}: unknown parameter(s) {', '.join(unknown)}. Valid parameters: "
+                f"{', '.join(names) or '(none)'}"
+                + (f"; extra inputs: {', '.join(i.name for i in self.inputs)}" if self.inputs else "")
+                + "."
+            )
+        return self.params(**values)
+
+
+_CACHE: dict[str, MethodSpec] = {}
+
+
+def list_methods() -> list[str]:
+    """Names of all registered methods."""
+    return list(METHOD_MODULES)
+
+
+def get_method(name: str) -> MethodSpec:
+    """Return the :class:`MethodSpec` registered as ``name`` (clear error for unknown names)."""
+    if not isinstance(name, str) or name not in METHOD_MODULES:
+        raise ValueError(
+            f"Unknown method {name!r}. Available methods: {', '.join(METHOD_MODULES)} "
+            "(see `napari-ssl-restore list`)."
+        )
+    if name not in _CACHE:
+        spec = importlib.import_module(METHOD_MODULES[name]).SPEC
+        if spec.name != name:
+            raise RuntimeError(f"registry entry {name!r} points to a module whose SPEC is {spec.name!r}")
+        _CACHE[name] = spec
+    return _CACHE[name]
+
+
+def all_methods() -> list[MethodSpec]:
+    return [get_method(n) for n in METHOD_MODULES]

@@ -1,0 +1,58 @@
+import numpy as np
+import pytest
+
+from napari_ssl_restore.core import axes as A
+
+
+@pytest.mark.parametrize("shape,rgb,video,expected", [
+    ((8, 9), False, False, "YX"),
+    ((8, 9, 3), True, False, "YXC"),
+    ((4, 8, 9), False, False, "ZYX"),
+    ((4, 8, 9), False, True, "TYX"),
+    ((2, 4, 8, 9), False, False, "TZYX"),
+    ((4, 8, 9, 3), True, True, "TYXC"),
+])
+def test_infer_axes(shape, rgb, video, expected):
+    assert A.infer_axes(shape, rgb=rgb, video=video) == expected
+
+
+@pytest.mark.parametrize("shape", [(5,), (2, 2, 2, 2, 2), (1, 2, 2, 2, 2, 2)])
+def test_infer_axes_rejects_unsupported(shape):
+    with pytest.raises(ValueError, match="axes|dimensions"):
+        A.infer_axes(shape)
+
+
+@pytest.mark.parametrize("axes,shape,msg", [
+    ("YX", (2, 3, 4), "3 dimensions"),
+    ("YQX", (2, 3, 4), "unknown letter"),
+    ("YYX", (2, 3, 4), "repeats"),
+    ("TZX", (2, 3, 4), "Y and X"),
+    ("", (2, 3), "string"),
+])
+def test_check_axes_errors(axes, shape, msg):
+    with pytest.raises(ValueError, match=msg):
+        A.check_axes(axes, shape)
+
+
+@pytest.mark.parametrize("axes", ["YX", "XY", "ZYX", "YXZ", "TZYX", "ZTYX", "YXC", "CYX", "TYXC",
+                                  "TCZYX"])
+def test_round_trip(axes, rng):
+    shape = tuple(range(2, 2 + len(axes)))
+    data = rng.random(shape)
+    canon, layout = A.to_canonical(data, axes)
+    assert canon.shape[-1] == (data.shape[axes.index("C")] if "C" in axes else 1)
+    assert layout.canonical == "".join(a for a in "TZYXC" if a in axes or a == "C")
+    back = A.from_canonical(canon, layout)
+    np.testing.assert_array_equal(back, data)
+    if "C" in axes:
+        maps = canon[..., 0]
+        assert A.from_canonical(maps, layout, channels=False).ndim == data.ndim - 1
+
+
+def test_planes_and_tensor_round_trip(rng):
+    canon, _ = A.to_canonical(rng.random((3, 4, 5, 6)).astype(np.float32), "TZYX")
+    planes = A.as_planes(canon)
+    assert planes.shape == (12, 5, 6, 1)
+    t = A.to_tensor(planes)
+    assert tuple(t.shape) == (12, 1, 5, 6)
+    np.testing.assert_array_equal(A.from_tensor(t), planes)

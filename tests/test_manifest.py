@@ -1,0 +1,35 @@
+"""napari.yaml: valid, shipped inside the package, and in step with the registry."""
+from pathlib import Path
+
+import pytest
+import yaml
+
+import napari_ssl_restore
+from napari_ssl_restore.core.registry import list_methods
+
+PKG_YAML = Path(napari_ssl_restore.__file__).parent / "napari.yaml"
+
+
+def test_manifest_inside_package_and_at_repo_root():
+    assert PKG_YAML.is_file()
+    root = Path(__file__).resolve().parents[1] / "napari.yaml"
+    if root.exists():
+        assert root.read_text() == PKG_YAML.read_text()
+
+
+def test_npe2_validate():
+    npe2 = pytest.importorskip("npe2")
+    pm = npe2.PluginManifest.from_distribution("napari-ssl-restore")
+    pm.validate_imports()
+    assert pm.name == "napari-ssl-restore"
+
+
+def test_one_widget_per_method():
+    manifest = yaml.safe_load(PKG_YAML.read_text())
+    commands = {c["id"]: c["python_name"] for c in manifest["contributions"]["commands"]}
+    widgets = [w["command"] for w in manifest["contributions"]["widgets"]]
+    expected = [f"napari-ssl-restore.make_{m.replace('-', '_')}_widget" for m in list_methods()]
+    assert sorted(widgets) == sorted(expected)
+    for w in widgets:
+        assert commands[w].startswith("napari_ssl_restore._napari.widgets:")
+    assert len(manifest["contributions"]["sample_data"]) >= 2
