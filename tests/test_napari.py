@@ -41,38 +41,50 @@ def test_dcp_widget_adds_layers_with_scale_and_provenance(make_napari_viewer, ha
     np.testing.assert_array_equal(src.data, before)
 
 
-def test_threaded_run_stop_and_rerun(make_napari_viewer, qtbot):
+def test_threaded_stop_adds_nothing_then_rerun_works(make_napari_viewer, qtbot, monkeypatch):
+    import time
+
+    from napari_ssl_restore.core.progress import Step
     from napari_ssl_restore.data import fluorescence_timelapse
 
     viewer = make_napari_viewer()
     stack = fluorescence_timelapse(n_frames=6, size=64)["image"]
-    viewer.add_image(stack, name="cells")
+    src = viewer.add_image(stack, name="cells", axis_labels=("t", "y", "x"))
+    before = stack.copy()
     widget = W.make_dcp_widget(viewer)
     viewer.window.add_dock_widget(widget)
-    assert widget.axes.value == "ZYX"
-    widget.axes.value = "TYX"
+    assert widget.axes.value == "TYX"
     n_layers = len(viewer.layers)
 
-    # stop before the first step is consumed: a closed-form method adds nothing
-    widget._token = None
+    real_execute = W.execute
+
+    def slow_execute(job):  # the real method, slowed down so Stop lands mid-run
+        gen = real_execute(job)
+        step = next(gen)
+        while True:
+            time.sleep(0.2)
+            yield step
+            step = next(gen)
+
+    monkeypatch.setattr(W, "execute", slow_execute)
     worker = widget.run()
-    widget.stop()
+    assert not widget.run_button.enabled and widget.stop_button.enabled
+    qtbot.waitUntil(lambda: widget.progress.value > 0, timeout=10000)
     with qtbot.waitSignal(worker.finished, timeout=30000):
-        pass
+        widget.stop()
     qtbot.waitUntil(lambda: widget.run_button.enabled, timeout=5000)
     assert len(viewer.layers) == n_layers
-    assert "stopped" in widget.status.value or "done" in widget.status.value
+    assert widget.status.value.startswith("stopped")
+    np.testing.assert_array_equal(src.data, before)
 
-    # a fresh run completes and adds the result
-    if "cells dcp" in viewer.layers:
-        viewer.layers.remove("cells dcp")
-        viewer.layers.remove("cells dcp transmission")
+    monkeypatch.setattr(W, "execute", real_execute)
     worker = widget.run()
     with qtbot.waitSignal(worker.finished, timeout=30000):
         pass
     qtbot.waitUntil(lambda: "cells dcp" in viewer.layers, timeout=5000)
     assert viewer.layers["cells dcp"].data.shape == stack.shape
-    assert widget.progress.value == 1000
+    assert widget.progress.value == 1000 and widget.status.value == "done"
+    np.testing.assert_array_equal(src.data, before)
 
 
 def test_bad_axes_shows_error_and_adds_nothing(make_napari_viewer, monkeypatch):
