@@ -91,3 +91,36 @@ def test_console_script_installed():
     if exe is None:
         pytest.skip("console script not on PATH (package not installed)")
     assert subprocess.run([exe, "list"], capture_output=True, text=True).returncode == 0
+
+
+@pytest.mark.parametrize("task,extra", [("deconv", "psf"), ("inpaint", "mask"), ("sr", None)])
+def test_run_dip_tasks(task, extra, tmp_path):
+    from napari_ssl_restore.data import noisy_cells
+
+    img = (np.clip(noisy_cells(size=24)["image"], 0, 1) * 255).astype(np.uint8)
+    src, dst = tmp_path / "in.tif", tmp_path / "out.tif"
+    tifffile.imwrite(src, img)
+    args = ["run", "dip", str(src), "-o", str(dst), "--task", task, "--max-iter", "4",
+            "--channels", "8", "--depth", "2", "--input-depth", "4", "--device", "cpu",
+            "--sr-factor", "2"]
+    if extra == "psf":
+        tifffile.imwrite(tmp_path / "psf.tif", np.ones((3, 3), np.float32))
+        args += ["--psf", str(tmp_path / "psf.tif")]
+    if extra == "mask":
+        mask = np.zeros_like(img)
+        mask[5:10, 5:10] = 1
+        tifffile.imwrite(tmp_path / "mask.tif", mask)
+        args += ["--mask", str(tmp_path / "mask.tif")]
+    res = run(*args)
+    assert res.returncode == 0, res.stderr
+    out = tifffile.imread(dst)
+    assert out.shape == ((48, 48) if task == "sr" else img.shape)
+    prov = read_provenance(dst)
+    assert prov["params"]["task"] == task and len(prov["stop_iterations"]) == 1
+
+
+def test_run_dip_inpaint_without_mask_is_exit_2(tmp_path):
+    tifffile.imwrite(tmp_path / "in.tif", np.zeros((16, 16), np.uint8))
+    res = run("run", "dip", str(tmp_path / "in.tif"), "-o", str(tmp_path / "o.tif"),
+              "--task", "inpaint")
+    assert res.returncode == 2 and res.stderr.startswith("error: DIP inpainting needs a mask")

@@ -108,3 +108,52 @@ def test_sample_data_loads(make_napari_viewer):
     widget = W.make_dcp_widget(viewer)
     widget.image.value = viewer.layers["hazy fluorescence"]
     assert widget.axes.value == "TYX"
+
+
+def test_dip_widget_sr_preview_and_scale(make_napari_viewer):
+    from napari_ssl_restore.data import noisy_cells
+
+    viewer = make_napari_viewer()
+    src = viewer.add_image(noisy_cells(size=24)["image"], name="cells", scale=(2.0, 2.0))
+    widget = W.make_dip_widget(viewer)
+    assert widget.device.visible is False or widget.device.value == "auto"
+    p = widget.params
+    p.task.value = "sr"
+    p.sr_factor.value = 2
+    p.max_iter.value = 10
+    p.channels.value = 8
+    p.depth.value = 2
+    p.input_depth.value = 4
+    p.preview_every.value = 5
+    seen = []
+    widget._show_preview = lambda data, _orig=widget._show_preview: (seen.append(data.shape),
+                                                                     _orig(data))
+    widget.run(sync=True)
+    out = viewer.layers["cells dip"]
+    assert out.data.shape == (48, 48)
+    np.testing.assert_allclose(out.scale, (1.0, 1.0))
+    np.testing.assert_allclose(out.translate, (-0.5, -0.5))
+    assert seen and seen[0] == (48, 48, 1)
+    assert not any("preview" in layer.name for layer in viewer.layers)
+    assert out.metadata[PROVENANCE_KEY]["zoom"] == 2
+    assert src.data.shape == (24, 24)
+
+
+def test_dip_widget_inpaint_from_shapes_layer(make_napari_viewer):
+    from napari_ssl_restore.data import noisy_cells
+
+    viewer = make_napari_viewer()
+    img = noisy_cells(size=24)["image"]
+    viewer.add_image(img, name="cells")
+    viewer.add_shapes([np.array([[4, 4], [4, 12], [12, 12], [12, 4]])], shape_type="polygon",
+                      name="holes")
+    widget = W.make_dip_widget(viewer)
+    widget.params.task.value = "inpaint"
+    widget.params.max_iter.value = 5
+    widget.params.channels.value = 8
+    widget.params.depth.value = 2
+    widget.inputs["mask"].value = viewer.layers["holes"]
+    widget.run(sync=True)
+    out = viewer.layers["cells dip"].data
+    np.testing.assert_allclose(out[20:, 20:], img[20:, 20:], atol=1e-6)  # measured pixels kept
+    assert not np.array_equal(out[6:10, 6:10], img[6:10, 6:10])

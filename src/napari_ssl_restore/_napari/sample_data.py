@@ -1,7 +1,7 @@
 """npe2 sample data: synthesised or bundled with installed packages, never downloaded."""
 from __future__ import annotations
 
-from ..data import fluorescence_timelapse, hazy_scene
+from ..data import fluorescence_timelapse, hazy_scene, noisy_cells
 
 
 def sample_hazy_scene():
@@ -13,3 +13,8 @@ def sample_hazy_fluorescence():
     s = fluorescence_timelapse()
     return [(s["image"], {"name": "hazy fluorescence", "axis_labels": ("t", "y", "x"),
                           "colormap": "gray"}, "image")]
+
+
+def sample_noisy_cells():
+    s = noisy_cells(size=128, sigma=0.1)
+    return [(s["image"], {"name": "noisy cells", "colormap": "gray"}, "image")]

@@ -257,9 +257,10 @@ class RestoreWidget(Container):
         value = round(1000 * step.fraction)
         self.progress.value = value
         self.status.value = step.message
-        if self._pbar is not None:
-            self._pbar.update(value - self._pbar.n)
-            self._pbar.set_description(f"{self.spec.name}: {step.message}")
+        pbar = self._pbar  # local: updating it can process events that close it
+        if pbar is not None:
+            pbar.set_description(f"{self.spec.name}: {step.message}")
+            pbar.update(value - pbar.n)
         if step.preview is not None:
             self._show_preview(step.preview)
 
@@ -289,8 +290,14 @@ class RestoreWidget(Container):
             return
         self.last_result = result
         self._add_layers(result, layer, job)
-        extra = " (stopped early: best result so far)" if result["provenance"].get("stopped") else ""
-        self.status.value = f"done{extra}"
+        prov = result["provenance"]
+        if prov.get("stopped"):
+            n = int(np.prod([job.layout.size(a) for a in job.layout.leading], dtype=int))
+            done = prov.get("planes_done", n)
+            rest = "" if done >= n else f"; planes {done + 1}-{n} are NOT restored (input kept)"
+            self.status.value = f"stopped: best result so far kept for {done}/{n} plane(s){rest}"
+        else:
+            self.status.value = "done"
 
     def _on_error(self, exc: Exception) -> None:
         self._remove_preview()
@@ -310,6 +317,14 @@ class RestoreWidget(Container):
         meta = {PROVENANCE_KEY: dict(prov, input_layer=layer.name)}
         axes = job.layout.axes
         scale, translate = np.asarray(layer.scale, float), np.asarray(layer.translate, float)
+        zoom = float(prov.get("zoom", 1) or 1)
+        if zoom != 1:  # super-resolution: finer pixels over the same field of view
+            dims = [a for a in axes if not (a == "C" and getattr(layer, "rgb", False))]
+            scale, translate = scale.copy(), translate.copy()
+            for a in "YX":
+                i = dims.index(a)
+                translate[i] += scale[i] * (0.5 / zoom - 0.5)
+                scale[i] /= zoom
         added = []
         for out in self.spec.outputs:
             if not out.layer or out.name not in result:

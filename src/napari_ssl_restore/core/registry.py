@@ -17,6 +17,7 @@ from .params import ParamInfo, describe
 # name -> module defining SPEC. The only list of methods in the project.
 METHOD_MODULES: dict[str, str] = {
     "dcp": "napari_ssl_restore.methods.dcp",
+    "dip": "napari_ssl_restore.methods.dip",
 }
 
 

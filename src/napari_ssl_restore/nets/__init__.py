@@ -1,0 +1,1 @@
+"""Plain ``torch.nn.Module`` architectures (no training loops, no I/O)."""

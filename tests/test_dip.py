@@ -1,0 +1,172 @@
+"""Deep Image Prior: operators, early stopping, tasks, stacks, stop and bad input (tiny configs)."""
+import numpy as np
+import pytest
+import torch
+
+from napari_ssl_restore import restore, restore_dip
+from napari_ssl_restore.core.progress import Cancelled
+from napari_ssl_restore.methods import dip
+from napari_ssl_restore.nets.skip import SkipNet, count_parameters
+
+TINY = {"channels": 8, "depth": 2, "input_depth": 4, "skip_channels": 2, "device": "cpu"}
+
+
+@pytest.fixture
+def noisy():
+    from napari_ssl_restore.data import noisy_cells
+
+    return noisy_cells(size=32, sigma=0.1)
+
+
+def test_skipnet_paper_size_and_any_shape():
+    assert 2.0e6 < count_parameters(SkipNet(32, 3)) < 2.5e6
+    net = SkipNet(4, 2, channels=8, depth=3)
+    assert net(torch.rand(1, 4, 37, 53)).shape == (1, 2, 37, 53)
+
+
+def test_lanczos_downsample_and_blur_preserve_constants():
+    for f in (2, 3, 4, 8):
+        k = dip.lanczos_kernel(f)
+        assert k.size == 6 * f and k.sum() == pytest.approx(1.0, abs=1e-6)
+        x = torch.full((1, 2, 8 * f, 5 * f), 0.7)
+        y = dip.downsample(x, f)
+        assert y.shape == (1, 2, 8, 5)
+        torch.testing.assert_close(y, torch.full_like(y, 0.7))
+    psf = dip.gaussian_psf(1.5)
+    assert psf.sum() == pytest.approx(1.0) and psf.shape == (11, 11)
+    x = torch.full((1, 1, 20, 20), 0.3)
+    torch.testing.assert_close(dip.blur(x, torch.from_numpy(psf)), x)
+
+
+def test_blur_is_true_convolution():
+    """An asymmetric PSF shifts an impulse the way scipy's convolution does."""
+    from scipy.ndimage import convolve
+
+    psf = np.zeros((3, 3), np.float32)
+    psf[0, 2] = 1
+    img = np.zeros((9, 9), np.float32)
+    img[4, 4] = 1
+    ours = dip.blur(torch.from_numpy(img)[None, None], torch.from_numpy(psf))[0, 0].numpy()
+    np.testing.assert_allclose(ours, convolve(img, psf, mode="reflect"))
+
+
+def test_check_psf():
+    assert dip.check_psf(np.ones((2, 4))).shape == (3, 5)
+    with pytest.raises(ValueError, match="2-D"):
+        dip.check_psf(np.ones((3, 3, 3)))
+    with pytest.raises(ValueError, match="non-negative"):
+        dip.check_psf(-np.ones((3, 3)))
+
+
+def test_variance_early_stop_finds_the_minimum():
+    es = dip.VarianceEarlyStop(window=5, patience=20)
+    g = torch.Generator().manual_seed(0)
+    stopped_at = None
+    for it in range(1, 200):
+        # noise amplitude falls until iteration 60, then grows: the variance minimum is near 60
+        amp = abs(it - 60) / 60 + 0.05
+        x = amp * torch.randn(16, generator=g)
+        if es.update(it, x, torch.tensor([float(it)])):
+            stopped_at = it
+            break
+    assert 45 <= es.best_iter <= 75
+    assert stopped_at == es.best_iter + 21
+    assert float(es.best[0]) == es.best_iter
+
+
+@pytest.mark.parametrize("task,kw,shape", [
+    ("denoise", {}, (32, 32)),
+    ("inpaint", {"mask": "random"}, (32, 32)),
+    ("sr", {"sr_factor": 2}, (64, 64)),
+    ("deconv", {"psf_sigma": 1.0}, (32, 32)),
+    ("deconv", {"psf": np.ones((3, 3))}, (32, 32)),
+])
+def test_tasks_shape_dtype_determinism(task, kw, shape, noisy):
+    img = (np.clip(noisy["image"], 0, 1) * 65535).astype(np.uint16)
+    if kw.get("mask") == "random":
+        kw = {"mask": np.random.default_rng(0).random(img.shape) < 0.3}
+    before = img.copy()
+    a = restore(img, "dip", task=task, max_iter=12, seed=1, **TINY, **kw)
+    b = restore(img, "dip", task=task, max_iter=12, seed=1, **TINY, **kw)
+    c = restore(img, "dip", task=task, max_iter=12, seed=2, **TINY, **kw)
+    assert a.shape == shape and a.dtype == np.uint16
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    np.testing.assert_array_equal(img, before)
+    if task == "inpaint":
+        known = ~kw["mask"]
+        np.testing.assert_array_equal(a[known], img[known])
+
+
+def test_denoising_fit_reduces_error(noisy):
+    out = restore_dip(noisy["image"], max_iter=200, early_stop=False, output_averaging=0.9, **TINY)
+    err_in = np.mean((noisy["image"] - noisy["clean"]) ** 2)
+    assert np.mean((out - noisy["clean"]) ** 2) < err_in
+
+
+def test_rgb_and_stack_with_warm_start(noisy):
+    rgb = np.stack([noisy["image"]] * 3, -1)
+    assert restore(rgb, "dip", max_iter=5, **TINY).shape == rgb.shape
+    stack = np.stack([noisy["image"]] * 3)
+    out = restore(stack, "dip", axes="ZYX", max_iter=20, warm_iter_fraction=0.25, early_stop=False,
+                  full_output=True, **TINY)
+    assert out["image"].shape == stack.shape
+    assert out["provenance"]["stop_iterations"] == [20, 5, 5]
+    assert out["provenance"]["planes_done"] == 3 and not out["provenance"]["stopped"]
+
+
+def test_early_stopping_reports_iterations(noisy):
+    out = restore(noisy["image"], "dip", max_iter=400, es_window=10, es_patience=30,
+                  full_output=True, **TINY)
+    prov = out["provenance"]
+    stop, best = prov["stop_iterations"][0], prov["best_iterations"][0]
+    assert best <= stop <= 400
+    if stop < 400:
+        assert stop == best + 31
+
+
+def test_stop_returns_best_so_far_and_marks_unrestored_planes(noisy):
+    stack = np.stack([noisy["image"]] * 3)
+    calls = {"n": 0}
+
+    def should_stop():
+        calls["n"] += 1
+        return calls["n"] > 3
+
+    out = restore(stack, "dip", axes="ZYX", max_iter=200, early_stop=False, preview_every=10,
+                  should_stop=should_stop, full_output=True, **TINY)
+    prov = out["provenance"]
+    assert prov["stopped"] and prov["planes_done"] == 1
+    assert prov["stop_iterations"][0] < 200
+    assert out["image"].shape == stack.shape
+
+
+def test_progress_has_previews(noisy):
+    steps = []
+    restore(noisy["image"], "dip", max_iter=20, preview_every=10, early_stop=False,
+            progress=steps.append, **TINY)
+    previews = [s for s in steps if s.preview is not None]
+    assert len(previews) == 2 and previews[0].preview.shape == (32, 32, 1)
+    assert all("loss" in s.metrics for s in steps)
+
+
+@pytest.mark.parametrize("kw,msg", [
+    ({"task": "inpaint"}, "needs a mask"),
+    ({"task": "inpaint", "mask": np.ones((32, 32))}, "every pixel"),
+    ({"task": "inpaint", "mask": np.zeros((5, 5))}, "does not match"),
+    ({"task": "deconv", "psf": np.ones((2, 2, 2))}, "2-D"),
+    ({"task": "blur"}, "one of"),
+    ({"sr_factor": 5}, "one of"),
+    ({"learning_rate": 0.0}, "learning_rate"),
+])
+def test_bad_input(kw, msg, noisy):
+    with pytest.raises(ValueError, match=msg):
+        restore(noisy["image"], "dip", max_iter=2, **TINY, **kw)
+
+
+def test_cancel_before_first_step_is_not_an_error_for_dip(noisy):
+    # DIP always has an estimate once it has iterated; a stop right away returns it
+    out = restore(noisy["image"], "dip", max_iter=50, should_stop=lambda: True, full_output=True,
+                  **TINY)
+    assert out["provenance"]["stopped"]
+    assert not isinstance(out, Cancelled)
