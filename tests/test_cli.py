@@ -124,3 +124,24 @@ def test_run_dip_inpaint_without_mask_is_exit_2(tmp_path):
     res = run("run", "dip", str(tmp_path / "in.tif"), "-o", str(tmp_path / "o.tif"),
               "--task", "inpaint")
     assert res.returncode == 2 and res.stderr.startswith("error: DIP inpainting needs a mask")
+
+
+def test_noise2noise_train_save_then_apply(tmp_path):
+    from napari_ssl_restore.data import noisy_pair
+
+    s = noisy_pair(size=32, sigma=0.1)
+    a, b = tmp_path / "a.tif", tmp_path / "b.tif"
+    tifffile.imwrite(a, s["image"])
+    tifffile.imwrite(b, s["target"])
+    small = ["--features", "8", "--depth", "2", "--patch-size", "16", "--batch-size", "2",
+             "--device", "cpu"]
+    res = run("run", "noise2noise", str(a), "--target", str(b), "-o", str(tmp_path / "o.tif"),
+              "--steps", "4", "--save-model", str(tmp_path / "m.pt"), *small)
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "m.pt").is_file()
+    res = run("run", "noise2noise", str(b), "-o", str(tmp_path / "o2.tif"), "--mode", "apply",
+              "--model", str(tmp_path / "m.pt"), *small)
+    assert res.returncode == 0, res.stderr
+    assert read_provenance(tmp_path / "o2.tif")["model_loaded"] == str(tmp_path / "m.pt")
+    res = run("run", "noise2noise", str(a), "-o", str(tmp_path / "o3.tif"), *small)
+    assert res.returncode == 2 and "needs pairs" in res.stderr

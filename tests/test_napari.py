@@ -157,3 +157,29 @@ def test_dip_widget_inpaint_from_shapes_layer(make_napari_viewer):
     out = viewer.layers["cells dip"].data
     np.testing.assert_allclose(out[20:, 20:], img[20:, 20:], atol=1e-6)  # measured pixels kept
     assert not np.array_equal(out[6:10, 6:10], img[6:10, 6:10])
+
+
+def test_noise2noise_widget_trains_keeps_model_and_applies(make_napari_viewer, tmp_path):
+    from napari_ssl_restore.data import noisy_pair
+
+    viewer = make_napari_viewer()
+    s = noisy_pair(size=32, sigma=0.1)
+    viewer.add_image(s["image"], name="A")
+    viewer.add_image(s["target"], name="B")
+    widget = W.make_noise2noise_widget(viewer)
+    assert widget.image.value.name in ("A", "B")
+    widget.image.value = viewer.layers["A"]
+    widget.inputs["target"].value = viewer.layers["B"]
+    p = widget.params
+    p.steps.value, p.features.value, p.depth.value = 4, 8, 2
+    p.patch_size.value, p.batch_size.value = 16, 2
+    widget.run(sync=True)
+    assert "A noise2noise" in viewer.layers
+    assert p.mode.value == "apply" and str(p.model.value).endswith(".pt")
+    assert "Model kept at" in widget.status.value
+    widget.image.value = viewer.layers["B"]
+    widget.inputs["target"].value = None
+    widget.run(sync=True)
+    assert "B noise2noise" in viewer.layers
+    prov = viewer.layers["B noise2noise"].metadata[PROVENANCE_KEY]
+    assert prov["params"]["mode"] == "apply"

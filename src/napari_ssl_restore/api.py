@@ -67,6 +67,11 @@ def prepare(data, method: str, *, axes: str | None = None, device: str = "auto",
             extras[inp.name] = np.asarray(value).copy()
         else:
             extras[inp.name] = check_image(value, name=inp.name).copy()
+        if inp.like_image and extras[inp.name].shape != arr.shape:
+            raise ValueError(
+                f"{inp.name} has shape {extras[inp.name].shape} but the image has shape {arr.shape}; "
+                f"{inp.name} must be another acquisition of the same field, with the same shape."
+            )
     params = spec.make_params(**kwargs)
     validate(params)
 
@@ -78,6 +83,10 @@ def prepare(data, method: str, *, axes: str | None = None, device: str = "auto",
         )
     scaling = range_scaling(arr) if spec.scaling == "range" else percentile_scaling(arr)
     image = scaling.forward(canon)  # always a new float32 array: the input is never touched
+    for inp in spec.inputs:
+        if inp.like_image and inp.name in extras:
+            extras[inp.name] = np.ascontiguousarray(
+                scaling.forward(_axes.to_canonical(extras[inp.name], layout.axes)[0]))
     return Job(spec, params, layout, scaling, np.ascontiguousarray(image), extras, device,
                int(seed), bool(float_output))
 
@@ -100,6 +109,7 @@ def _finish(job: Job, result: MethodResult) -> dict[str, Any]:
             if not job.layout.has_channels and value.ndim and value.shape[-1] == 1:
                 value = value[..., 0]
         out[spec_out.name] = value
+    out.update(result.artifacts)
     params = dataclasses.asdict(job.params)
     out["provenance"] = _provenance(job.spec.name, params, seed=job.seed, device=job.device,
                                     axes=job.layout.axes, extra=result.info)

@@ -125,3 +125,21 @@ def noisy_cells(size: int = 128, sigma: float = 0.1, seed: int = 0) -> dict[str,
     rng = np.random.default_rng(seed + 1)
     noisy = (clean + sigma * rng.standard_normal(clean.shape)).astype(np.float32)
     return {"image": noisy, "axes": "YX", "clean": clean, "name": f"noisy cells (sigma={sigma})"}
+
+
+def noisy_pair(size: int = 256, sigma: float = 0.15, seed: int = 0,
+               poisson: float | None = None) -> dict[str, Any]:
+    """Two independent noisy acquisitions of one synthetic fluorescence field (``image``, ``target``).
+
+    Gaussian noise of std ``sigma``, or, with ``poisson`` photons per unit intensity, Poisson shot
+    noise plus Gaussian read noise of std ``sigma`` (Poisson-Gaussian, as on a camera).
+    """
+    clean = cells(size, seed)
+    rng = np.random.default_rng(seed + 7)
+
+    def acquire() -> np.ndarray:
+        x = clean if poisson is None else rng.poisson(clean * poisson) / poisson
+        return (x + sigma * rng.standard_normal(clean.shape)).astype(np.float32)
+
+    return {"image": acquire(), "target": acquire(), "axes": "YX", "clean": clean,
+            "name": f"noisy pair (sigma={sigma}{'' if poisson is None else f', {poisson} photons'})"}

@@ -16,6 +16,7 @@ from magicgui.widgets import (
     CheckBox,
     ComboBox,
     Container,
+    FileEdit,
     FloatSpinBox,
     Label,
     LineEdit,
@@ -53,6 +54,9 @@ def layer_axes(layer, *, video: bool = False) -> str:
 
 def _param_widget(p: ParamInfo) -> Widget:
     opts: dict[str, Any] = {"name": p.name, "label": p.name.replace("_", " "), "tooltip": p.doc}
+    if p.widget in ("open_file", "save_file"):
+        return FileEdit(value=p.default or "", mode="r" if p.widget == "open_file" else "w",
+                        filter="*.pt", **opts)
     if p.choices:
         return ComboBox(value=p.default, choices=list(p.choices), **opts)
     if p.type is bool:
@@ -157,7 +161,9 @@ class RestoreWidget(Container):
         values = {}
         for p in self.spec.param_info:
             value = getattr(self.params, p.name).value
-            if p.type is float and isinstance(value, str):
+            if p.widget in ("open_file", "save_file"):
+                value = "" if value is None or str(value) in ("", ".") else str(value)
+            elif p.type is float and isinstance(value, str):
                 try:
                     value = float(value)
                 except ValueError:
@@ -291,6 +297,7 @@ class RestoreWidget(Container):
         self.last_result = result
         self._add_layers(result, layer, job)
         prov = result["provenance"]
+        kept = self._keep_model(result, layer)
         if prov.get("stopped"):
             n = int(np.prod([job.layout.size(a) for a in job.layout.leading], dtype=int))
             done = prov.get("planes_done", n)
@@ -298,6 +305,32 @@ class RestoreWidget(Container):
             self.status.value = f"stopped: best result so far kept for {done}/{n} plane(s){rest}"
         else:
             self.status.value = "done"
+        if kept:
+            self.status.value += f". Model kept at {kept}: mode is now 'apply' to use it on other layers"
+
+    def _keep_model(self, result: dict, layer) -> str | None:
+        """Keep a trained model (saved where asked, else in a temporary folder) for 'apply' runs."""
+        ckpt = result.get("model")
+        if ckpt is None or result["provenance"].get("params", {}).get("mode") != "train":
+            return None
+        import os
+        import tempfile
+        import time
+
+        from ..core.models import save_model
+
+        path = result["provenance"].get("model_saved")
+        if not path:
+            folder = os.path.join(tempfile.gettempdir(), "napari-ssl-restore-models")
+            os.makedirs(folder, exist_ok=True)
+            safe = "".join(ch if ch.isalnum() else "_" for ch in layer.name)
+            path = save_model(ckpt, os.path.join(
+                folder, f"{self.spec.name}-{safe}-{time.strftime('%Y%m%d-%H%M%S')}.pt"))
+        if hasattr(self.params, "model"):
+            self.params.model.value = path
+        if hasattr(self.params, "mode"):
+            self.params.mode.value = "apply"
+        return path
 
     def _on_error(self, exc: Exception) -> None:
         self._remove_preview()

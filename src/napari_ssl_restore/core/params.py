@@ -22,9 +22,13 @@ def param(
     max: float | None = None,  # noqa: A002
     choices: tuple | None = None,
     step: float | None = None,
+    widget: str | None = None,
 ) -> Any:
-    """A dataclass field with its documentation and allowed values attached as metadata."""
-    meta = {"doc": doc, "min": min, "max": max, "choices": choices, "step": step}
+    """A dataclass field with its documentation and allowed values attached as metadata.
+
+    ``widget`` hints the GUI: ``"open_file"`` or ``"save_file"`` for paths.
+    """
+    meta = {"doc": doc, "min": min, "max": max, "choices": choices, "step": step, "widget": widget}
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -40,6 +44,7 @@ class ParamInfo:
     max: float | None = None
     choices: tuple | None = None
     step: float | None = None
+    widget: str | None = None
 
     @property
     def flag(self) -> str:
@@ -74,6 +79,7 @@ def describe(cls: type) -> list[ParamInfo]:
                 max=meta.get("max"),
                 choices=meta.get("choices"),
                 step=meta.get("step"),
+                widget=meta.get("widget"),
             )
         )
     return infos

@@ -18,6 +18,7 @@ from .params import ParamInfo, describe
 METHOD_MODULES: dict[str, str] = {
     "dcp": "napari_ssl_restore.methods.dcp",
     "dip": "napari_ssl_restore.methods.dip",
+    "noise2noise": "napari_ssl_restore.methods.noise2noise",
 }
 
 
@@ -30,6 +31,9 @@ class ExtraInput:
     required: bool = False
     layer_kind: str = "image"
     """What the widget offers for it: ``"image"``, ``"labels"`` or ``"mask"`` (Labels or Shapes)."""
+    like_image: bool = False
+    """A second acquisition of the image itself (``target=``): it must have the image's shape and is
+    given to the method in the same canonical layout and normalisation as the image."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +63,8 @@ class MethodResult:
 
     outputs: dict[str, np.ndarray]
     info: dict[str, Any] = dataclasses.field(default_factory=dict)
+    artifacts: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Non-array results handed back as they are (e.g. a trained ``"model"`` checkpoint)."""
 
 
 @dataclasses.dataclass(frozen=True)

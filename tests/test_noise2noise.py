@@ -1,0 +1,164 @@
+"""Noise2Noise: pairs, losses, training/apply/save/load, stacks, stop and bad input (tiny configs)."""
+import numpy as np
+import pytest
+import torch
+
+from napari_ssl_restore import denoise_noise2noise, restore
+from napari_ssl_restore.core.models import load_checkpoint
+from napari_ssl_restore.methods import noise2noise as n2n
+from napari_ssl_restore.nets.unet import UNet, pad_to_multiple
+
+TINY = {"features": 8, "depth": 2, "patch_size": 16, "batch_size": 4, "device": "cpu"}
+
+
+@pytest.fixture
+def pair():
+    from napari_ssl_restore.data import noisy_pair
+
+    return noisy_pair(size=40, sigma=0.15)
+
+
+def test_unet_paper_size_and_padding():
+    assert 0.9e6 < sum(p.numel() for p in UNet(1, 1, 48, 5).parameters()) < 1.1e6
+    x, (h, w) = pad_to_multiple(torch.rand(1, 2, 37, 50), 8)
+    assert x.shape[-2:] == (40, 56) and (h, w) == (37, 50)
+    assert UNet(2, 2, 8, 3)(x).shape == x.shape
+
+
+def test_losses():
+    a, b = torch.zeros(10), torch.tensor([0.0] * 9 + [3.0])
+    assert float(n2n.n2n_loss(a, b, "l2")) == pytest.approx(0.9)
+    assert float(n2n.n2n_loss(a, b, "l1")) == pytest.approx(0.3)
+    # annealed L0: L2 at the start; near the end it prefers the mode (0) over the mean (0.3)
+    assert float(n2n.n2n_loss(a, b, "l0", 0.0)) == pytest.approx(0.9, rel=1e-3)
+    mean = torch.full((10,), 0.3)
+    assert float(n2n.n2n_loss(mean, b, "l2")) < float(n2n.n2n_loss(a, b, "l2"))
+    assert float(n2n.n2n_loss(a, b, "l0", 0.95)) < float(n2n.n2n_loss(mean, b, "l0", 0.95))
+
+
+def test_make_pairs_time_target_z():
+    img = np.zeros((3, 2, 8, 8, 1), np.float32)  # T Z Y X C
+    planes, pairs, how = n2n.make_pairs(img, "TZYXC", "auto", None)
+    assert how == "time" and len(planes) == 6 and len(pairs) == 2 * 2 * 2
+    assert (0, 2) in pairs and (2, 0) in pairs  # (t0, z0) <-> (t1, z0)
+    planes, pairs, how = n2n.make_pairs(img, "TZYXC", "z", None)
+    assert how == "z" and (0, 1) in pairs and len(pairs) == 3 * 2
+    planes, pairs, how = n2n.make_pairs(img[0, 0], "YXC", "auto", img[1, 0])
+    assert how == "target" and pairs == [(0, 1), (1, 0)]
+    with pytest.raises(ValueError, match="needs pairs"):
+        n2n.make_pairs(img[0, 0], "YXC", "auto", None)
+    with pytest.raises(ValueError, match="at least 2 planes"):
+        n2n.make_pairs(img[:1], "TZYXC", "time", None)
+
+
+def test_sampler_aligns_pairs():
+    rng = np.random.default_rng(0)
+    base = rng.random((20, 24, 1)).astype(np.float32)
+    sampler = n2n.PatchSampler([base, base + 1], [(0, 1)], 8, rng, augment=True)
+    src, tgt = sampler.sample(16)
+    np.testing.assert_allclose(tgt, src + 1, rtol=1e-6)
+    with pytest.raises(ValueError, match="larger than the image"):
+        n2n.PatchSampler([base], [(0, 0)], 32, rng, True)
+
+
+def test_lr_ramp_down():
+    assert n2n._lr_factor(10, 100) == 1.0
+    assert n2n._lr_factor(100, 100) == pytest.approx(0.0, abs=1e-9)
+    assert 0 < n2n._lr_factor(85, 100) < 1
+
+
+def test_train_reduces_error_deterministic_no_inplace(pair):
+    before = pair["image"].copy()
+    a = denoise_noise2noise(pair["image"], target=pair["target"], steps=120, seed=3, **TINY)
+    b = denoise_noise2noise(pair["image"], target=pair["target"], steps=120, seed=3, **TINY)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(pair["image"], before)
+    mse = lambda x: float(np.mean((x - pair["clean"]) ** 2))  # noqa: E731
+    assert mse(a) < mse(pair["image"])
+
+
+def test_save_load_apply_round_trip(pair, tmp_path):
+    path = tmp_path / "model.pt"
+    out = restore(pair["image"], "noise2noise", target=pair["target"], steps=10,
+                  save_model=str(path), full_output=True, **TINY)
+    assert out["provenance"]["model_saved"] == str(path)
+    ckpt = load_checkpoint(path)
+    assert ckpt["config"]["features"] == 8 and ckpt["provenance"]["steps"] == 10
+    applied = restore(pair["image"], "noise2noise", mode="apply", model=str(path),
+                      device="cpu", features=8, depth=2, patch_size=16)
+    np.testing.assert_allclose(applied, out["image"], atol=1e-5)
+    # apply to a stack of new frames: no pairs needed
+    stack = np.stack([pair["target"], pair["image"]])
+    assert restore(stack, "noise2noise", axes="ZYX", mode="apply", model=str(path),
+                   device="cpu", depth=2, patch_size=16).shape == stack.shape
+    # fine-tune from it
+    ft = restore(pair["image"], "noise2noise", target=pair["target"], steps=5, model=str(path),
+                 full_output=True, **TINY)
+    assert ft["provenance"]["model_loaded"] == str(path)
+
+
+@pytest.mark.parametrize("axes,shape", [("TYX", (3, 32, 32)), ("TZYX", (2, 2, 32, 32)),
+                                        ("TYXC", (2, 32, 32, 3))])
+def test_time_lapse_pairs_and_output_shape(axes, shape):
+    rng = np.random.default_rng(0)
+    data = (rng.random(shape) * 1000).astype(np.uint16)
+    out = restore(data, "noise2noise", axes=axes, steps=5, full_output=True, **TINY)
+    assert out["image"].shape == data.shape and out["image"].dtype == np.uint16
+    assert out["provenance"]["pairing"] == "time"
+
+
+def test_tiled_prediction_matches_single_tile(pair):
+    ckpt_out = restore(pair["image"], "noise2noise", target=pair["target"], steps=5,
+                       full_output=True, **TINY)
+    from napari_ssl_restore.core.models import build
+
+    net = build(ckpt_out["model"]).eval()
+    plane = np.random.default_rng(1).random((50, 44, 1)).astype(np.float32)
+    big = n2n.predict_plane(net, plane, n2n.Params(tile_size=512, **{k: v for k, v in TINY.items()
+                                                                       if k != "device"}),
+                            torch.device("cpu"))
+    small = n2n.predict_plane(net, plane, n2n.Params(tile_size=24, tile_overlap=8,
+                                                     **{k: v for k, v in TINY.items()
+                                                        if k != "device"}), torch.device("cpu"))
+    # interior agrees closely; seams are blended
+    assert np.abs(big - small)[8:-8, 8:-8].mean() < 0.02
+
+
+def test_stop_keeps_model_trained_so_far(pair):
+    calls = {"n": 0}
+
+    def should_stop():
+        calls["n"] += 1
+        return calls["n"] > 2
+
+    out = restore(pair["image"], "noise2noise", target=pair["target"], steps=500,
+                  should_stop=should_stop, full_output=True, **TINY)
+    prov = out["provenance"]
+    assert prov["stopped"] and 0 < prov["trained_steps"] < 500
+    assert out["model"] is not None and out["image"].shape == pair["image"].shape
+
+
+@pytest.mark.parametrize("kw,msg", [
+    ({"patch_size": 18}, "multiple of 2\\*\\*depth"),
+    ({"mode": "apply"}, "needs model="),
+    ({"model": "/nonexistent/model.pt"}, "not found"),
+    ({"loss": "l3"}, "one of"),
+    ({"target": np.zeros((5, 5), np.float32)}, "same shape"),
+])
+def test_bad_input(kw, msg, pair):
+    args = dict(TINY, steps=2)
+    args.update(kw)
+    with pytest.raises((ValueError, FileNotFoundError), match=msg):
+        restore(pair["image"], "noise2noise", **args)
+
+
+def test_single_image_without_pairs_is_a_clear_error(pair):
+    with pytest.raises(ValueError, match="needs pairs of noisy images"):
+        restore(pair["image"], "noise2noise", steps=2, **TINY)
+
+
+def test_not_a_model_file(tmp_path, pair):
+    bad = tmp_path / "bad.pt"
+    torch.save({"hello": 1}, bad)
+    with pytest.raises(ValueError, match="not a napari-ssl-restore model"):
+        restore(pair["image"], "noise2noise", mode="apply", model=str(bad), **TINY)
