@@ -65,9 +65,16 @@ def _resolve_type(cls: type, field: dataclasses.Field) -> type:
 
 
 def describe(cls: type) -> list[ParamInfo]:
-    """Return the :class:`ParamInfo` of every field of a ``Params`` dataclass, in order."""
+    """Return the :class:`ParamInfo` of every field of a ``Params`` dataclass.
+
+    Fields the class declares itself come first, then those it inherits (shared settings such as a
+    network's size), so widgets and help list the method's own choices at the top.
+    """
+    own = cls.__dict__.get("__annotations__", {})
+    fields = dataclasses.fields(cls)
+    fields = [f for f in fields if f.name in own] + [f for f in fields if f.name not in own]
     infos = []
-    for f in dataclasses.fields(cls):
+    for f in fields:
         meta = f.metadata
         infos.append(
             ParamInfo(

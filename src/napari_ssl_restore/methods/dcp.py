@@ -149,26 +149,30 @@ def _box_sum(x: np.ndarray, radius: int) -> np.ndarray:
     return ndi.uniform_filter1d(s, size, axis=-2, mode="constant")
 
 
-def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float) -> np.ndarray:
-    """Grey-guide guided filter (He, Sun & Tang, ECCV 2010) of a ``(H, W)`` map.
-
-    Box means use windows clipped at the image border (the normalisation of the authors' code),
-    so the borders are not biased by padding.
-    """
-    h, w = guide.shape
+def _box_mean(shape: tuple[int, int], radius: int):
+    """Mean over (2r+1)² windows clipped at the border (the normalisation of the authors' code,
+    so borders are not biased by padding), as a function of a ``shape`` map."""
     size = 2 * radius + 1
 
     def counts(n: int) -> np.ndarray:
         i = np.arange(n)
         return (np.minimum(i + radius, n - 1) - np.maximum(i - radius, 0) + 1).astype(np.float32)
 
-    norm = ((size * size) / np.outer(counts(h), counts(w))).astype(np.float32)
+    norm = ((size * size) / np.outer(counts(shape[0]), counts(shape[1]))).astype(np.float32)
 
     def mean(x: np.ndarray) -> np.ndarray:
         s = _box_sum(x, radius)
         s *= norm
         return s
 
+    return mean
+
+
+def _guided_coefficients(guide: np.ndarray, src: np.ndarray, radius: int,
+                         eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """Box-averaged linear coefficients ``(mean_a, mean_b)`` of the guided filter, so that the
+    output is ``mean_a * guide + mean_b``. The box filters run two at a time on two threads."""
+    mean = _box_mean(guide.shape, radius)
     pool = _pool()
     f_i, f_p = pool.submit(mean, guide), pool.submit(mean, src)
     f_ip, f_ii = pool.submit(lambda: mean(guide * src)), pool.submit(lambda: mean(guide * guide))
@@ -177,8 +181,14 @@ def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float) -
     a /= f_ii.result() - mean_i * mean_i + np.float32(eps)
     b = mean_p - a * mean_i
     f_a, f_b = pool.submit(mean, a), pool.submit(mean, b)
-    q = f_a.result() * guide
-    q += f_b.result()
+    return f_a.result(), f_b.result()
+
+
+def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float) -> np.ndarray:
+    """Grey-guide guided filter (He, Sun & Tang, ECCV 2010) of a ``(H, W)`` map."""
+    mean_a, mean_b = _guided_coefficients(guide, src, radius, eps)
+    q = mean_a * guide
+    q += mean_b
     return q
 
 
@@ -208,27 +218,10 @@ def fast_guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: flo
     s = int(subsample)
     if s <= 1 or min(guide.shape) < 4 * s:
         return guided_filter(guide, src, radius, eps)
-    g_small, p_small = guide[::s, ::s], src[::s, ::s]
-    r_small = max(1, round(radius / s))
-    h, w = g_small.shape
-    size = 2 * r_small + 1
-
-    def counts(n: int) -> np.ndarray:
-        i = np.arange(n)
-        return (np.minimum(i + r_small, n - 1) - np.maximum(i - r_small, 0) + 1).astype(np.float32)
-
-    norm = ((size * size) / np.outer(counts(h), counts(w))).astype(np.float32)
-
-    def mean(x):
-        return _box_sum(x, r_small) * norm
-
-    mean_i, mean_p = mean(g_small), mean(p_small)
-    a = mean(g_small * p_small) - mean_i * mean_p
-    a /= mean(g_small * g_small) - mean_i * mean_i + np.float32(eps)
-    b = mean_p - a * mean_i
-    pool = _pool()
-    f_a = pool.submit(_upsample_linear, mean(a), guide.shape, s)
-    q = _upsample_linear(mean(b), guide.shape, s)
+    mean_a, mean_b = _guided_coefficients(guide[::s, ::s], src[::s, ::s], max(1, round(radius / s)),
+                                          eps)
+    f_a = _pool().submit(_upsample_linear, mean_a, guide.shape, s)
+    q = _upsample_linear(mean_b, guide.shape, s)
     q += f_a.result() * guide
     return q
 

@@ -38,18 +38,9 @@ TASK_ITERATIONS = {"denoise": 3000, "inpaint": 5000, "sr": 2000, "deconv": 3000}
 
 
 @dataclasses.dataclass(frozen=True)
-class Params:
-    """Deep Image Prior settings (defaults from Ulyanov et al. 2018)."""
+class FitParams:
+    """Settings of the DIP optimisation and generator, shared by every DIP-based method."""
 
-    method_title = "Deep Image Prior"
-
-    task: Literal["denoise", "inpaint", "sr", "deconv"] = param(
-        "denoise", "What H is: 'denoise' (identity), 'inpaint' (needs a mask: nonzero = missing), "
-                   "'sr' (downsampling by sr_factor; the output is larger) or 'deconv' (blur by the "
-                   "PSF, given as psf= or Gaussian with psf_sigma).", choices=TASKS)
-    max_iter: int = param(0, "Iterations for the first plane; 0 = the paper's count for the task "
-                             "(denoise 3000, inpaint 5000, sr 2000, deconv 3000). Early stopping "
-                             "usually ends sooner.", min=0, max=100_000)
     early_stop: bool = param(True, "Stop automatically near peak quality (running variance of the "
                                    "outputs, no ground truth needed) and return the best estimate.")
     es_window: int = param(100, "Early stopping: number of recent iterations the running variance "
@@ -71,19 +62,34 @@ class Params:
     skip_channels: int = param(4, "Channels of each skip connection (paper: 4).", min=0, max=256)
     upsample_mode: Literal["bilinear", "nearest"] = param(
         "bilinear", "Upsampling in the decoder (paper: bilinear).", choices=("bilinear", "nearest"))
+    warm_iter_fraction: float = param(0.25, "Stacks: planes after the first start from the previous "
+                                            "plane's networks and run this fraction of max_iter "
+                                            "(1 = a full fit per plane).",
+                                      min=0.01, max=1.0, step=0.05)
+    preview_every: int = param(50, "Iterations between preview updates in napari.", min=1,
+                               max=100_000)
+    mixed_precision: bool = param(True, "Use bfloat16 autocast on CUDA (ignored on the CPU).")
+
+
+@dataclasses.dataclass(frozen=True)
+class Params(FitParams):
+    """Deep Image Prior settings (defaults from Ulyanov et al. 2018)."""
+
+    method_title = "Deep Image Prior"
+
+    task: Literal["denoise", "inpaint", "sr", "deconv"] = param(
+        "denoise", "What H is: 'denoise' (identity), 'inpaint' (needs a mask: nonzero = missing), "
+                   "'sr' (downsampling by sr_factor; the output is larger) or 'deconv' (blur by the "
+                   "PSF, given as psf= or Gaussian with psf_sigma).", choices=TASKS)
+    max_iter: int = param(0, "Iterations for the first plane; 0 = the paper's count for the task "
+                             "(denoise 3000, inpaint 5000, sr 2000, deconv 3000). Early stopping "
+                             "usually ends sooner.", min=0, max=100_000)
     sr_factor: int = param(4, "Super-resolution factor for task 'sr'.", choices=(2, 3, 4, 8))
     psf_sigma: float = param(2.0, "Std (pixels) of the Gaussian PSF for task 'deconv' when no PSF "
                                   "image is given.", min=0.1, max=50.0, step=0.1)
     tv_weight: float = param(0.0, "Optional total-variation weight added to the data term "
                                   "(noise-heavy deconvolution); 0 = pure DIP.", min=0.0, max=10.0,
                              step=1e-4)
-    warm_iter_fraction: float = param(0.25, "Stacks: planes after the first start from the previous "
-                                            "plane's network and run this fraction of max_iter "
-                                            "(1 = a full fit per plane).",
-                                      min=0.01, max=1.0, step=0.05)
-    preview_every: int = param(50, "Iterations between preview updates in napari.", min=1,
-                               max=100_000)
-    mixed_precision: bool = param(True, "Use bfloat16 autocast on CUDA (ignored on the CPU).")
 
     def iterations(self) -> int:
         return self.max_iter or TASK_ITERATIONS[self.task]
@@ -186,82 +192,90 @@ class VarianceEarlyStop:
         self.var = (1 - self.alpha) * (self.var + self.alpha * float(delta.pow(2).mean()))
         if it >= self.window and self.var < self.best_var:
             self.best_var, self.best_iter = self.var, it
-            self.best = estimate.detach().clone()
+            self.best = ({k: v.detach().clone() for k, v in estimate.items()}
+                         if isinstance(estimate, dict) else estimate.detach().clone())
         return self.best_iter >= 0 and it - self.best_iter > self.patience
 
 
 # --- the optimisation loop (reused by Double-DIP) ------------------------------------------------
 
-def make_net(params: Params, out_channels: int, device):
+def make_net(params: FitParams, out_channels: int, device, *, sigmoid: bool = True):
     from ..nets.skip import SkipNet
 
     return SkipNet(params.input_depth, out_channels, params.channels, params.depth,
-                   params.skip_channels, params.upsample_mode).to(device)
+                   params.skip_channels, params.upsample_mode, sigmoid=sigmoid).to(device)
 
 
-def fit_plane(net, z, target, operator, params: Params, iterations: int, *, generator,
-              step0: int, total: int, label: str, known=None):
-    """Fit ``net(z)`` so that ``operator(net(z))`` matches ``target``; a generator of Steps.
+def make_code(params: FitParams, shape: tuple[int, int], generator, device):
+    """The fixed random input ``z``: uniform noise scaled by 0.1, as in the paper."""
+    import torch
 
-    Returns ``(estimate, info)``: the averaged output (at the early-stopping minimum when enabled) as
-    an ``(1, C, H, W)`` tensor, and ``{"stop_iteration", "best_iteration", "stopped"}``. A
-    :class:`StopRequested` thrown in at a yield ends the fit and returns the best estimate so far.
+    z = torch.rand((1, params.input_depth) + tuple(shape), generator=generator, device=device) * 0.1
+    return z.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else z
+
+
+def fit(nets, codes, render, objective, params: FitParams, iterations: int, *, generator,
+        step0: int, total: int, label: str, watch: str, extra_parameters=()):
+    """The DIP optimisation loop, for one or several generators; a generator of Steps.
+
+    Each iteration feeds every ``nets[k]`` its code ``codes[k]`` (plus fresh ``reg_noise_std`` noise),
+    ``render`` turns their outputs into named tensors, ``objective`` turns those into the loss, and
+    Adam updates the networks (and ``extra_parameters``). Every rendered tensor is averaged over
+    iterations (``output_averaging``); early stopping watches the running variance of
+    ``rendered[watch]``. Returns ``(estimates, info)``: the averaged tensors (at the variance minimum
+    when early stopping is on), and ``{"stop_iteration", "best_iteration", "stopped", "final_loss"}``.
+    A :class:`StopRequested` thrown in at a yield ends the fit and returns the best estimates so far.
     """
     import torch
 
-    device = z.device
+    device = codes[0].device
     amp = params.mixed_precision and device.type == "cuda"
-    opt = torch.optim.Adam(net.parameters(), lr=params.learning_rate)
+    trainable = [p for net in nets for p in net.parameters()] + list(extra_parameters)
+    opt = torch.optim.Adam(trainable, lr=params.learning_rate)
     es = VarianceEarlyStop(params.es_window, params.es_patience) if params.early_stop else None
-    avg = None
-    weight = None if known is None else known.expand_as(target)
-    norm = None if weight is None else weight.sum().clamp_min(1.0)
+    avg: dict | None = None
     it, stopped, loss_value = 0, False, float("nan")
     report = max(1, min(10, params.preview_every))
     try:
         for it in range(1, iterations + 1):
-            z_in = z
-            if params.reg_noise_std > 0:
-                z_in = z + params.reg_noise_std * torch.randn(z.shape, generator=generator,
-                                                              device=device, dtype=z.dtype)
             opt.zero_grad(set_to_none=True)
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
-                out = net(z_in)
-            out = out.float()
-            pred = operator(out)
-            if weight is None:
-                loss = torch.mean((pred - target) ** 2)
-            else:
-                loss = torch.sum(((pred - target) ** 2) * weight) / norm
-            if params.tv_weight > 0:
-                loss = loss + params.tv_weight * total_variation(out)
+            outs = []
+            for net, z in zip(nets, codes):
+                if params.reg_noise_std > 0:
+                    z = z + params.reg_noise_std * torch.randn(z.shape, generator=generator,
+                                                               device=device, dtype=z.dtype)
+                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+                    outs.append(net(z).float())
+            rendered = render(outs)
+            loss = objective(rendered)
             loss.backward()
             opt.step()
             with torch.no_grad():
                 if avg is None or params.output_averaging == 0:
-                    avg = out.detach().clone()
+                    avg = {k: v.detach().clone() for k, v in rendered.items()}
                 else:
-                    avg.mul_(params.output_averaging).add_(out.detach(),
-                                                           alpha=1 - params.output_averaging)
-                done = es is not None and es.update(it, out, avg)
+                    for k, v in rendered.items():
+                        avg[k].mul_(params.output_averaging).add_(
+                            v.detach(), alpha=1 - params.output_averaging)
+                done = es is not None and es.update(it, rendered[watch], avg)
             if it % report == 0 or it == iterations or done:
                 loss_value = float(loss.detach())
                 preview = None
                 if it % params.preview_every == 0:
-                    preview = avg[0].permute(1, 2, 0).float().cpu().numpy()
+                    preview = avg[watch][0].permute(1, 2, 0).float().cpu().numpy()
                 best = f", best@{es.best_iter}" if es is not None and es.best_iter >= 0 else ""
                 yield Step(step0 + it, total, f"{label} iter {it}/{iterations}, loss "
-                                              f"{loss_value:.3e}{best}", preview,
+                                              f"{loss_value:.3e}{best}".strip(), preview,
                            {"loss": loss_value, "iteration": it,
                             "es_variance": es.var if es is not None else float("nan")})
             if done:
                 break
     except StopRequested:
         stopped = True
-    estimate = es.best if es is not None and es.best is not None else avg
-    best_iter = es.best_iter if es is not None and es.best is not None else it
-    return estimate, {"stop_iteration": it, "best_iteration": best_iter, "stopped": stopped,
-                      "final_loss": loss_value}
+    best_found = es is not None and es.best is not None
+    estimates = es.best if best_found else avg
+    return estimates, {"stop_iteration": it, "best_iteration": es.best_iter if best_found else it,
+                       "stopped": stopped, "final_loss": loss_value}
 
 
 # --- the generator -------------------------------------------------------------------------------
@@ -319,10 +333,9 @@ def run(image: np.ndarray, params: Params, ctx: RunContext, mask=None, psf=None)
     torch.manual_seed(ctx.seed)
     gen = torch.Generator(device=device).manual_seed(ctx.seed)
     net = make_net(params, c, device)
-    z = (torch.rand((1, params.input_depth, out_h, out_w), generator=gen, device=device) * 0.1)
+    z = make_code(params, (out_h, out_w), gen, device)
     if device.type == "cuda":
         net = net.to(memory_format=torch.channels_last)
-        z = z.contiguous(memory_format=torch.channels_last)
     first = params.iterations()
     later = max(1, round(first * params.warm_iter_fraction))
     iters = [first] + [later] * (n - 1)
@@ -333,13 +346,24 @@ def run(image: np.ndarray, params: Params, ctx: RunContext, mask=None, psf=None)
     step0 = 0
     for i in range(n):
         target = torch.from_numpy(np.ascontiguousarray(planes[i].transpose(2, 0, 1)))[None].to(device)
-        known = None
+        weight = norm = None
         if masks is not None:
-            known = torch.from_numpy((~masks[i]).astype(np.float32))[None, None].to(device)
+            weight = torch.from_numpy((~masks[i]).astype(np.float32))[None, None].to(device)
+            weight = weight.expand_as(target)
+            norm = weight.sum().clamp_min(1.0)
+
+        def objective(r, target=target, weight=weight, norm=norm):
+            residual = (operator(r["image"]) - target) ** 2
+            loss = residual.mean() if weight is None else (residual * weight).sum() / norm
+            if params.tv_weight > 0:
+                loss = loss + params.tv_weight * total_variation(r["image"])
+            return loss
+
         label = f"plane {i + 1}/{n}," if n > 1 else ""
-        estimate, plane_info = yield from fit_plane(
-            net, z, target, operator, params, iters[i], generator=gen, step0=step0, total=total,
-            label=label.strip(), known=known)
+        estimates, plane_info = yield from fit(
+            [net], [z], lambda outs: {"image": outs[0]}, objective, params, iters[i],
+            generator=gen, step0=step0, total=total, label=label, watch="image")
+        estimate = estimates["image"]
         result[i] = estimate[0].permute(1, 2, 0).float().cpu().numpy()
         info["stop_iterations"].append(plane_info["stop_iteration"])
         info["best_iterations"].append(plane_info["best_iteration"])

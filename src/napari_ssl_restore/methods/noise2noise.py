@@ -188,6 +188,68 @@ def _lr_factor(step: int, total: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * (step - start) / max(total - start, 1)))
 
 
+# --- training ------------------------------------------------------------------------------------
+
+def train(net, sampler: PatchSampler, params: Params, device, *, total: int, grand_total: int,
+          preview_plane: np.ndarray | None = None):
+    """Train ``net`` on patches from ``sampler`` for ``total`` steps; a generator of Steps.
+
+    Returns ``{"steps", "train_loss", "val_loss", "stopped"}``. A :class:`StopRequested` thrown in at
+    a yield ends training early and keeps the network as it is.
+    """
+    import torch
+
+    n_val = int(round(params.validation_fraction * max(8, 4 * params.batch_size)))
+    val = None
+    if n_val:
+        val = tuple(torch.from_numpy(v).permute(0, 3, 1, 2).contiguous().to(device)
+                    for v in sampler.sample(n_val))
+    opt = torch.optim.Adam(net.parameters(), lr=params.learning_rate, betas=(0.9, 0.99))
+    amp = params.mixed_precision and device.type == "cuda"
+    crop = _preview_crop(preview_plane) if preview_plane is not None else None
+    train_loss = val_loss = float("nan")
+    running = None
+    step, stopped = 0, False
+    net.train()
+    try:
+        for step in range(1, total + 1):
+            for group in opt.param_groups:
+                group["lr"] = params.learning_rate * _lr_factor(step, total)
+            src, tgt = sampler.sample(params.batch_size)
+            x = torch.from_numpy(src).permute(0, 3, 1, 2).contiguous().to(device)
+            y = torch.from_numpy(tgt).permute(0, 3, 1, 2).contiguous().to(device)
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+                pred = net(x)
+            loss = n2n_loss(pred.float(), y, params.loss, step / total)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            value = float(loss.detach())
+            running = value if running is None else 0.95 * running + 0.05 * value
+            if step % 10 == 0 or step == total:
+                preview = None
+                if step % params.preview_every == 0 or step == total:
+                    net.eval()
+                    if val is not None:
+                        with torch.no_grad():
+                            val_loss = float(n2n_loss(net(val[0]), val[1], params.loss,
+                                                      step / total))
+                    if crop is not None:
+                        preview = predict_plane(net, crop, params, device)
+                    net.train()
+                train_loss = running
+                yield Step(step, grand_total,
+                           f"training step {step}/{total}, loss {train_loss:.3e}"
+                           + (f", validation {val_loss:.3e}" if val is not None else ""),
+                           preview, {"loss": train_loss, "val_loss": val_loss, "step": step})
+    except StopRequested:
+        stopped = True
+        logger.info("training stopped after %d steps; keeping that model", step)
+    net.eval()
+    return {"steps": step, "train_loss": running if running is not None else train_loss,
+            "val_loss": val_loss, "stopped": stopped}
+
+
 # --- prediction ----------------------------------------------------------------------------------
 
 def predict_plane(net, plane: np.ndarray, params: Params, device) -> np.ndarray:
@@ -241,62 +303,18 @@ def run(image: np.ndarray, params: Params, ctx: RunContext, target=None):
     if params.mode == "train":
         planes, pairs, pairing = make_pairs(image, ctx.axes, params.pairing, target)
         info["pairing"], info["pairs"] = pairing, len(pairs)
-        patch = params.patch_size
-        sampler = PatchSampler(planes, pairs, patch, rng, params.augment)
-        total = params.steps or auto_steps(planes, pairs, patch, params.batch_size)
-        n_val = int(round(params.validation_fraction * max(8, 4 * params.batch_size)))
-        val = sampler.sample(n_val) if n_val else None
-        val_t = tuple(torch.from_numpy(v).permute(0, 3, 1, 2).contiguous().to(device)
-                      for v in val) if val is not None else None
-        opt = torch.optim.Adam(net.parameters(), lr=params.learning_rate, betas=(0.9, 0.99))
-        amp = params.mixed_precision and device.type == "cuda"
-        crop = _preview_crop(planes[pairs[0][0]])
-        train_loss = val_loss = float("nan")
-        running = None
-        n_predict = int(np.prod(image.shape[:-3], dtype=int))
-        grand_total = total + n_predict
-        step = 0
-        net.train()
-        try:
-            for step in range(1, total + 1):
-                for group in opt.param_groups:
-                    group["lr"] = params.learning_rate * _lr_factor(step, total)
-                src, tgt = sampler.sample(params.batch_size)
-                x = torch.from_numpy(src).permute(0, 3, 1, 2).contiguous().to(device)
-                y = torch.from_numpy(tgt).permute(0, 3, 1, 2).contiguous().to(device)
-                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
-                    pred = net(x)
-                loss = n2n_loss(pred.float(), y, params.loss, step / total)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                value = float(loss.detach())
-                running = value if running is None else 0.95 * running + 0.05 * value
-                if step % 10 == 0 or step == total:
-                    preview = None
-                    if step % params.preview_every == 0 or step == total:
-                        if val_t is not None:
-                            net.eval()
-                            with torch.no_grad():
-                                val_loss = float(n2n_loss(net(val_t[0]), val_t[1], params.loss,
-                                                          step / total))
-                            net.train()
-                        net.eval()
-                        preview = predict_plane(net, crop, params, device)
-                        net.train()
-                    train_loss = running
-                    yield Step(step, grand_total,
-                               f"training step {step}/{total}, loss {train_loss:.3e}"
-                               + (f", validation {val_loss:.3e}" if val_t is not None else ""),
-                               preview, {"loss": train_loss, "val_loss": val_loss, "step": step})
-        except StopRequested:
-            stopped = True
-            logger.info("Noise2Noise stopped after %d steps; keeping that model", step)
-        info.update(trained_steps=step, train_loss=train_loss, val_loss=val_loss, stopped=stopped)
+        sampler = PatchSampler(planes, pairs, params.patch_size, rng, params.augment)
+        total = params.steps or auto_steps(planes, pairs, params.patch_size, params.batch_size)
+        grand_total = total + int(np.prod(image.shape[:-3], dtype=int))
+        fit = yield from train(net, sampler, params, device, total=total, grand_total=grand_total,
+                               preview_plane=planes[pairs[0][0]])
+        stopped = fit["stopped"]
+        info.update(trained_steps=fit["steps"], train_loss=fit["train_loss"],
+                    val_loss=fit["val_loss"], stopped=stopped)
         ckpt_out = checkpoint(net, architecture="unet",
                               normalization={"kind": "percentile", "low": 0.1, "high": 99.9},
                               provenance={"method": "noise2noise", "params": dataclasses.asdict(params),
-                                          "steps": step, "seed": ctx.seed})
+                                          "steps": fit["steps"], "seed": ctx.seed})
         if params.save_model:
             info["model_saved"] = save_model(ckpt_out, params.save_model)
     else:

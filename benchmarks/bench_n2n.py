@@ -1,0 +1,152 @@
+"""Noise2Noise against clean-target training (N2C), BM3D and CAREamics Noise2Void.
+
+Run:  python benchmarks/bench_n2n.py [--size 256] [--steps 400] [--n2v-python /path/to/venv/python]
+BM3D needs the benchmark-only ``bm3d`` package; Noise2Void runs CAREamics in a *separate* Python
+environment (``pip install torch==2.13.0 careamics``) through ``benchmarks/n2v_careamics.py``, given
+the same training-time budget as Noise2Noise.
+
+Images (offline): scikit-image's bundled fluorescence-like ``cell`` crop and a synthetic cells field,
+each with two independent noisy copies: Gaussian (sigma 0.15 of the range) and Poisson-Gaussian
+(30 photons at full scale, read noise 0.02). N2N trains on the two noisy copies; N2C trains the same
+network for the same steps on (noisy copy, clean image). Also: prediction of a 2048x2048 image with
+tiling (seconds and peak RSS).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from skimage import data as skdata
+from skimage.metrics import peak_signal_noise_ratio as psnr
+from skimage.metrics import structural_similarity as ssim
+from skimage.restoration import estimate_sigma
+
+from napari_ssl_restore import restore
+from napari_ssl_restore.core.normalize import percentile_scaling
+from napari_ssl_restore.data import cells
+from napari_ssl_restore.methods import noise2noise as n2n
+from napari_ssl_restore.nets.unet import UNet
+
+
+def clean_images(size: int) -> dict[str, np.ndarray]:
+    cell = skdata.cell().astype(np.float32)
+    cell = cell[60:60 + size, 40:40 + size]
+    cell = (cell - cell.min()) / (cell.max() - cell.min())
+    return {"skimage cell": cell, "synthetic cells": cells(size, seed=3)}
+
+
+def noisy_copies(clean, kind, rng):
+    def one():
+        if kind == "gaussian":
+            return clean + 0.15 * rng.standard_normal(clean.shape)
+        return rng.poisson(clean * 30) / 30 + 0.02 * rng.standard_normal(clean.shape)
+
+    return one().astype(np.float32), one().astype(np.float32)
+
+
+def q(clean, x):
+    return f"{psnr(clean, x, data_range=1):.2f} / {ssim(clean, x, data_range=1):.3f}"
+
+
+def n2c(noisy, clean, steps, seed=0):
+    """The same U-Net and training loop, with clean targets (upper bound N2N should reach)."""
+    import torch
+
+    torch.manual_seed(seed)
+    sc = percentile_scaling(noisy)
+    a, c = sc.forward(noisy)[..., None], sc.forward(clean)[..., None]
+    params = n2n.Params(steps=steps)
+    net = UNet(1, 1, params.features, params.depth)
+    sampler = n2n.PatchSampler([a, c], [(0, 1)], params.patch_size, np.random.default_rng(seed),
+                               True)
+    gen = n2n.train(net, sampler, params, torch.device("cpu"), total=steps, grand_total=steps)
+    try:
+        while True:
+            next(gen)
+    except StopIteration:
+        pass
+    out = n2n.predict_plane(net, a, params, torch.device("cpu"))[..., 0]
+    return sc.inverse(out, as_float=True)
+
+
+def n2v(python: str, noisy: np.ndarray, seconds: float) -> tuple[np.ndarray, float, str]:
+    with tempfile.TemporaryDirectory() as tmp:
+        np.save(Path(tmp) / "noisy.npy", noisy)
+        res = subprocess.run([python, str(Path(__file__).parent / "n2v_careamics.py"),
+                              str(Path(tmp) / "noisy.npy"), str(Path(tmp) / "out.npy"),
+                              "--seconds", str(seconds)], capture_output=True, text=True, cwd=tmp)
+        if res.returncode != 0:
+            raise RuntimeError(res.stderr[-2000:])
+        meta = json.loads(res.stdout.strip().splitlines()[-1])
+        return np.load(Path(tmp) / "out.npy"), meta["train_seconds"], meta["info"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--n2v-python", help="python of an environment with careamics installed")
+    ap.add_argument("--skip-large", action="store_true")
+    args = ap.parse_args()
+    rng = np.random.default_rng(0)
+    print(f"{args.size}x{args.size} images, U-Net 48 features / 5 levels, {args.steps} steps of "
+          "8 patches 64x64, CPU (2 cores). PSNR dB / SSIM against the clean image "
+          "(training seconds).\n")
+    head = "| image | noise | noisy | BM3D | N2N (ours) | N2C (same steps) |"
+    head += " N2V (CAREamics, same time) |" if args.n2v_python else ""
+    print(head)
+    print("|" + "---|" * (head.count("|") - 1))
+    for name, clean in clean_images(args.size).items():
+        for kind in ("gaussian", "poisson-gaussian"):
+            a, b = noisy_copies(clean, kind, rng)
+            sigma = 0.15 if kind == "gaussian" else float(estimate_sigma(a))
+            import bm3d
+
+            t0 = time.perf_counter()
+            bm = bm3d.bm3d(a, sigma_psd=sigma)
+            t_bm = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            ours = restore(a, "noise2noise", target=b, steps=args.steps, device="cpu",
+                           float_output=True)
+            t_n2n = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            sup = n2c(a, clean, args.steps)
+            t_n2c = time.perf_counter() - t0
+            line = (f"| {name} | {kind} | {q(clean, a)} | {q(clean, bm)} ({t_bm:.0f}) | "
+                    f"{q(clean, ours)} ({t_n2n:.0f}) | {q(clean, sup)} ({t_n2c:.0f}) |")
+            if args.n2v_python:
+                try:
+                    pred, t_v, info = n2v(args.n2v_python, a, t_n2n)
+                    line += f" {q(clean, pred)} ({t_v:.0f}; {info}) |"
+                except (RuntimeError, OSError, ValueError) as exc:
+                    line += f" failed: {' '.join(str(exc).split())[-200:]} |"
+            print(line, flush=True)
+
+    if not args.skip_large:
+        big = np.tile(clean_images(512)["synthetic cells"], (4, 4))
+        noisy = (big + 0.15 * rng.standard_normal(big.shape)).astype(np.float32)
+        with tempfile.TemporaryDirectory() as tmp:
+            small = clean_images(128)["synthetic cells"]
+            a, b = noisy_copies(small, "gaussian", rng)
+            model = os.path.join(tmp, "m.pt")
+            restore(a, "noise2noise", target=b, steps=20, save_model=model, device="cpu")
+            rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            t0 = time.perf_counter()
+            out = restore(noisy, "noise2noise", mode="apply", model=model, device="cpu",
+                          tile_size=512)
+            dt = time.perf_counter() - t0
+            rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        print(f"\n2048x2048 prediction with 512-pixel tiles: {dt:.1f} s on the CPU; peak RSS "
+              f"{rss1 / 1024:.0f} MiB (before: {rss0 / 1024:.0f} MiB); output {out.shape}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
