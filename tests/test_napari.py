@@ -69,8 +69,8 @@ def test_threaded_stop_adds_nothing_then_rerun_works(make_napari_viewer, qtbot, 
     monkeypatch.setattr(W, "execute", slow_execute)
     worker = widget.run()
     assert not widget.run_button.enabled and widget.stop_button.enabled
-    qtbot.waitUntil(lambda: widget.progress.value > 0, timeout=10000)
-    with qtbot.waitSignal(worker.finished, timeout=30000):
+    qtbot.waitUntil(lambda: widget.progress.value > 0, timeout=60000)
+    with qtbot.waitSignal(worker.finished, timeout=120000):
         widget.stop()
     qtbot.waitUntil(lambda: widget.run_button.enabled, timeout=5000)
     assert len(viewer.layers) == n_layers
@@ -79,7 +79,7 @@ def test_threaded_stop_adds_nothing_then_rerun_works(make_napari_viewer, qtbot, 
 
     monkeypatch.setattr(W, "execute", real_execute)
     worker = widget.run()
-    with qtbot.waitSignal(worker.finished, timeout=30000):
+    with qtbot.waitSignal(worker.finished, timeout=120000):
         pass
     qtbot.waitUntil(lambda: "cells dcp" in viewer.layers, timeout=5000)
     assert viewer.layers["cells dcp"].data.shape == stack.shape
@@ -183,3 +183,26 @@ def test_noise2noise_widget_trains_keeps_model_and_applies(make_napari_viewer, t
     assert "B noise2noise" in viewer.layers
     prov = viewer.layers["B noise2noise"].metadata[PROVENANCE_KEY]
     assert prov["params"]["mode"] == "apply"
+
+
+def test_double_dip_widget_previews_and_labels(make_napari_viewer):
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(0)
+    viewer.add_image(rng.random((24, 24)).astype(np.float32), name="img")
+    hints = np.zeros((24, 24), np.int32)
+    hints[2:5, 2:5] = 1
+    viewer.add_labels(hints, name="scribbles")
+    widget = W.make_double_dip_widget(viewer)
+    assert widget.params.task.value == "segment"
+    widget.inputs["hints"].value = viewer.layers["scribbles"]
+    for name, value in {"max_iter": 10, "channels": 8, "depth": 2, "input_depth": 4,
+                        "preview_every": 5}.items():
+        getattr(widget.params, name).value = value
+    seen = []
+    widget._show_preview = lambda p, _orig=widget._show_preview: (seen.append(sorted(p)), _orig(p))
+    widget.run(sync=True)
+    assert seen and seen[0] == ["layer1", "layer2", "mask"]
+    assert isinstance(viewer.layers["img double-dip"], napari.layers.Labels)
+    for suffix in ("layer1", "layer2", "mask"):
+        assert f"img double-dip {suffix}" in viewer.layers
+    assert not any("preview" in layer.name for layer in viewer.layers)

@@ -11,13 +11,14 @@ from typing import Any
 __version__ = "0.1.0"
 
 __all__ = ["restore", "list_methods", "dehaze_dcp", "restore_dip", "denoise_noise2noise",
-           "__version__"]
+           "decompose_double_dip", "__version__"]
 
 # public function name -> method module (kept in step with the registry by tests/test_api.py)
 _FUNCTIONS = {
     "dehaze_dcp": "napari_ssl_restore.methods.dcp",
     "restore_dip": "napari_ssl_restore.methods.dip",
     "denoise_noise2noise": "napari_ssl_restore.methods.noise2noise",
+    "decompose_double_dip": "napari_ssl_restore.methods.double_dip",
 }
 
 

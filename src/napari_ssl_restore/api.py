@@ -111,8 +111,10 @@ def _finish(job: Job, result: MethodResult) -> dict[str, Any]:
         out[spec_out.name] = value
     out.update(result.artifacts)
     params = dataclasses.asdict(job.params)
+    primary = result.primary or job.spec.primary.name
     out["provenance"] = _provenance(job.spec.name, params, seed=job.seed, device=job.device,
-                                    axes=job.layout.axes, extra=result.info)
+                                    axes=job.layout.axes,
+                                    extra={**result.info, "primary_output": primary})
     return out
 
 
@@ -195,4 +197,4 @@ def restore(
     finally:
         if bar is not None:
             bar.close()
-    return out if full_output else out[job.spec.primary.name]
+    return out if full_output else out[out["provenance"]["primary_output"]]

@@ -82,7 +82,7 @@ class RestoreWidget(Container):
         self.spec: MethodSpec = get_method(method)
         self._worker = None
         self._token: StopToken | None = None
-        self._preview = None
+        self._previews: dict = {}
         self._pbar = None
         self.last_result: dict | None = None
 
@@ -133,7 +133,8 @@ class RestoreWidget(Container):
         import napari
 
         return [(layer.name, layer) for layer in self.viewer.layers
-                if isinstance(layer, napari.layers.Image) and layer is not self._preview]
+                if isinstance(layer, napari.layers.Image)
+                and not any(layer is p for p in self._previews.values())]
 
     def _choices_for(self, inp: ExtraInput):
         import napari
@@ -144,7 +145,8 @@ class RestoreWidget(Container):
 
         def choices(_widget=None):
             return [(layer.name, layer) for layer in self.viewer.layers
-                    if isinstance(layer, kinds) and layer is not self._preview]
+                    if isinstance(layer, kinds)
+                    and not any(layer is p for p in self._previews.values())]
 
         return choices
 
@@ -270,24 +272,31 @@ class RestoreWidget(Container):
         if step.preview is not None:
             self._show_preview(step.preview)
 
-    def _show_preview(self, preview: np.ndarray) -> None:
-        data = np.asarray(preview)
-        if data.ndim >= 3 and data.shape[-1] == 1:
-            data = data[..., 0]
-        rgb = data.ndim >= 3 and data.shape[-1] in (3, 4)
+    def _show_preview(self, preview) -> None:
+        """Show each named preview in its own layer, created once and then updated in place."""
         layer = self.image.value
-        name = f"{layer.name if layer is not None else ''} {self.spec.name} preview"
-        if self._preview is None or self._preview not in self.viewer.layers \
-                or self._preview.data.shape != data.shape:
-            self._remove_preview()
-            self._preview = self.viewer.add_image(data, name=name, rgb=rgb)
-        else:
-            self._preview.data = data
+        base = f"{layer.name if layer is not None else ''} {self.spec.name} preview"
+        items = preview.items() if isinstance(preview, dict) else [("", preview)]
+        for key, value in items:
+            data = np.asarray(value)
+            if data.ndim >= 3 and data.shape[-1] == 1:
+                data = data[..., 0]
+            rgb = data.ndim >= 3 and data.shape[-1] in (3, 4)
+            current = self._previews.get(key)
+            if current is None or current not in self.viewer.layers \
+                    or current.data.shape != data.shape:
+                if current is not None and current in self.viewer.layers:
+                    self.viewer.layers.remove(current)
+                name = f"{base} {key}".strip()
+                self._previews[key] = self.viewer.add_image(data, name=name, rgb=rgb)
+            else:
+                current.data = data
 
     def _remove_preview(self) -> None:
-        if self._preview is not None and self._preview in self.viewer.layers:
-            self.viewer.layers.remove(self._preview)
-        self._preview = None
+        for layer in self._previews.values():
+            if layer in self.viewer.layers:
+                self.viewer.layers.remove(layer)
+        self._previews = {}
 
     def _on_done(self, result: dict | None, layer, job) -> None:
         self._remove_preview()
@@ -359,12 +368,13 @@ class RestoreWidget(Container):
                 translate[i] += scale[i] * (0.5 / zoom - 0.5)
                 scale[i] /= zoom
         added = []
+        primary = prov.get("primary_output", self.spec.primary.name)
         for out in self.spec.outputs:
             if not out.layer or out.name not in result:
                 continue
             data = result[out.name]
             name = f"{layer.name} {self.spec.name}"
-            if out is not self.spec.primary:
+            if out.name != primary:
                 name += f" {out.name}"
             sc, tr = scale, translate
             if out.kind != "image" and "C" in axes and not getattr(layer, "rgb", False):

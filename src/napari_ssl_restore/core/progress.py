@@ -36,9 +36,10 @@ class Step:
         Work done so far and the total (``step == total`` on the last event).
     message : str
         Short human-readable status ("plane 3/10", "iter 400, loss 1.2e-3").
-    preview : ndarray or None
-        Optional preview of the current estimate (float, canonical ``...YXC`` layout of the planes
-        processed so far or of the current plane); the GUI shows it in a single preview layer.
+    preview : ndarray, dict of ndarray, or None
+        Optional preview of the current estimate (float, ``(H, W, C)`` of the current plane); a dict
+        names several (e.g. the two layers and the mask of Double-DIP). The GUI shows each in one
+        preview layer, updated in place.
     metrics : mapping
         Numbers worth showing or logging (loss, PSNR proxy, early-stop state...).
     """
@@ -46,7 +47,7 @@ class Step:
     step: int
     total: int
     message: str = ""
-    preview: np.ndarray | None = None
+    preview: np.ndarray | Mapping[str, np.ndarray] | None = None
     metrics: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
     @property

@@ -19,6 +19,7 @@ METHOD_MODULES: dict[str, str] = {
     "dcp": "napari_ssl_restore.methods.dcp",
     "dip": "napari_ssl_restore.methods.dip",
     "noise2noise": "napari_ssl_restore.methods.noise2noise",
+    "double-dip": "napari_ssl_restore.methods.double_dip",
 }
 
 
@@ -65,6 +66,8 @@ class MethodResult:
     info: dict[str, Any] = dataclasses.field(default_factory=dict)
     artifacts: dict[str, Any] = dataclasses.field(default_factory=dict)
     """Non-array results handed back as they are (e.g. a trained ``"model"`` checkpoint)."""
+    primary: str | None = None
+    """Name of the output :func:`restore` returns when it depends on the task (default: the first)."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -215,14 +215,15 @@ def make_code(params: FitParams, shape: tuple[int, int], generator, device):
 
 
 def fit(nets, codes, render, objective, params: FitParams, iterations: int, *, generator,
-        step0: int, total: int, label: str, watch: str, extra_parameters=()):
+        step0: int, total: int, label: str, watch: str, extra_parameters=(), preview_keys=()):
     """The DIP optimisation loop, for one or several generators; a generator of Steps.
 
     Each iteration feeds every ``nets[k]`` its code ``codes[k]`` (plus fresh ``reg_noise_std`` noise),
     ``render`` turns their outputs into named tensors, ``objective`` turns those into the loss, and
     Adam updates the networks (and ``extra_parameters``). Every rendered tensor is averaged over
     iterations (``output_averaging``); early stopping watches the running variance of
-    ``rendered[watch]``. Returns ``(estimates, info)``: the averaged tensors (at the variance minimum
+    ``rendered[watch]``. Previews show ``rendered[watch]``, or a dict of the ``preview_keys``
+    tensors when given. Returns ``(estimates, info)``: the averaged tensors (at the variance minimum
     when early stopping is on), and ``{"stop_iteration", "best_iteration", "stopped", "final_loss"}``.
     A :class:`StopRequested` thrown in at a yield ends the fit and returns the best estimates so far.
     """
@@ -262,7 +263,11 @@ def fit(nets, codes, render, objective, params: FitParams, iterations: int, *, g
                 loss_value = float(loss.detach())
                 preview = None
                 if it % params.preview_every == 0:
-                    preview = avg[watch][0].permute(1, 2, 0).float().cpu().numpy()
+                    def show(t):
+                        return t[0].permute(1, 2, 0).float().cpu().numpy()
+
+                    preview = ({k: show(avg[k]) for k in preview_keys} if preview_keys
+                               else show(avg[watch]))
                 best = f", best@{es.best_iter}" if es is not None and es.best_iter >= 0 else ""
                 yield Step(step0 + it, total, f"{label} iter {it}/{iterations}, loss "
                                               f"{loss_value:.3e}{best}".strip(), preview,

@@ -1,0 +1,324 @@
+"""Double-DIP (Gandelsman, Shocher & Irani, CVPR 2019): decompositions by coupled Deep Image Priors.
+
+An image is explained as a mixture of two simpler layers, ``I = m ⊙ y1 + (1 - m) ⊙ y2``, where ``y1``,
+``y2`` and the mask ``m`` are each the output of its own DIP generator. Two DIPs explaining two
+"simple" layers is easier for the networks than one DIP explaining their mixture, which drives the
+decomposition; an exclusion loss (gradients of the two layers should not coincide, over a 3-level
+pyramid; Zhang et al. 2018) and a mask regulariser per task complete the objective:
+
+- ``segment``: foreground/background. The mask is pushed towards binary by ``1 / mean|m - 0.5|``;
+  optional scribbles (a Labels layer: 1 = foreground, 2 = background) fix the mask where given.
+- ``separate``: transparent superposition / bleed-through of two structures; the mixing map is kept
+  smooth (total variation) and the layers apart (exclusion).
+- ``dehaze``: ``y1`` = clear image, ``m`` = transmission ``t``, ``y2`` = the airlight, a learned
+  constant initialised as in DCP. A dark-channel term on ``y1`` (``dcp_weight``) rules out the trivial
+  ``t = 1`` solution and ``t`` is smoothed (TV); at the end ``t`` is refined by a guided filter and the
+  image recovered from the haze model, ``J = (I - A) / max(t, t0) + A``.
+
+The optimisation is DIP's own loop (:func:`napari_ssl_restore.methods.dip.fit`) with three
+generators; stacks are processed plane by plane with the generators warm-started.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import numpy as np
+
+from ..core.axes import as_planes
+from ..core.params import param
+from ..core.registry import ExtraInput, MethodResult, MethodSpec, Output, RunContext
+from . import dcp
+from ._public import public_function
+from .dip import FitParams, fit, make_code, make_net, total_variation
+
+TASKS = ("segment", "separate", "dehaze")
+TASK_ITERATIONS = {"segment": 2000, "separate": 3000, "dehaze": 4000}
+PRIMARY = {"segment": "labels", "separate": "layer1", "dehaze": "image"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Params(FitParams):
+    """Double-DIP settings (Gandelsman et al. 2019; Adam 1e-3, fixed iteration counts)."""
+
+    method_title = "Double-DIP"
+
+    task: Literal["segment", "separate", "dehaze"] = param(
+        "segment", "'segment' (foreground/background mask, optional scribble hints), 'separate' "
+                   "(two superimposed layers and their mixing map) or 'dehaze' (clear image, "
+                   "transmission and airlight).", choices=TASKS)
+    max_iter: int = param(0, "Iterations for the first plane; 0 = segment 2000, separate 3000, "
+                             "dehaze 4000.", min=0, max=100_000)
+    exclusion_weight: float = param(0.1, "Weight of the exclusion loss keeping the two layers' "
+                                         "edges apart (paper: ~0.1).", min=0.0, max=100.0,
+                                    step=0.01)
+    binary_weight: float = param(0.05, "segment: weight of the 1 / mean|m - 0.5| term pushing the "
+                                       "mask towards 0/1.", min=0.0, max=100.0, step=0.01)
+    hint_weight: float = param(1.0, "segment: weight of the scribble constraint (hints= labels: "
+                                    "1 = foreground, 2 = background).", min=0.0, max=1000.0,
+                               step=0.1)
+    mask_smoothness: float = param(0.01, "Total-variation weight on the mask / mixing map / "
+                                         "transmission.", min=0.0, max=100.0, step=0.005)
+    dcp_weight: float = param(0.1, "dehaze: weight of the dark-channel term on the clear image "
+                                   "(excludes the trivial t = 1 solution).", min=0.0, max=100.0,
+                              step=0.01)
+    patch_size: int = param(15, "dehaze: dark-channel patch (pixels), also for the airlight's "
+                                "initial DCP estimate.", min=1, max=301)
+    t0: float = param(0.1, "dehaze: lower bound on t when recovering the image.", min=0.001,
+                      max=1.0, step=0.01)
+    guided_radius: int = param(30, "dehaze: radius of the guided filter refining t; 0 = no "
+                                   "refinement.", min=0, max=1000)
+    threshold: float = param(0.5, "segment: the soft mask above this is labelled foreground (1).",
+                             min=0.0, max=1.0, step=0.05)
+    # DIP settings that differ from single-image DIP in the paper
+    learning_rate: float = param(0.001, "Adam learning rate (paper: 0.001).", min=1e-6, max=1.0,
+                                 step=0.0005)
+    early_stop: bool = param(False, "Stop automatically on the running variance of the "
+                                    "reconstruction (off: the paper's fixed iteration counts).")
+
+    def iterations(self) -> int:
+        return self.max_iter or TASK_ITERATIONS[self.task]
+
+
+# --- losses --------------------------------------------------------------------------------------
+
+def _gradients(x):
+    return x[..., :, 1:] - x[..., :, :-1], x[..., 1:, :] - x[..., :-1, :]
+
+
+def exclusion_loss(a, b, levels: int = 3):
+    """Gradient exclusion between two layers over an image pyramid (Zhang, Ng & Chen 2018).
+
+    At each level and for x and y gradients: ``|| tanh(λ|∇a|) ⊙ tanh(|∇b|) ||_F`` with
+    ``λ = sqrt(mean|∇b| / mean|∇a|)`` balancing the two layers' gradient magnitudes.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    total = a.new_zeros(())
+    for level in range(levels):
+        for ga, gb in zip(_gradients(a), _gradients(b)):
+            lam = torch.sqrt(gb.abs().mean().detach() / (ga.abs().mean().detach() + 1e-8) + 1e-8)
+            prod = torch.tanh(lam * ga.abs()) * torch.tanh(gb.abs())
+            total = total + torch.sqrt(torch.mean(prod ** 2) + 1e-12)
+        if level < levels - 1 and min(a.shape[-2:]) >= 4:
+            a, b = F.avg_pool2d(a, 2), F.avg_pool2d(b, 2)
+    return total / levels
+
+
+def binary_regulariser(m):
+    """``1 / mean|m - 0.5|``: large for a grey mask, 2 for a binary one (the paper's mask term)."""
+    return 1.0 / ((m - 0.5).abs().mean() + 1e-3)
+
+
+def dark_channel_loss(x, patch: int):
+    """Mean dark channel (min over channels, then a ``patch²`` local minimum) of ``(1, C, H, W)``."""
+    import torch.nn.functional as F
+
+    m = x.min(dim=1, keepdim=True).values
+    k = min(patch, *m.shape[-2:])
+    k -= (k + 1) % 2  # odd
+    return (-F.max_pool2d(-m, k, stride=1, padding=k // 2)).mean()
+
+
+# --- the generator -------------------------------------------------------------------------------
+
+def _hint_maps(hints: np.ndarray | None, image_shape) -> np.ndarray | None:
+    if hints is None:
+        return None
+    h = np.asarray(hints)
+    spatial, lead = image_shape[-3:-1], image_shape[:-3]
+    n = int(np.prod(lead, dtype=int))
+    if h.shape == spatial:
+        return np.broadcast_to(h, (n,) + spatial)
+    if h.shape == lead + spatial:
+        return h.reshape((n,) + spatial)
+    raise ValueError(f"hints shape {h.shape} does not match the image planes {spatial}; paint the "
+                     "scribbles on a Labels layer of the image's size (1 = foreground, "
+                     "2 = background).")
+
+
+def run(image: np.ndarray, params: Params, ctx: RunContext, hints=None):
+    """Fit a Double-DIP decomposition to every plane of a canonical ``[T][Z]YXC`` image."""
+    import torch
+
+    from ..core.device import resolve_device
+
+    device = resolve_device(ctx.device)
+    planes = as_planes(image)
+    n, h, w, c = planes.shape
+    task = params.task
+    hint_maps = _hint_maps(hints, image.shape) if task == "segment" else None
+    if hint_maps is not None and not np.isin(np.unique(hint_maps), (0, 1, 2)).all():
+        raise ValueError("hints must be labels 0 (unknown), 1 (foreground) or 2 (background).")
+
+    torch.manual_seed(ctx.seed)
+    gen = torch.Generator(device=device).manual_seed(ctx.seed)
+    net1 = make_net(params, c, device)
+    net_m = make_net(params, 1, device)
+    nets = [net1, net_m]
+    codes = [make_code(params, (h, w), gen, device), make_code(params, (h, w), gen, device)]
+    airlight = None
+    if task == "dehaze":
+        airlight = torch.nn.Parameter(torch.full((1, c, 1, 1), 0.8, device=device))
+    else:
+        nets.insert(1, make_net(params, c, device))
+        codes.insert(1, make_code(params, (h, w), gen, device))
+    extra = [airlight] if airlight is not None else []
+
+    first = params.iterations()
+    later = max(1, round(first * params.warm_iter_fraction))
+    iters = [first] + [later] * (n - 1)
+    total = sum(iters)
+    out = {k: np.empty((n, h, w, c), np.float32) for k in ("image", "layer1", "layer2")}
+    mask_out = np.empty((n, h, w), np.float32)
+    airlights = np.empty((n, c), np.float32)
+    info: dict = {"stop_iterations": [], "stopped": False, "planes_done": 0,
+                  "primary_output": PRIMARY[task], "device": str(device)}
+    step0 = 0
+    for i in range(n):
+        plane = planes[i]
+        target = torch.from_numpy(np.ascontiguousarray(plane.transpose(2, 0, 1)))[None].to(device)
+        if task == "dehaze":
+            planar = np.ascontiguousarray(plane.transpose(2, 0, 1))
+            a0 = dcp.estimate_airlight(planar, dcp.dark_channel(planar, params.patch_size), 0.001)
+            with torch.no_grad():
+                airlight.copy_(torch.from_numpy(a0).view(1, c, 1, 1))
+
+            def render(outs):
+                j, t = outs
+                return {"recon": j * t + airlight.clamp(0, 1) * (1 - t), "image": j, "mask": t}
+
+            def objective(r, target=target):
+                return (torch.mean((r["recon"] - target) ** 2)
+                        + params.dcp_weight * dark_channel_loss(r["image"], params.patch_size)
+                        + params.mask_smoothness * total_variation(r["mask"]))
+        else:
+            hint_fg = hint_bg = None
+            if hint_maps is not None:
+                hint_fg = torch.from_numpy((hint_maps[i] == 1).astype(np.float32))[None, None]
+                hint_bg = torch.from_numpy((hint_maps[i] == 2).astype(np.float32))[None, None]
+                hint_fg, hint_bg = hint_fg.to(device), hint_bg.to(device)
+
+            def render(outs):
+                y1, y2, m = outs
+                return {"recon": m * y1 + (1 - m) * y2, "layer1": y1, "layer2": y2, "mask": m}
+
+            def objective(r, target=target, fg=hint_fg, bg=hint_bg):
+                loss = torch.mean((r["recon"] - target) ** 2)
+                loss = loss + params.exclusion_weight * exclusion_loss(r["layer1"], r["layer2"])
+                loss = loss + params.mask_smoothness * total_variation(r["mask"])
+                if task == "segment":
+                    loss = loss + params.binary_weight * binary_regulariser(r["mask"])
+                    if fg is not None:
+                        n_hint = (fg.sum() + bg.sum()).clamp_min(1.0)
+                        miss = fg * (1 - r["mask"]) ** 2 + bg * r["mask"] ** 2
+                        loss = loss + params.hint_weight * miss.sum() / n_hint
+                return loss
+
+        label = f"plane {i + 1}/{n}," if n > 1 else ""
+        est, plane_info = yield from fit(nets, codes, render, objective, params, iters[i],
+                                         generator=gen, step0=step0, total=total, label=label,
+                                         watch="recon", extra_parameters=extra,
+                                         preview_keys=("image", "mask") if task == "dehaze"
+                                         else ("layer1", "layer2", "mask"))
+        mask = est["mask"][0, 0].float().cpu().numpy()
+        if task == "dehaze":
+            a = airlight.detach().clamp(0, 1).view(c).cpu().numpy()
+            if params.guided_radius > 0:
+                planar = np.ascontiguousarray(plane.transpose(2, 0, 1))
+                mask = dcp.fast_guided_filter(dcp.gray(planar), mask.astype(np.float32),
+                                              params.guided_radius, 1e-3, 1)
+            mask = np.clip(mask, 0, 1)
+            j = (plane - a) / np.maximum(mask, params.t0)[..., None] + a
+            out["image"][i] = np.clip(j, 0, 1)
+            airlights[i] = a
+        else:
+            out["layer1"][i] = est["layer1"][0].permute(1, 2, 0).float().cpu().numpy()
+            out["layer2"][i] = est["layer2"][0].permute(1, 2, 0).float().cpu().numpy()
+            out["image"][i] = est["recon"][0].permute(1, 2, 0).float().cpu().numpy()
+        mask_out[i] = mask
+        info["stop_iterations"].append(plane_info["stop_iteration"])
+        info["planes_done"] = i + 1
+        step0 += iters[i]
+        if plane_info["stopped"]:
+            info["stopped"] = True
+            for j in range(i + 1, n):  # unprocessed planes: input / empty mask, and said so
+                for k in out:
+                    out[k][j] = planes[j]
+                mask_out[j] = 0
+            break
+
+    lead, shape = image.shape[:-3], image.shape
+    outputs = {"mask": mask_out.reshape(shape[:-1])}
+    if task == "dehaze":
+        outputs["image"] = out["image"].reshape(shape)
+        outputs["airlight"] = airlights.reshape(lead + (c,)) if lead else airlights[0]
+    else:
+        outputs["layer1"] = out["layer1"].reshape(shape)
+        outputs["layer2"] = out["layer2"].reshape(shape)
+        if task == "segment":
+            outputs["labels"] = (mask_out > params.threshold).astype(np.int32).reshape(shape[:-1])
+        else:
+            outputs["image"] = out["image"].reshape(shape)
+    return MethodResult(outputs, info, primary=PRIMARY[task])
+
+
+def _demo() -> list[dict]:
+    from ..data import hazy_scene
+
+    s = hazy_scene()
+    small = s["image"][::8, ::8]
+    return [{"image": small, "axes": "YXC", "name": "hazy motorcycle (1/8 size)",
+             "params": {"task": "dehaze", "max_iter": 300, "channels": 32, "depth": 4}}]
+
+
+SPEC = MethodSpec(
+    name="double-dip",
+    title="Double-DIP (Gandelsman et al. 2019): segmentation, layer separation, dehazing",
+    task="decompose",
+    params=Params,
+    run=run,
+    function="decompose_double_dip",
+    outputs=(
+        Output("image", "dehaze: the clear image; separate: the reconstruction m*y1 + (1-m)*y2."),
+        Output("labels", "segment: the thresholded mask (1 = foreground, 0 = background).",
+               kind="labels"),
+        Output("layer1", "segment/separate: the first layer (foreground)."),
+        Output("layer2", "segment/separate: the second layer (background)."),
+        Output("mask", "The soft mask / mixing map / transmission in [0, 1].", kind="map"),
+        Output("airlight", "dehaze: the learned airlight, in input units.", kind="value",
+               layer=False),
+    ),
+    inputs=(ExtraInput("hints", "segment: scribbles as labels (1 = foreground, 2 = background, "
+                                "0 = unknown), the image's shape without C or one Y X plane.",
+                       layer_kind="labels"),),
+    scaling="range",
+    uses_torch=True,
+    demo=_demo,
+)
+
+decompose_double_dip = public_function(
+    SPEC,
+    summary="Decompose an image into two layers and a mask with coupled Deep Image Priors.",
+    notes="""
+    Minimises :math:`\\lVert I - (m \\odot y_1 + (1 - m) \\odot y_2) \\rVert^2` plus an exclusion
+    loss on :math:`\\nabla y_1, \\nabla y_2` and a mask regulariser, each of :math:`y_1, y_2, m` the
+    output of its own DIP. The primary output depends on ``task``: the label mask (segment), the
+    first layer (separate) or the dehazed image (dehaze); ``full_output=True`` returns all of them.
+    """,
+    references="""
+    .. [1] Y. Gandelsman, A. Shocher, M. Irani. "Double-DIP": Unsupervised Image Decomposition via
+           Coupled Deep-Image-Priors. CVPR 2019.
+    .. [2] X. Zhang, R. Ng, Q. Chen. Single Image Reflection Separation with Perceptual Losses.
+           CVPR 2018 (the exclusion loss).
+    """,
+    examples="""
+    >>> import numpy as np
+    >>> from napari_ssl_restore import decompose_double_dip
+    >>> img = np.random.default_rng(0).random((24, 24)).astype(np.float32)
+    >>> labels = decompose_double_dip(img, task="segment", max_iter=3, channels=8, depth=2)
+    >>> labels.shape, labels.dtype
+    ((24, 24), dtype('int32'))
+    """,
+)

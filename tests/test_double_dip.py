@@ -1,0 +1,110 @@
+"""Double-DIP: losses, each task's outputs, hints, primary outputs and bad input (tiny configs)."""
+import numpy as np
+import pytest
+import torch
+
+from napari_ssl_restore import decompose_double_dip, restore
+from napari_ssl_restore.methods import double_dip as dd
+
+TINY = {"channels": 8, "depth": 2, "input_depth": 4, "skip_channels": 2, "device": "cpu"}
+
+
+@pytest.fixture
+def composite():
+    """Two textures under a disc-shaped mask (the foreground is known)."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:24, :24]
+    mask = (yy - 12) ** 2 + (xx - 12) ** 2 < 49
+    fg = 0.5 + 0.3 * np.sin(xx / 1.5)
+    bg = 0.5 + 0.1 * rng.standard_normal((24, 24))
+    return np.where(mask, fg, bg).astype(np.float32), mask
+
+
+def test_exclusion_loss_low_for_disjoint_edges():
+    a = torch.zeros(1, 1, 32, 32)
+    b = torch.zeros(1, 1, 32, 32)
+    a[..., :, 8:] = 1.0  # vertical edge at x=8
+    b[..., 20:, :] = 1.0  # horizontal edge at y=20
+    c = a.clone()
+    assert float(dd.exclusion_loss(a, b)) < 0.05 < float(dd.exclusion_loss(a, c))
+
+
+def test_binary_regulariser_and_dark_channel():
+    assert float(dd.binary_regulariser(torch.full((4, 4), 0.5))) > 100
+    assert float(dd.binary_regulariser(torch.tensor([0.0, 1.0]))) == pytest.approx(2, rel=0.01)
+    x = torch.ones(1, 3, 9, 9)
+    x[0, 1, 4, 4] = 0
+    assert float(dd.dark_channel_loss(x, 3)) == pytest.approx(72 / 81)
+
+
+@pytest.mark.parametrize("task,primary,keys", [
+    ("segment", "labels", {"labels", "layer1", "layer2", "mask"}),
+    ("separate", "layer1", {"image", "layer1", "layer2", "mask"}),
+    ("dehaze", "image", {"image", "mask", "airlight"}),
+])
+def test_tasks_outputs(task, primary, keys, composite):
+    img = (composite[0] * 255).astype(np.uint8)
+    out = restore(img, "double-dip", task=task, max_iter=6, full_output=True, seed=1, **TINY)
+    assert set(out) - {"provenance"} == keys
+    assert out["provenance"]["primary_output"] == primary
+    assert out["mask"].shape == img.shape and 0 <= out["mask"].min() <= out["mask"].max() <= 1
+    again = restore(img, "double-dip", task=task, max_iter=6, seed=1, **TINY)
+    np.testing.assert_array_equal(again, out[primary])
+    if task == "segment":
+        assert out["labels"].dtype == np.int32 and set(np.unique(out["labels"])) <= {0, 1}
+    else:
+        assert out[primary].dtype == np.uint8 and out[primary].shape == img.shape
+
+
+def test_hints_pin_the_mask(composite):
+    img, mask = composite
+    hints = np.zeros(img.shape, np.uint8)
+    hints[10:14, 10:14] = 1  # inside the disc
+    hints[:3, :3] = 2
+    out = decompose_double_dip(img, task="segment", hints=hints, hint_weight=50.0, max_iter=60,
+                               learning_rate=0.01,
+                               full_output=True, **TINY)
+    assert out["mask"][10:14, 10:14].mean() > out["mask"][:3, :3].mean() + 0.3
+
+
+def test_rgb_dehaze_and_stack():
+    from napari_ssl_restore.data import hazy_scene
+
+    s = hazy_scene()
+    img = s["image"][::16, ::16]
+    out = restore(img, "double-dip", task="dehaze", max_iter=5, full_output=True, **TINY)
+    assert out["image"].shape == img.shape and out["airlight"].shape == (3,)
+    stack = np.stack([img[..., 0]] * 2)
+    res = restore(stack, "double-dip", axes="ZYX", task="separate", max_iter=8, full_output=True,
+                  **TINY)
+    assert res["layer1"].shape == stack.shape and res["provenance"]["stop_iterations"] == [8, 2]
+
+
+def test_stop_returns_current_estimate(composite):
+    calls = {"n": 0}
+
+    def should_stop():
+        calls["n"] += 1
+        return calls["n"] > 1
+
+    out = restore(composite[0], "double-dip", max_iter=500, preview_every=10,
+                  should_stop=should_stop, full_output=True, **TINY)
+    assert out["provenance"]["stopped"] and out["provenance"]["stop_iterations"][0] < 500
+
+
+def test_previews_name_the_layers(composite):
+    steps = []
+    restore(composite[0], "double-dip", task="separate", max_iter=10, preview_every=5,
+            progress=steps.append, **TINY)
+    previews = [s.preview for s in steps if s.preview is not None]
+    assert previews and set(previews[0]) == {"layer1", "layer2", "mask"}
+
+
+@pytest.mark.parametrize("kw,msg", [
+    ({"task": "segment", "hints": np.zeros((3, 3))}, "does not match"),
+    ({"task": "segment", "hints": np.full((24, 24), 5)}, "labels 0"),
+    ({"task": "matting"}, "one of"),
+])
+def test_bad_input(kw, msg, composite):
+    with pytest.raises(ValueError, match=msg):
+        restore(composite[0], "double-dip", max_iter=2, **TINY, **kw)
