@@ -95,6 +95,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--n2v-python", help="python of an environment with careamics installed")
     ap.add_argument("--skip-large", action="store_true")
+    ap.add_argument("--images", default="skimage cell,synthetic cells",
+                    help="comma-separated subset of: skimage cell, synthetic cells")
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     print(f"{args.size}x{args.size} images, U-Net 48 features / 5 levels, {args.steps} steps of "
@@ -104,7 +106,10 @@ def main() -> None:
     head += " N2V (CAREamics, same time) |" if args.n2v_python else ""
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
+    chosen = [x.strip() for x in args.images.split(",")]
     for name, clean in clean_images(args.size).items():
+        if name not in chosen:
+            continue
         for kind in ("gaussian", "poisson-gaussian"):
             a, b = noisy_copies(clean, kind, rng)
             sigma = 0.15 if kind == "gaussian" else float(estimate_sigma(a))
