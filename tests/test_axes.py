@@ -56,3 +56,12 @@ def test_planes_and_tensor_round_trip(rng):
     t = A.to_tensor(planes)
     assert tuple(t.shape) == (12, 1, 5, 6)
     np.testing.assert_array_equal(A.from_tensor(t), planes)
+
+
+def test_plane_maps_broadcast_and_errors():
+    one = np.zeros((4, 5))
+    out = A.plane_maps(one, (2, 3, 4, 5, 1), name="mask", hint="fix it.")
+    assert out.shape == (6, 4, 5)
+    assert A.plane_maps(np.zeros((2, 3, 4, 5)), (2, 3, 4, 5, 1), name="m", hint="").shape == (6, 4, 5)
+    with pytest.raises(ValueError, match="mask shape \\(3, 3\\).*fix it"):
+        A.plane_maps(np.zeros((3, 3)), (4, 5, 1), name="mask", hint="fix it.")

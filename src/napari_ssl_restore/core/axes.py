@@ -139,3 +139,19 @@ def to_tensor(planes: np.ndarray, device=None):
 def from_tensor(tensor) -> np.ndarray:
     """``(N, C, H, W)`` torch tensor -> ``(N, Y, X, C)`` float32 numpy planes."""
     return tensor.detach().float().permute(0, 2, 3, 1).cpu().numpy()
+
+
+def plane_maps(maps: np.ndarray, image_shape: tuple[int, ...], *, name: str, hint: str) -> np.ndarray:
+    """Per-plane 2-D maps ``(N, H, W)`` (masks, scribbles) for a canonical ``[T][Z]YXC`` image.
+
+    ``maps`` is one ``(H, W)`` plane used for every plane, or one per plane (the image's shape without
+    C, canonical order). Anything else fails with a message naming ``name`` and the ``hint``.
+    """
+    m = np.asarray(maps)
+    spatial, lead = tuple(image_shape[-3:-1]), tuple(image_shape[:-3])
+    if m.shape == spatial:
+        return np.broadcast_to(m, (int(np.prod(lead, dtype=int)),) + spatial)
+    if m.shape == lead + spatial:
+        return m.reshape((-1,) + spatial)
+    raise ValueError(f"{name} shape {m.shape} does not match the image planes {spatial} (or the "
+                     f"whole stack {lead + spatial}); {hint}")

@@ -24,7 +24,7 @@ from typing import Literal
 
 import numpy as np
 
-from ..core.axes import as_planes
+from ..core.axes import as_planes, plane_maps
 from ..core.params import param
 from ..core.progress import Step, StopRequested
 from ..core.registry import ExtraInput, MethodResult, MethodSpec, Output, RunContext
@@ -285,21 +285,6 @@ def fit(nets, codes, render, objective, params: FitParams, iterations: int, *, g
 
 # --- the generator -------------------------------------------------------------------------------
 
-def _plane_masks(mask: np.ndarray, image_shape: tuple[int, ...]) -> np.ndarray:
-    """Missing-pixel masks as ``(N, H, W)`` bool, from a mask of the image's shape (minus C) or YX."""
-    m = np.asarray(mask) != 0
-    spatial = image_shape[-3:-1]
-    lead = image_shape[:-3]
-    if m.shape == spatial:
-        return np.broadcast_to(m, (int(np.prod(lead, dtype=int)),) + spatial)
-    if m.shape == lead + spatial:
-        return m.reshape((-1,) + spatial)
-    if m.ndim == len(image_shape) and m.shape[:-1] == lead + spatial:  # mask with channels
-        return m.any(axis=-1).reshape((-1,) + spatial)
-    raise ValueError(f"mask shape {m.shape} does not match the image planes {spatial} (or the whole "
-                     f"stack {lead + spatial}); draw the mask on a layer of the same size.")
-
-
 def run(image: np.ndarray, params: Params, ctx: RunContext, mask=None, psf=None):
     """Fit one DIP per plane of a canonical ``[T][Z]YXC`` image (warm-started across planes)."""
     import torch
@@ -313,7 +298,13 @@ def run(image: np.ndarray, params: Params, ctx: RunContext, mask=None, psf=None)
     if task == "inpaint" and mask is None:
         raise ValueError("DIP inpainting needs a mask (nonzero = missing pixels): pass mask= (API), "
                          "--mask FILE (CLI) or pick a Labels/Shapes layer (napari).")
-    masks = _plane_masks(mask, image.shape) if task == "inpaint" else None
+    masks = None
+    if task == "inpaint":
+        m = np.asarray(mask) != 0
+        if m.ndim == image.ndim and m.shape[:-1] == image.shape[:-1]:  # a mask with channels
+            m = m.any(axis=-1)
+        masks = plane_maps(m, image.shape, name="mask",
+                           hint="draw the mask on a layer of the same size.")
     if masks is not None and masks.all():
         raise ValueError("the mask marks every pixel as missing; nothing is left to fit.")
     kernel = None

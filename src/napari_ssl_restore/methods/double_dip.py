@@ -25,7 +25,7 @@ from typing import Literal
 
 import numpy as np
 
-from ..core.axes import as_planes
+from ..core.axes import as_planes, plane_maps
 from ..core.params import param
 from ..core.registry import ExtraInput, MethodResult, MethodSpec, Output, RunContext
 from . import dcp
@@ -123,21 +123,6 @@ def dark_channel_loss(x, patch: int):
 
 # --- the generator -------------------------------------------------------------------------------
 
-def _hint_maps(hints: np.ndarray | None, image_shape) -> np.ndarray | None:
-    if hints is None:
-        return None
-    h = np.asarray(hints)
-    spatial, lead = image_shape[-3:-1], image_shape[:-3]
-    n = int(np.prod(lead, dtype=int))
-    if h.shape == spatial:
-        return np.broadcast_to(h, (n,) + spatial)
-    if h.shape == lead + spatial:
-        return h.reshape((n,) + spatial)
-    raise ValueError(f"hints shape {h.shape} does not match the image planes {spatial}; paint the "
-                     "scribbles on a Labels layer of the image's size (1 = foreground, "
-                     "2 = background).")
-
-
 def run(image: np.ndarray, params: Params, ctx: RunContext, hints=None):
     """Fit a Double-DIP decomposition to every plane of a canonical ``[T][Z]YXC`` image."""
     import torch
@@ -148,7 +133,11 @@ def run(image: np.ndarray, params: Params, ctx: RunContext, hints=None):
     planes = as_planes(image)
     n, h, w, c = planes.shape
     task = params.task
-    hint_maps = _hint_maps(hints, image.shape) if task == "segment" else None
+    hint_maps = None
+    if task == "segment" and hints is not None:
+        hint_maps = plane_maps(hints, image.shape, name="hints",
+                               hint="paint the scribbles on a Labels layer of the image's size "
+                                    "(1 = foreground, 2 = background).")
     if hint_maps is not None and not np.isin(np.unique(hint_maps), (0, 1, 2)).all():
         raise ValueError("hints must be labels 0 (unknown), 1 (foreground) or 2 (background).")
 
