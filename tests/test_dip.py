@@ -113,6 +113,10 @@ def test_rgb_and_stack_with_warm_start(noisy):
     assert out["image"].shape == stack.shape
     assert out["provenance"]["stop_iterations"] == [20, 5, 5]
     assert out["provenance"]["planes_done"] == 3 and not out["provenance"]["stopped"]
+    cold = restore(stack, "dip", axes="ZYX", max_iter=20, warm_start=False, early_stop=False,
+                   full_output=True, **TINY)
+    assert cold["provenance"]["stop_iterations"] == [20, 20, 20]
+    assert not np.array_equal(cold["image"][1], out["image"][1])  # plane 2 was fitted anew
 
 
 def test_early_stopping_reports_iterations(noisy):
