@@ -73,6 +73,13 @@ class FitParams:
                                max=100_000)
     mixed_precision: bool = param(True, "Use bfloat16 autocast on CUDA (ignored on the CPU).")
 
+    def plane_iterations(self, n: int) -> list[int]:
+        """Iterations for each of ``n`` planes: the first gets ``iterations()``, warm-started ones
+        ``warm_iter_fraction`` of it."""
+        first = self.iterations()
+        later = max(1, round(first * self.warm_iter_fraction)) if self.warm_start else first
+        return [first] + [later] * (n - 1)
+
 
 @dataclasses.dataclass(frozen=True)
 class Params(FitParams):
@@ -335,9 +342,7 @@ def run(image: np.ndarray, params: Params, ctx: RunContext, mask=None, psf=None)
     z = make_code(params, (out_h, out_w), gen, device)
     if device.type == "cuda":
         net = net.to(memory_format=torch.channels_last)
-    first = params.iterations()
-    later = max(1, round(first * params.warm_iter_fraction)) if params.warm_start else first
-    iters = [first] + [later] * (n - 1)
+    iters = params.plane_iterations(n)
     total = sum(iters)
     result = np.empty((n, out_h, out_w, c), np.float32)
     info: dict = {"stop_iterations": [], "best_iterations": [], "stopped": False,

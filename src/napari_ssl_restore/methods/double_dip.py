@@ -155,9 +155,7 @@ def run(image: np.ndarray, params: Params, ctx: RunContext, hints=None):
         codes.insert(1, make_code(params, (h, w), gen, device))
     extra = [airlight] if airlight is not None else []
 
-    first = params.iterations()
-    later = max(1, round(first * params.warm_iter_fraction)) if params.warm_start else first
-    iters = [first] + [later] * (n - 1)
+    iters = params.plane_iterations(n)
     total = sum(iters)
     out = {k: np.empty((n, h, w, c), np.float32) for k in ("image", "layer1", "layer2")}
     mask_out = np.empty((n, h, w), np.float32)
