@@ -78,6 +78,10 @@ def test_rgb_dehaze_and_stack():
     res = restore(stack, "double-dip", axes="ZYX", task="separate", max_iter=8, full_output=True,
                   **TINY)
     assert res["layer1"].shape == stack.shape and res["provenance"]["stop_iterations"] == [8, 2]
+    cold = restore(stack, "double-dip", axes="ZYX", task="separate", max_iter=8, warm_start=False,
+                   full_output=True, **TINY)
+    assert cold["provenance"]["stop_iterations"] == [8, 8]
+    assert not np.array_equal(cold["layer1"][1], res["layer1"][1])
 
 
 def test_stop_returns_current_estimate(composite):

@@ -143,16 +143,16 @@ def run(image: np.ndarray, params: Params, ctx: RunContext, hints=None):
 
     torch.manual_seed(ctx.seed)
     gen = torch.Generator(device=device).manual_seed(ctx.seed)
-    net1 = make_net(params, c, device)
-    net_m = make_net(params, 1, device)
-    nets = [net1, net_m]
-    codes = [make_code(params, (h, w), gen, device), make_code(params, (h, w), gen, device)]
+    def make_nets():
+        """Generators for y1, (y2,) m: two layers + mask, or clear image + transmission."""
+        out_channels = (c, 1) if task == "dehaze" else (c, c, 1)
+        return [make_net(params, k, device) for k in out_channels]
+
+    nets = make_nets()
+    codes = [make_code(params, (h, w), gen, device) for _ in nets]
     airlight = None
     if task == "dehaze":
         airlight = torch.nn.Parameter(torch.full((1, c, 1, 1), 0.8, device=device))
-    else:
-        nets.insert(1, make_net(params, c, device))
-        codes.insert(1, make_code(params, (h, w), gen, device))
     extra = [airlight] if airlight is not None else []
 
     iters = params.plane_iterations(n)
@@ -164,6 +164,8 @@ def run(image: np.ndarray, params: Params, ctx: RunContext, hints=None):
                   "primary_output": PRIMARY[task], "device": str(device)}
     step0 = 0
     for i in range(n):
+        if i > 0 and not params.warm_start:  # a fresh fit per plane, as documented
+            nets = make_nets()
         plane = planes[i]
         target = torch.from_numpy(np.ascontiguousarray(plane.transpose(2, 0, 1)))[None].to(device)
         if task == "dehaze":
