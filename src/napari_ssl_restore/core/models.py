@@ -3,17 +3,23 @@ provenance, loadable without pickled code (``torch.load(weights_only=True)``).""
 from __future__ import annotations
 
 import datetime
+import hashlib
+import json
 import os
 from typing import Any
 
 FORMAT = "napari-ssl-restore/model"
 FORMAT_VERSION = 1
+SHIPPED_DENOISER = "dncnn-blind-gray"
+"""Name of the pretrained blind denoiser shipped in ``weights/`` (see ``scripts/train_denoiser.py``)."""
+WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "weights")
 
 
 def _architectures() -> dict[str, Any]:
+    from ..nets.dncnn import DnCNN
     from ..nets.unet import UNet
 
-    return {"unet": UNet}
+    return {"unet": UNet, "dncnn": DnCNN}
 
 
 def checkpoint(net, *, architecture: str, normalization: dict, provenance: dict) -> dict:
@@ -72,3 +78,40 @@ def build(ckpt: dict, device=None):
     net = _architectures()[ckpt["architecture"]](**ckpt["config"])
     net.load_state_dict(ckpt["state_dict"])
     return net.to(device) if device is not None else net
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def shipped_manifest() -> dict:
+    """The shipped weights' manifest: file name, sha256, architecture and training recipe."""
+    path = os.path.join(WEIGHTS_DIR, "manifest.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} is missing: the installation is incomplete; reinstall "
+                                "napari-ssl-restore.")
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def shipped_model(name: str = SHIPPED_DENOISER) -> dict:
+    """Load a shipped pretrained model after checking its sha256 against the manifest."""
+    manifest = shipped_manifest()
+    if name not in manifest:
+        raise ValueError(f"no shipped model named {name!r}; shipped: {', '.join(manifest)}.")
+    entry = manifest[name]
+    path = os.path.join(WEIGHTS_DIR, entry["file"])
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"shipped weights {path!r} are missing; reinstall "
+                                "napari-ssl-restore.")
+    digest = sha256_file(path)
+    if digest != entry["sha256"]:
+        raise ValueError(f"shipped weights {path!r} are corrupt: sha256 {digest} does not match "
+                         f"the manifest's {entry['sha256']}; reinstall napari-ssl-restore.")
+    ckpt = load_checkpoint(path)
+    ckpt["provenance"] = dict(ckpt.get("provenance", {}), shipped=name, sha256=digest)
+    return ckpt
