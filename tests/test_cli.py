@@ -145,3 +145,26 @@ def test_noise2noise_train_save_then_apply(tmp_path):
     assert read_provenance(tmp_path / "o2.tif")["model_loaded"] == str(tmp_path / "m.pt")
     res = run("run", "noise2noise", str(a), "-o", str(tmp_path / "o3.tif"), *small)
     assert res.returncode == 2 and "needs pairs" in res.stderr
+
+
+@pytest.mark.parametrize("method", ["frame2frame", "restore-from-restored"])
+def test_video_methods_online_then_dncnn_applies_the_tuned_model(method, tmp_path):
+    from napari_ssl_restore.data import noisy_video
+
+    stack = (np.clip(noisy_video(n_frames=3, size=32, sigma=0.1)["image"], 0, 1)
+             * 4000).astype(np.uint16)
+    src = tmp_path / "movie.tif"
+    tifffile.imwrite(src, stack)
+    res = run("run", method, str(src), "-o", str(tmp_path / "o.tif"), "--axes", "TYX",
+              "--mode", "online", "--steps-per-frame", "2", "--patch-size", "32",
+              "--save-model", str(tmp_path / "m.pt"), "--device", "cpu")
+    assert res.returncode == 0, res.stderr
+    out = tifffile.imread(tmp_path / "o.tif")
+    assert out.shape == stack.shape and out.dtype == np.uint16
+    prov = read_provenance(tmp_path / "o.tif")
+    assert prov["method"] == method and prov["params"]["mode"] == "online"
+    res = run("run", "dncnn", str(src), "-o", str(tmp_path / "d.tif"), "--axes", "TYX",
+              "--model", str(tmp_path / "m.pt"))
+    assert res.returncode == 0, res.stderr
+    res = run("run", method, str(src), "-o", str(tmp_path / "x.tif"), "--axes", "YXC")
+    assert res.returncode == 2 and res.stderr.startswith("error:") and "T axis" in res.stderr

@@ -11,7 +11,8 @@ from typing import Any
 __version__ = "0.1.0"
 
 __all__ = ["restore", "list_methods", "dehaze_dcp", "restore_dip", "denoise_noise2noise",
-           "decompose_double_dip", "__version__"]
+           "decompose_double_dip", "denoise_dncnn", "denoise_frame2frame",
+           "denoise_restore_from_restored", "__version__"]
 
 # public function name -> method module (kept in step with the registry by tests/test_api.py)
 _FUNCTIONS = {
@@ -19,6 +20,9 @@ _FUNCTIONS = {
     "restore_dip": "napari_ssl_restore.methods.dip",
     "denoise_noise2noise": "napari_ssl_restore.methods.noise2noise",
     "decompose_double_dip": "napari_ssl_restore.methods.double_dip",
+    "denoise_dncnn": "napari_ssl_restore.methods.dncnn",
+    "denoise_frame2frame": "napari_ssl_restore.methods.frame2frame",
+    "denoise_restore_from_restored": "napari_ssl_restore.methods.restore_from_restored",
 }
 
 

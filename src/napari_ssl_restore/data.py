@@ -143,3 +143,76 @@ def noisy_pair(size: int = 256, sigma: float = 0.15, seed: int = 0,
 
     return {"image": acquire(), "target": acquire(), "axes": "YX", "clean": clean,
             "name": f"noisy pair (sigma={sigma}{'' if poisson is None else f', {poisson} photons'})"}
+
+
+def moving_scene(n_frames: int = 8, size: int = 128, source: str = "cells", seed: int = 0,
+                 speed: float = 1.0) -> np.ndarray:
+    """A clean ``(T, size, size)`` float32 video in [0, 1]: a crop drifting over a larger scene.
+
+    ``source`` is ``"cells"`` (a synthetic fluorescence field) or the name of a grey image bundled
+    with scikit-image (``"camera"``, ``"coins"``, ``"moon"``, ``"cell"``: the images the shipped
+    denoiser was *not* trained on). The crop moves along a smooth random path (about ``speed`` pixels
+    per frame) and turns slowly, so the optical flow between frames is sub-pixel and not a pure shift.
+    """
+    from skimage import data as skdata
+
+    rng = np.random.default_rng(seed)
+    big = int(size * 1.6 + 8 * n_frames * speed)
+    if source == "cells":
+        scene = cells(big, seed=seed)
+    else:
+        img = getattr(skdata, source)()
+        if img.ndim == 3:
+            img = img.mean(axis=-1)
+        img = img.astype(np.float32) / 255.0
+        if min(img.shape) < big:
+            img = ndi.zoom(img, big / min(img.shape) + 1e-3, order=3)
+        scene = np.clip(img, 0, 1)
+    h, w = scene.shape
+    heading = rng.uniform(0, 2 * np.pi)
+    cy, cx = h / 2, w / 2
+    out = np.empty((n_frames, size, size), np.float32)
+    for k in range(n_frames):
+        heading += rng.normal(0, 0.3)
+        cy += speed * np.sin(heading)
+        cx += speed * np.cos(heading)
+        a = 0.01 * k  # a slow turn: 0.6 degrees per frame
+        rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+        centre = np.array([size / 2, size / 2])
+        offset = np.array([cy, cx]) - rot @ centre
+        out[k] = ndi.affine_transform(scene, rot, offset=offset, output_shape=(size, size),
+                                      order=3, mode="reflect")
+    return np.clip(out, 0, 1)
+
+
+def add_noise(clean: np.ndarray, sigma: float, *, poisson: float | None = None,
+              correlation: float = 0.0, seed: int = 0) -> np.ndarray:
+    """Noisy copy of a clean ``[0, 1]`` image or video (float32).
+
+    Additive Gaussian noise of std ``sigma``; with ``poisson`` photons per unit intensity, Poisson
+    shot noise first (Poisson-Gaussian); with ``correlation`` > 0, the Gaussian part is spatially
+    correlated (white noise blurred by a Gaussian of that std in pixels, rescaled to std ``sigma``),
+    as from a camera's demosaicing or an EMCCD's charge spreading.
+    """
+    rng = np.random.default_rng(seed)
+    x = clean.astype(np.float32)
+    if poisson is not None:
+        x = (rng.poisson(np.clip(x, 0, None) * poisson) / poisson).astype(np.float32)
+    n = rng.standard_normal(clean.shape).astype(np.float32)
+    if correlation > 0:
+        s = (0,) * (clean.ndim - 2) + (correlation, correlation)
+        n = ndi.gaussian_filter(n, s, mode="wrap")
+        n /= n.std()
+    return (x + sigma * n).astype(np.float32)
+
+
+def noisy_video(n_frames: int = 8, size: int = 128, sigma: float = 25 / 255,
+                source: str = "cells", poisson: float | None = None, correlation: float = 0.0,
+                seed: int = 0) -> dict[str, Any]:
+    """A noisy time-lapse (``TYX`` float32) with its clean frames; see :func:`moving_scene` and
+    :func:`add_noise`."""
+    clean = moving_scene(n_frames, size, source, seed)
+    noisy = add_noise(clean, sigma, poisson=poisson, correlation=correlation, seed=seed + 1)
+    kind = f"sigma={sigma * 255:.0f}/255" + ("" if poisson is None else f", {poisson:g} photons") \
+        + ("" if not correlation else f", correlated {correlation:g} px")
+    return {"image": noisy, "axes": "TYX", "clean": clean, "name": f"noisy {source} video ({kind})"}

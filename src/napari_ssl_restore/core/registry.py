@@ -20,6 +20,9 @@ METHOD_MODULES: dict[str, str] = {
     "dip": "napari_ssl_restore.methods.dip",
     "noise2noise": "napari_ssl_restore.methods.noise2noise",
     "double-dip": "napari_ssl_restore.methods.double_dip",
+    "dncnn": "napari_ssl_restore.methods.dncnn",
+    "frame2frame": "napari_ssl_restore.methods.frame2frame",
+    "restore-from-restored": "napari_ssl_restore.methods.restore_from_restored",
 }
 
 

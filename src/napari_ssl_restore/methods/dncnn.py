@@ -1,0 +1,109 @@
+"""Apply a pretrained denoiser frame by frame: the shipped blind DnCNN, or any model saved here.
+
+The shipped model is a DnCNN-style residual network (Zhang et al., IEEE TIP 2017) trained by
+``scripts/train_denoiser.py`` on scikit-image's bundled images and synthetic fluorescence fields
+with additive white Gaussian noise of σ in [0, 55]/255 (blind: one model for every level). It is
+the fast baseline of the video methods and their starting point (Frame2Frame,
+Restore-from-Restored). Its weights ship in the package and are checked against their sha256 before
+use. ``model=`` applies a saved model instead (a Noise2Noise U-Net, or a DnCNN fine-tuned by
+``frame2frame``/``restore-from-restored`` with ``save_model=``).
+
+Images are percentile-normalised (0.1–99.9 % to 0–1) before denoising, which matches the training
+range; noise that is not white Gaussian (photon shot noise, correlated camera noise) is outside what
+the model saw: fine-tune it on the data with ``frame2frame`` or ``restore-from-restored``.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from ..core.params import param
+from ..core.progress import Step
+from ..core.registry import MethodResult, MethodSpec, Output, RunContext
+from ._public import public_function
+
+
+@dataclasses.dataclass(frozen=True)
+class Params:
+    """Pretrained-denoiser settings."""
+
+    method_title = "DnCNN"
+
+    model: str = param("", "Model to apply: empty for the shipped blind DnCNN, or a .pt saved by "
+                           "this plugin (Noise2Noise, Frame2Frame, Restore-from-Restored).",
+                       widget="open_file")
+    tile_size: int = param(512, "Tile side for prediction (limits memory on large images).",
+                           min=32, max=8192)
+    tile_overlap: int = param(32, "Overlap of prediction tiles, blended smoothly.", min=0,
+                              max=1024)
+
+    def __post_init__(self):
+        if self.tile_overlap >= self.tile_size:
+            raise ValueError("DnCNN: tile_overlap must be smaller than tile_size.")
+
+
+def run(image: np.ndarray, params: Params, ctx: RunContext):
+    """Denoise every plane (Z, T) of ``image`` with the pretrained model."""
+    import torch
+
+    from ..core.axes import as_planes
+    from ..core.device import resolve_device
+    from ._video import load_denoiser, predict
+
+    device = resolve_device(ctx.device)
+    torch.manual_seed(ctx.seed)
+    planes = as_planes(image)
+    den, ckpt = load_denoiser(params.model, image.shape[-1], device)
+    out = np.empty_like(planes)
+    for i, plane in enumerate(planes):
+        out[i] = predict(den, plane, device, params.tile_size, params.tile_overlap)
+        yield Step(i + 1, len(planes), f"denoising plane {i + 1}/{len(planes)}")
+    prov = ckpt.get("provenance", {})
+    info = {"device": str(device), "model": params.model or prov.get("shipped", ""),
+            "model_sha256": prov.get("sha256", ""), "architecture": ckpt["architecture"]}
+    return MethodResult({"image": out.reshape(image.shape)}, info)
+
+
+def _demo() -> list[dict]:
+    from ..data import noisy_video
+
+    s = noisy_video(n_frames=6, size=128, sigma=25 / 255)
+    return [{**s, "params": {}}]
+
+
+SPEC = MethodSpec(
+    name="dncnn",
+    title="Pretrained blind denoiser (DnCNN-style), frame by frame",
+    task="denoise",
+    params=Params,
+    run=run,
+    function="denoise_dncnn",
+    outputs=(Output("image", "The denoised image, same shape, axes and dtype as the input."),),
+    scaling="percentile",
+    uses_torch=True,
+    demo=_demo,
+)
+
+denoise_dncnn = public_function(
+    SPEC,
+    summary="Denoise every frame/plane with the shipped pretrained blind DnCNN (or a saved model).",
+    notes="""
+    The network predicts the noise and subtracts it (residual learning). The shipped weights were
+    trained for additive white Gaussian noise with :math:`\\sigma \\in [0, 55]/255` of the
+    percentile-normalised range; for other noise, fine-tune with :func:`denoise_frame2frame` or
+    :func:`denoise_restore_from_restored`. No training happens here, so it takes seconds.
+    """,
+    references="""
+    .. [1] K. Zhang, W. Zuo, Y. Chen, D. Meng, L. Zhang. Beyond a Gaussian Denoiser: Residual
+           Learning of Deep CNN for Image Denoising. IEEE TIP 26(7), 2017.
+    """,
+    examples="""
+    >>> import numpy as np
+    >>> from napari_ssl_restore import denoise_dncnn
+    >>> rng = np.random.default_rng(0)
+    >>> noisy = (0.5 + 0.1 * rng.standard_normal((3, 32, 32))).astype(np.float32)
+    >>> denoise_dncnn(noisy, axes="TYX").shape
+    (3, 32, 32)
+    """,
+)

@@ -1,0 +1,250 @@
+"""The shipped denoiser and the video methods (dncnn, frame2frame, restore-from-restored)."""
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from napari_ssl_restore import restore  # noqa: E402
+from napari_ssl_restore.core import models  # noqa: E402
+from napari_ssl_restore.data import add_noise, moving_scene, noisy_video  # noqa: E402
+from napari_ssl_restore.methods import _video  # noqa: E402
+
+FAST = {"frame2frame": {"steps_per_frame": 2, "epochs": 1, "patch_size": 32, "batch_size": 2},
+        "restore-from-restored": {"steps_per_frame": 2, "epochs": 1, "patch_size": 32,
+                                  "batch_size": 2}}
+VIDEO_METHODS = list(FAST)
+
+
+def psnr(a, b):
+    return 10 * np.log10(1.0 / np.mean((np.asarray(a, np.float64) - b) ** 2))
+
+
+@pytest.fixture(scope="module")
+def video():
+    return noisy_video(n_frames=3, size=48, sigma=25 / 255, seed=3)
+
+
+# --- shipped weights ------------------------------------------------------------------------------
+
+def test_shipped_weights_verify_and_load():
+    manifest = models.shipped_manifest()
+    entry = manifest[models.SHIPPED_DENOISER]
+    path = os.path.join(models.WEIGHTS_DIR, entry["file"])
+    assert models.sha256_file(path) == entry["sha256"]
+    assert os.path.getsize(path) < 5e6
+    ckpt = models.shipped_model()
+    assert ckpt["architecture"] == "dncnn" and ckpt["provenance"]["sha256"] == entry["sha256"]
+    net = models.build(ckpt)
+    assert net.config == entry["config"]
+
+
+def test_corrupt_shipped_weights_are_refused(tmp_path, monkeypatch):
+    for name in os.listdir(models.WEIGHTS_DIR):
+        shutil.copy(os.path.join(models.WEIGHTS_DIR, name), tmp_path / name)
+    entry = json.loads((tmp_path / "manifest.json").read_text())[models.SHIPPED_DENOISER]
+    weights = tmp_path / entry["file"]
+    data = bytearray(weights.read_bytes())
+    data[-100] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    monkeypatch.setattr(models, "WEIGHTS_DIR", str(tmp_path))
+    with pytest.raises(ValueError, match="corrupt.*reinstall"):
+        models.shipped_model()
+
+
+def test_shipped_dncnn_denoises_an_image_it_never_saw():
+    from napari_ssl_restore.data import cells
+
+    clean = cells(96, seed=5)
+    noisy = add_noise(clean, 25 / 255, seed=9)
+    out = restore(noisy, "dncnn", axes="YX")
+    assert out.dtype == np.float32 and out.shape == clean.shape
+    assert psnr(out, clean) > psnr(noisy, clean) + 5
+
+
+def test_dncnn_runs_channel_by_channel_and_keeps_dtype():
+    rng = np.random.default_rng(0)
+    rgb = (rng.random((40, 36, 3)) * 255).astype(np.uint8)
+    before = rgb.copy()
+    out = restore(rgb, "dncnn", axes="YXC")
+    assert out.shape == rgb.shape and out.dtype == np.uint8
+    np.testing.assert_array_equal(rgb, before)
+
+
+def test_dncnn_applies_a_saved_noise2noise_model(tmp_path):
+    from napari_ssl_restore.data import noisy_pair
+
+    s = noisy_pair(size=32, sigma=0.1)
+    path = tmp_path / "n2n.pt"
+    restore(s["image"], "noise2noise", target=s["target"], steps=2, patch_size=16, features=8,
+            depth=2, save_model=str(path))
+    out = restore(s["image"], "dncnn", model=str(path), full_output=True)
+    assert out["image"].shape == s["image"].shape
+    assert out["provenance"]["architecture"] == "unet"
+
+
+def test_missing_model_file_is_a_clear_error(video):
+    with pytest.raises(FileNotFoundError, match="not found"):
+        restore(video["image"], "frame2frame", axes="TYX", model="/nonexistent/model.pt")
+
+
+# --- flow, warping, masks, noise model ---------------------------------------------------------------
+
+def test_flow_and_warp_recover_a_known_motion():
+    from scipy import ndimage as ndi
+    from skimage import data
+
+    img = data.camera()[100:228, 100:228].astype(np.float32)[..., None] / 255
+    moved = ndi.shift(img, (1.5, -2.0, 0), order=3, mode="nearest")
+    for method in ("tvl1", "ilk"):
+        flow = _video.optical_flow(img, moved, method)
+        inner = (slice(16, -16), slice(16, -16))
+        assert abs(np.median(flow[0][inner]) - 1.5) < 0.2
+        assert abs(np.median(flow[1][inner]) + 2.0) < 0.2
+        warped, inside = _video.warp(moved, flow)
+        err = np.abs(warped - img)[inner].mean()
+        assert err < 0.25 * np.abs(moved - img)[inner].mean()
+    flow = np.zeros((2, 20, 20), np.float32)
+    flow[1] = 5.0  # samples 5 px to the right: the last 5 columns come from outside
+    _, inside = _video.warp(np.zeros((20, 20, 1), np.float32), flow)
+    assert not inside[:, 15:].any() and inside[:, :15].all()
+    mask = _video.occlusion_mask(flow, np.zeros((20, 20, 1)), np.zeros((20, 20, 1)), inside,
+                                 divergence=0.75, warp_error=0.1, dilation=1)
+    assert not mask[:, 14:].any() and mask[:, :14].all()
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "poisson-gaussian", "correlated"])
+def test_noise_model_estimation(kind):
+    clean = moving_scene(3, 96, "cells")
+    kw = {"gaussian": {"sigma": 0.1}, "poisson-gaussian": {"sigma": 0.05, "poisson": 30.0},
+          "correlated": {"sigma": 0.1, "correlation": 1.0}}[kind]
+    noisy = add_noise(clean, **kw)
+    model = _video.estimate_noise(noisy[..., None], clean[..., None], "auto", True)
+    assert model.offset == pytest.approx(kw["sigma"] ** 2, rel=0.2)
+    assert model.gain == pytest.approx(1 / kw.get("poisson", np.inf), abs=0.006)
+    synth = model.sample(clean[..., None], np.random.default_rng(1))[..., 0]
+    real = noisy - clean
+
+    def corr(a):
+        return float((a[:, 1:] * a[:, :-1]).mean() / (a * a).mean())
+
+    assert corr(synth) == pytest.approx(corr(real), abs=0.08)
+    assert synth.std() == pytest.approx(real.std(), rel=0.1)
+
+
+# --- the video methods -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("method", VIDEO_METHODS)
+@pytest.mark.parametrize("mode", ["online", "offline"])
+def test_video_methods_restore_every_frame(method, mode, video, tmp_path):
+    stack = np.clip(np.rint(video["image"] * 4000 + 200), 0, 65535).astype(np.uint16)
+    before = stack.copy()
+    path = tmp_path / "tuned.pt"
+    out = restore(stack, method, axes="TYX", mode=mode, save_model=str(path), full_output=True,
+                  **FAST[method])
+    img = out["image"]
+    assert img.shape == stack.shape and img.dtype == np.uint16
+    np.testing.assert_array_equal(stack, before)
+    prov = out["provenance"]
+    assert prov["method"] == method and prov["params"]["mode"] == mode
+    assert not prov["stopped"] and prov["planes_done"] == 3 and prov["steps"] > 0
+    assert not np.array_equal(img, stack)
+    # the fine-tuned network differs from the shipped one and reloads for dncnn
+    shipped = models.shipped_model()["state_dict"]
+    tuned = models.load_checkpoint(path)
+    assert any(not torch.equal(shipped[k], tuned["state_dict"][k]) for k in shipped)
+    again = restore(stack, "dncnn", axes="TYX", model=str(path))
+    assert again.shape == stack.shape
+
+
+def test_frame2frame_tzyx_and_rgb_video():
+    clean = moving_scene(3, 32, "cells")
+    tz = np.stack([clean, clean[:, ::-1]], axis=1) + 0.05  # T, Z, Y, X
+    out = restore(tz, "frame2frame", axes="TZYX", mode="online", **FAST["frame2frame"])
+    assert out.shape == tz.shape
+    rgb = np.repeat(clean[..., None], 3, axis=-1)
+    out = restore(rgb, "restore-from-restored", axes="TYXC", mode="offline",
+                  **FAST["restore-from-restored"])
+    assert out.shape == rgb.shape
+
+
+def test_video_methods_need_frames():
+    img = np.random.default_rng(0).random((32, 32)).astype(np.float32)
+    with pytest.raises(ValueError, match="needs a T axis"):
+        restore(img, "frame2frame", axes="YX")
+    with pytest.raises(ValueError, match="at least 2 frames"):
+        restore(img[None], "frame2frame", axes="TYX")
+    with pytest.raises(ValueError, match="mode"):
+        restore(img[None], "frame2frame", axes="TYX", mode="sometimes")
+
+
+@pytest.mark.parametrize("method", VIDEO_METHODS)
+def test_online_stop_keeps_frames_done_and_says_so(method):
+    video = noisy_video(n_frames=4, size=32, sigma=0.1, seed=1)["image"]
+    calls = {"n": 0}
+
+    def should_stop():  # polled after each step: frame 0 (1 step), frame 1 (2 + 1), then frame 2
+        calls["n"] += 1
+        return calls["n"] > 5
+
+    out = restore(video, method, axes="TYX", mode="online", should_stop=should_stop,
+                  full_output=True, **FAST[method])
+    prov = out["provenance"]
+    assert prov["stopped"] and 0 < prov["planes_done"] < 4
+    done = prov["planes_done"]
+    np.testing.assert_allclose(out["image"][done:], video[done:], atol=1e-5)
+    assert not np.allclose(out["image"][:done], video[:done], atol=1e-3)
+
+
+def test_offline_stop_during_fine_tuning_still_restores_every_frame():
+    video = noisy_video(n_frames=3, size=32, sigma=0.1, seed=2)["image"]
+    steps = []
+    out = restore(video, "restore-from-restored", axes="TYX", mode="offline", epochs=50,
+                  patch_size=32, batch_size=1, progress=steps.append,
+                  should_stop=lambda: len(steps) > 8, full_output=True)
+    prov = out["provenance"]
+    assert prov["stopped"] and prov["planes_done"] == 3 and prov["steps"] < 150
+    assert not np.allclose(out["image"], video, atol=1e-3)
+    # progress keeps moving while the frames are restored after the Stop, and ends complete
+    assert steps[-1].step == steps[-1].total and "stopped" in steps[-1].message
+
+
+def test_stop_while_refreshing_round_two_keeps_the_first_round():
+    video = noisy_video(n_frames=3, size=32, sigma=0.1, seed=2)["image"]
+    steps = []
+
+    def should_stop():  # round 1: 3 pseudo-clean + 3 steps; stop in round 2's pseudo-clean pass
+        return len(steps) >= 8
+
+    out = restore(video, "restore-from-restored", axes="TYX", mode="offline", epochs=1, rounds=2,
+                  patch_size=32, batch_size=1, progress=steps.append, should_stop=should_stop,
+                  full_output=True)
+    prov = out["provenance"]
+    assert prov["stopped"] and prov["steps"] == 3 and prov["planes_done"] == 3
+
+
+def test_same_seed_same_result(video):
+    a = restore(video["image"], "frame2frame", axes="TYX", mode="offline", seed=4,
+                **FAST["frame2frame"])
+    b = restore(video["image"], "frame2frame", axes="TYX", mode="offline", seed=4,
+                **FAST["frame2frame"])
+    np.testing.assert_array_equal(a, b)
+
+
+def test_training_script_smoke(tmp_path):
+    import subprocess
+    import sys
+
+    script = os.path.join(os.path.dirname(__file__), "..", "scripts", "train_denoiser.py")
+    out = tmp_path / "m.pt"
+    res = subprocess.run([sys.executable, script, "--steps", "2", "--batch-size", "2",
+                          "--synthetic", "1", "--out", str(out)], capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "held-out PSNR" in res.stdout
+    ckpt = models.load_checkpoint(out)
+    assert ckpt["architecture"] == "dncnn"
+    assert ckpt["provenance"]["held_out"] == ["camera", "coins", "moon", "cell"]
