@@ -206,3 +206,54 @@ def test_double_dip_widget_previews_and_labels(make_napari_viewer):
     for suffix in ("layer1", "layer2", "mask"):
         assert f"img double-dip {suffix}" in viewer.layers
     assert not any("preview" in layer.name for layer in viewer.layers)
+
+
+def test_frame2frame_online_fills_the_preview_and_stop_keeps_frames_done(make_napari_viewer):
+    from napari_ssl_restore.data import noisy_video
+
+    viewer = make_napari_viewer()
+    stack = noisy_video(n_frames=4, size=32, sigma=0.1)["image"]
+    src = viewer.add_image(stack, name="movie", axis_labels=("t", "y", "x"), scale=(2, 0.5, 0.5))
+    before = stack.copy()
+    widget = W.make_frame2frame_widget(viewer)
+    assert widget.axes.value == "TYX"
+    p = widget.params
+    p.mode.value, p.steps_per_frame.value, p.patch_size.value = "online", 2, 32
+    shapes = []
+    real_show = widget._show_preview
+
+    def spy(preview):
+        real_show(preview)
+        preview_layer = viewer.layers["movie frame2frame preview"]
+        shapes.append((preview_layer.data.shape, tuple(preview_layer.scale)))
+
+    widget._show_preview = spy  # (monkeypatch cannot undo attributes on a magicgui Container)
+    widget.run(sync=True)
+    # the whole time-lapse, filling up, overlaid on the input
+    assert len(shapes) == 4  # one preview per restored frame
+    assert all(s == (stack.shape, tuple(src.scale)) for s in shapes)
+    assert "movie frame2frame preview" not in viewer.layers
+    out = viewer.layers["movie frame2frame"]
+    assert out.data.shape == stack.shape
+    np.testing.assert_allclose(out.scale, src.scale)
+    assert widget.status.value == "done"
+
+    real_on_step = widget._on_step
+    seen = []
+
+    def press_stop_in_frame_3(step):  # frame 0: 1 step, frame 1: 3, then frame 2 is training
+        real_on_step(step)
+        seen.append(step)
+        if len(seen) == 5:
+            widget.stop()
+
+    widget._on_step = press_stop_in_frame_3
+    viewer.layers.remove(out)
+    widget.run(sync=True)
+    out = viewer.layers["movie frame2frame"]
+    prov = out.metadata[PROVENANCE_KEY]
+    assert prov["stopped"] and prov["planes_done"] == 2
+    assert "2/4" in widget.status.value and "NOT restored" in widget.status.value
+    np.testing.assert_allclose(out.data[2:], stack[2:], atol=1e-5)
+    np.testing.assert_array_equal(src.data, before)
+

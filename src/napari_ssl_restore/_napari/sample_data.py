@@ -1,6 +1,8 @@
 """npe2 sample data: synthesised or bundled with installed packages, never downloaded."""
 from __future__ import annotations
 
+import numpy as np
+
 from ..data import fluorescence_timelapse, hazy_scene, noisy_cells, noisy_pair
 
 
@@ -25,3 +27,12 @@ def sample_noisy_pair():
     meta = {"colormap": "gray"}
     return [(s["image"], {"name": "acquisition A", **meta}, "image"),
             (s["target"], {"name": "acquisition B", **meta}, "image")]
+
+
+def sample_noisy_timelapse():
+    from ..data import noisy_video
+
+    s = noisy_video(n_frames=12, size=192, sigma=0.04, poisson=40.0)
+    img = np.clip(np.rint(s["image"] * 2000 + 100), 0, 65535).astype(np.uint16)
+    return [(img, {"name": "noisy time-lapse", "axis_labels": ("t", "y", "x"),
+                   "colormap": "gray"}, "image")]

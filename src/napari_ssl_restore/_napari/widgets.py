@@ -288,7 +288,11 @@ class RestoreWidget(Container):
                 if current is not None and current in self.viewer.layers:
                     self.viewer.layers.remove(current)
                 name = f"{base} {key}".strip()
-                self._previews[key] = self.viewer.add_image(data, name=name, rgb=rgb)
+                kw = {}
+                if layer is not None and data.shape == np.shape(layer.data):
+                    # a preview of the whole stack (video methods): overlay it on the input
+                    kw = {"scale": layer.scale, "translate": layer.translate}
+                self._previews[key] = self.viewer.add_image(data, name=name, rgb=rgb, **kw)
             else:
                 current.data = data
 
@@ -310,8 +314,9 @@ class RestoreWidget(Container):
         if prov.get("stopped"):
             n = int(np.prod([job.layout.size(a) for a in job.layout.leading], dtype=int))
             done = prov.get("planes_done", n)
-            rest = "" if done >= n else f"; planes {done + 1}-{n} are NOT restored (input kept)"
-            self.status.value = f"stopped: best result so far kept for {done}/{n} plane(s){rest}"
+            unit = "frame" if self.spec.video and "Z" not in job.layout.axes else "plane"
+            rest = "" if done >= n else f"; {unit}s {done + 1}-{n} are NOT restored (input kept)"
+            self.status.value = f"stopped: best result so far kept for {done}/{n} {unit}(s){rest}"
         else:
             self.status.value = "done"
         if kept:
