@@ -2,7 +2,7 @@
 
 Run on a GPU machine:  python benchmarks/gpu_check.py [--device cuda] [--quick]
 Prints the device, then per method: that the run used the device, seconds per DIP iteration / N2N
-step at CPU-vs-GPU comparable sizes, and peak GPU memory. Exits non-zero when a method silently
+step / video frame at CPU-vs-GPU comparable sizes, and peak GPU memory. Exits non-zero when a method silently
 fell back to the CPU. Sized to finish in a few minutes on one GPU.
 """
 from __future__ import annotations
@@ -64,6 +64,22 @@ def main() -> int:
     timed("double-dip dehaze", lambda: restore(
         np.stack([noisy] * 3, -1), "double-dip", task="dehaze", max_iter=iters // 2,
         device=args.device, full_output=True), iters // 2, "iter")
+    from napari_ssl_restore.data import noisy_video
+
+    frames = 4 if args.quick else 10
+    movie = noisy_video(n_frames=frames, size=size, sigma=0.02, poisson=20.0)["image"]
+    timed(f"dncnn {frames} frames", lambda: restore(
+        movie, "dncnn", axes="TYX", device=args.device, full_output=True), frames, "frame")
+    for method in ("frame2frame", "restore-from-restored"):
+        for mode in ("online", "offline"):
+            def go(method=method, mode=mode):
+                out = restore(movie, method, axes="TYX", mode=mode, device=args.device,
+                              full_output=True)
+                flow = out["provenance"].get("flow_seconds")
+                if flow is not None:
+                    print(f"  (optical flow on the CPU: {flow:.1f} s of it)")
+                return out
+            timed(f"{method} {mode} {frames} frames", go, frames, "frame")
     return 1 if failures else 0
 
 
