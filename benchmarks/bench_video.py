@@ -76,7 +76,7 @@ def save_figure(images: dict[str, np.ndarray], path: str, title: str) -> None:
         ax.set_title(label.replace(" (", "\n("), fontsize=8)
         ax.axis("off")
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.92))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
