@@ -20,7 +20,6 @@ output is the shipped path.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
@@ -118,14 +117,6 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=3000)
@@ -142,7 +133,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from napari_ssl_restore.core.models import checkpoint, save_model
+    from napari_ssl_restore.core.models import checkpoint, save_model, sha256_file
     from napari_ssl_restore.nets.dncnn import DnCNN
 
     torch.manual_seed(args.seed)
@@ -183,7 +174,7 @@ def main(argv=None) -> int:
                                   "held_out": list(HELD_OUT), "held_out_psnr": scores})
     ckpt["provenance"]["saved"] = "reproducible"  # keep the file identical across reruns
     path = save_model(ckpt, args.out)
-    digest = sha256(path)
+    digest = sha256_file(path)
     print(f"wrote {path} ({os.path.getsize(path) / 1e6:.2f} MB) sha256 {digest}")
     if os.path.abspath(args.out) == os.path.abspath(SHIPPED):
         manifest = os.path.join(os.path.dirname(path), "manifest.json")

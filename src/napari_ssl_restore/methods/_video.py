@@ -399,12 +399,14 @@ def fine_tune(den, opt, samplers, n_steps: int, loss_fn, rng, batch_size: int, *
     return n_steps, loss, False
 
 
-def restore_all(frames, den, device, params, *, step0: int, total: int, shape, stoppable: bool):
-    """Restore every frame with the final model, filling a copy of the input (the preview).
+def predict_all(frames, den, device, params, *, step0: int, total: int, label: str,
+                on_stop: str, preview_shape: tuple[int, ...] | None = None):
+    """Run the model over every frame, filling a copy of the input; a generator of Steps.
 
-    A generator; returns ``(out, done, stopped)``. With ``stoppable`` a Stop keeps the frames done;
-    without (after a Stop during fine-tuning, already honoured: the run must still produce its
-    result) it restores them all, reporting progress and ignoring further Stop requests.
+    ``on_stop`` says what a Stop does: ``"cancel"`` lets it end the run (nothing useful done yet),
+    ``"keep"`` returns the frames done so far, ``"ignore"`` goes on (a Stop already honoured
+    elsewhere; the run must still produce its result). With ``preview_shape`` the filling array is
+    the preview. Returns ``(out, done, stopped)``.
     """
     out = frames.copy()
     n = out.shape[0] * out.shape[1]
@@ -413,14 +415,73 @@ def restore_all(frames, den, device, params, *, step0: int, total: int, shape, s
         for p in range(frames.shape[1]):
             out[t, p] = predict(den, frames[t, p], device, params.tile_size, params.tile_overlap)
             done += 1
-            what = "restoring" if stoppable else "stopped: restoring with the model so far,"
-            stop = yield from yield_or_stop(Step(step0 + done, total,
-                                                 f"{what} {_frame_label(t, p, frames)}",
-                                                 out.reshape(shape), {"frame": t}))
-            if stop and stoppable and done < n:
-                _partial(done, n)
+            step = Step(step0 + done, total, f"{label} {_frame_label(t, p, frames)}",
+                        None if preview_shape is None else out.reshape(preview_shape),
+                        {"frame": t})
+            if on_stop == "cancel":
+                yield step
+                continue
+            stop = yield from yield_or_stop(step)
+            if stop and on_stop == "keep" and done < n:
                 return out, done, True
     return out, done, False
+
+
+def restore_all(frames, den, device, params, *, step0: int, total: int, shape, stoppable: bool):
+    """Restore every frame with the final model, the filling movie as the preview.
+
+    Returns ``(out, done, stopped)``. With ``stoppable`` a Stop keeps the frames done; without (after
+    a Stop during fine-tuning) every frame is restored, progress still reported.
+    """
+    what = "restoring" if stoppable else "stopped: restoring with the model so far,"
+    out, done, stopped = yield from predict_all(
+        frames, den, device, params, step0=step0, total=total, label=what,
+        on_stop="keep" if stoppable else "ignore", preview_shape=shape)
+    if stopped:
+        _partial(done, out.shape[0] * out.shape[1])
+    return out, done, stopped
+
+
+def start(image: np.ndarray, params, ctx):
+    """What every video run begins with: device, seeded generators, the ``(T, P, H, W, C)`` frames
+    and the starting denoiser. Returns ``(device, rng, frames, den, base_checkpoint, info)``."""
+    import time
+
+    import torch
+
+    from ..core.device import resolve_device
+
+    device = resolve_device(ctx.device)
+    torch.manual_seed(ctx.seed)
+    rng = np.random.default_rng(ctx.seed)
+    frames = frames_of(image, ctx.axes)
+    den, base = load_denoiser(params.model, image.shape[-1], device)
+    info = {"device": str(device), "mode": params.mode, "frames": frames.shape[0],
+            "_t0": time.perf_counter()}
+    return device, rng, frames, den, base, info
+
+
+def finish(out, image, den, base, params, ctx, info: dict, *, method: str):
+    """The result of a video run: timing, the fine-tuned checkpoint (saved when asked)."""
+    import time
+
+    from ..core.models import save_model
+    from ..core.registry import MethodResult
+
+    info["seconds"] = round(time.perf_counter() - info.pop("_t0"), 3)
+    ckpt = save_checkpoint(den, base, method=method, params=params, seed=ctx.seed,
+                           info={"steps": info.get("steps", 0)})
+    if params.save_model:
+        info["model_saved"] = save_model(ckpt, params.save_model)
+    return MethodResult({"image": out.reshape(image.shape)}, info, {"model": ckpt})
+
+
+def demo_samples() -> list[dict]:
+    """The demo of the fine-tuning video methods: a short Poisson-Gaussian time-lapse, offline."""
+    from ..data import noisy_video
+
+    s = noisy_video(n_frames=6, size=128, sigma=25 / 255, poisson=30.0)
+    return [{**s, "params": {"mode": "offline", "epochs": 5}}]
 
 
 def tensor_sampler(rng, device, inputs: list[np.ndarray], targets: list[np.ndarray], patch: int):

@@ -27,9 +27,10 @@ from typing import Literal
 import numpy as np
 
 from ..core.params import param
-from ..core.registry import MethodResult, MethodSpec, Output, RunContext
+from ..core.progress import Step
+from ..core.registry import MethodSpec, Output, RunContext
 from ._public import public_function
-from ._video import VideoParams
+from ._video import VideoParams, demo_samples
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,25 +85,14 @@ def run(image: np.ndarray, params: Params, ctx: RunContext):
     """Fine-tune the starting denoiser on the time-lapse by Frame2Frame, then restore it."""
     import time
 
-    import torch
+    from ._video import (fine_tune, finish, make_optimizer, online, predict, predict_all,
+                         restore_all, start, tensor_sampler)
 
-    from ..core.device import resolve_device
-    from ..core.models import save_model
-    from ..core.progress import Step
-    from ._video import (fine_tune, frames_of, load_denoiser, make_optimizer, online, predict,
-                         restore_all, save_checkpoint, tensor_sampler)
-
-    device = resolve_device(ctx.device)
-    torch.manual_seed(ctx.seed)
-    rng = np.random.default_rng(ctx.seed)
-    frames = frames_of(image, ctx.axes)
-    n_t, n_p = frames.shape[:2]
-    if n_t < 2:
+    if image.shape[0] < 2:
         raise ValueError("Frame2Frame needs at least 2 frames along T to pair them; got 1. Use "
                          "dncnn or restore-from-restored for a single image.")
-    den, base = load_denoiser(params.model, image.shape[-1], device)
-    info: dict = {"device": str(device), "mode": params.mode, "frames": n_t}
-    t0 = time.perf_counter()
+    device, rng, frames, den, base, info = start(image, params, ctx)
+    n_t, n_p = frames.shape[:2]
     flow_seconds = 0.0
 
     if params.mode == "online":
@@ -127,14 +117,9 @@ def run(image: np.ndarray, params: Params, ctx: RunContext):
         pairs = [(t, t - 1 if t else 1, p) for t in range(n_t) for p in range(n_p)]
         steps = params.epochs * len(pairs)
         total = n + len(pairs) + steps + n
-        denoised = np.empty_like(frames)
-        k = 0
-        for t in range(n_t):
-            for p in range(n_p):
-                denoised[t, p] = predict(den, frames[t, p], device, params.tile_size,
-                                         params.tile_overlap)
-                k += 1
-                yield Step(k, total, f"denoising frame {t + 1}/{n_t} with the starting model")
+        denoised, _, _ = yield from predict_all(
+            frames, den, device, params, step0=0, total=total,
+            label="denoising with the starting model:", on_stop="cancel")
         samplers = []
         for i, (t, s, p) in enumerate(pairs):
             tf = time.perf_counter()
@@ -153,20 +138,8 @@ def run(image: np.ndarray, params: Params, ctx: RunContext):
             shape=image.shape, stoppable=not stopped)
         info.update(steps=done_steps, final_loss=loss, stopped=stopped or stopped_late,
                     planes_done=done, pairs=len(pairs))
-    info["seconds"] = round(time.perf_counter() - t0, 3)
     info["flow_seconds"] = round(flow_seconds, 3)
-    ckpt = save_checkpoint(den, base, method="frame2frame", params=params, seed=ctx.seed,
-                           info={"steps": info.get("steps", 0)})
-    if params.save_model:
-        info["model_saved"] = save_model(ckpt, params.save_model)
-    return MethodResult({"image": out.reshape(image.shape)}, info, {"model": ckpt})
-
-
-def _demo() -> list[dict]:
-    from ..data import noisy_video
-
-    s = noisy_video(n_frames=6, size=128, sigma=25 / 255, poisson=30.0)
-    return [{**s, "params": {"mode": "offline", "epochs": 5}}]
+    return finish(out, image, den, base, params, ctx, info, method="frame2frame")
 
 
 SPEC = MethodSpec(
@@ -180,7 +153,7 @@ SPEC = MethodSpec(
     video=True,
     scaling="percentile",
     uses_torch=True,
-    demo=_demo,
+    demo=demo_samples,
 )
 
 denoise_frame2frame = public_function(

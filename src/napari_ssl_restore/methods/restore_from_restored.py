@@ -30,9 +30,9 @@ from typing import Literal
 import numpy as np
 
 from ..core.params import param
-from ..core.registry import MethodResult, MethodSpec, Output, RunContext
+from ..core.registry import MethodSpec, Output, RunContext
 from ._public import public_function
-from ._video import VideoParams
+from ._video import VideoParams, demo_samples
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,24 +79,11 @@ def _sampler(rng, device, clean: np.ndarray, model, patch: int):
 
 def run(image: np.ndarray, params: Params, ctx: RunContext):
     """Fine-tune the starting denoiser on re-noised pseudo-clean frames, then restore the video."""
-    import time
+    from ._video import (estimate_noise, fine_tune, finish, make_optimizer, online, predict,
+                         predict_all, restore_all, start)
 
-    import torch
-
-    from ..core.device import resolve_device
-    from ..core.models import save_model
-    from ..core.progress import Step
-    from ._video import (estimate_noise, fine_tune, frames_of, load_denoiser, make_optimizer,
-                         online, predict, restore_all, save_checkpoint, yield_or_stop)
-
-    device = resolve_device(ctx.device)
-    torch.manual_seed(ctx.seed)
-    rng = np.random.default_rng(ctx.seed)
-    frames = frames_of(image, ctx.axes)
+    device, rng, frames, den, base, info = start(image, params, ctx)
     n_t, n_p = frames.shape[:2]
-    den, base = load_denoiser(params.model, image.shape[-1], device)
-    info: dict = {"device": str(device), "mode": params.mode, "frames": n_t}
-    t0 = time.perf_counter()
 
     if params.mode == "online":
         noise_models = []
@@ -121,24 +108,14 @@ def run(image: np.ndarray, params: Params, ctx: RunContext):
         opt = make_optimizer(den, params.learning_rate)
         done_steps, loss, stopped, k = 0, float("nan"), False, 0
         for r in range(params.rounds):
-            clean = np.empty_like(frames)
-            for t in range(n_t):
-                for p in range(n_p):
-                    clean[t, p] = predict(den, frames[t, p], device, params.tile_size,
-                                          params.tile_overlap)
-                    k += 1
-                    step = Step(k, total, f"round {r + 1}/{params.rounds}: pseudo-clean frame "
-                                          f"{t + 1}/{n_t}")
-                    if r == 0:
-                        yield step  # nothing fine-tuned yet: a Stop cancels the run
-                    else:
-                        stopped = yield from yield_or_stop(step)  # keep the rounds done
-                    if stopped:
-                        break
-                if stopped:
-                    break
+            # round 1: nothing fine-tuned yet, a Stop cancels the run; later: keep the rounds done
+            clean, _, stopped = yield from predict_all(
+                frames, den, device, params, step0=k, total=total,
+                label=f"round {r + 1}/{params.rounds}: pseudo-clean",
+                on_stop="cancel" if r == 0 else "keep")
             if stopped:
                 break
+            k += n
             # the noise model from at most 16 planes spread over the stack (bounded memory)
             flat_noisy = frames.reshape((-1,) + frames.shape[2:])
             flat_clean = clean.reshape(flat_noisy.shape)
@@ -161,19 +138,7 @@ def run(image: np.ndarray, params: Params, ctx: RunContext):
             stoppable=not stopped)
         info.update(steps=done_steps, final_loss=loss, stopped=stopped or stopped_late,
                     planes_done=done)
-    info["seconds"] = round(time.perf_counter() - t0, 3)
-    ckpt = save_checkpoint(den, base, method="restore-from-restored", params=params,
-                           seed=ctx.seed, info={"steps": info.get("steps", 0)})
-    if params.save_model:
-        info["model_saved"] = save_model(ckpt, params.save_model)
-    return MethodResult({"image": out.reshape(image.shape)}, info, {"model": ckpt})
-
-
-def _demo() -> list[dict]:
-    from ..data import noisy_video
-
-    s = noisy_video(n_frames=6, size=128, sigma=25 / 255, poisson=30.0)
-    return [{**s, "params": {"mode": "offline", "epochs": 5}}]
+    return finish(out, image, den, base, params, ctx, info, method="restore-from-restored")
 
 
 SPEC = MethodSpec(
@@ -187,7 +152,7 @@ SPEC = MethodSpec(
     video=True,
     scaling="percentile",
     uses_torch=True,
-    demo=_demo,
+    demo=demo_samples,
 )
 
 denoise_restore_from_restored = public_function(
