@@ -1,6 +1,6 @@
 """The shipped blind DnCNN on images it never trained on, against BM3D and non-local means.
 
-Run:  python benchmarks/bench_dncnn.py [--sigmas 15,25,50] [--crop 256]
+Run:  python benchmarks/bench_dncnn.py [--sigmas 15,25,50] [--crop 256] [--model other.pt]
 
 Images: scikit-image's ``camera``, ``coins``, ``moon`` and ``cell`` (held out by
 ``scripts/train_denoiser.py``), centre crops of ``--crop`` pixels (0 = whole image), additive white
@@ -23,16 +23,25 @@ from napari_ssl_restore import restore
 HELD_OUT = ("camera", "coins", "moon", "cell")
 
 
+def _bm3d(noisy: np.ndarray, sigma: float) -> np.ndarray:
+    import bm3d
+
+    return bm3d.bm3d(noisy, sigma_psd=sigma)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sigmas", default="15,25,50")
     ap.add_argument("--crop", type=int, default=256)
+    ap.add_argument("--model", default="", help="a saved .pt instead of the shipped model")
+    ap.add_argument("--no-bm3d", action="store_true", help="DnCNN and NL-means only")
     args = ap.parse_args(argv)
-    import bm3d
-
+    extra = {"model": args.model} if args.model else {}
     rng = np.random.default_rng(0)
     table = {}
     times = {"DnCNN (shipped, blind)": [], "BM3D (true σ)": [], "NL-means (true σ)": []}
+    if args.no_bm3d:
+        times.pop("BM3D (true σ)")
     for s in [int(v) for v in args.sigmas.split(",")]:
         for name in HELD_OUT:
             img = getattr(data, name)().astype(np.float32) / 255
@@ -42,14 +51,16 @@ def main(argv=None) -> None:
                 img = img[(h - c) // 2:(h - c) // 2 + c, (w - c) // 2:(w - c) // 2 + c]
             noisy = img + s / 255 * rng.standard_normal(img.shape).astype(np.float32)
             runs = {
-                "DnCNN (shipped, blind)": lambda: restore(noisy, "dncnn", axes="YX"),
-                "BM3D (true σ)": lambda: bm3d.bm3d(noisy, sigma_psd=s / 255),
+                "DnCNN (shipped, blind)": lambda: restore(noisy, "dncnn", axes="YX", **extra),
+                "BM3D (true σ)": lambda: _bm3d(noisy, s / 255),
                 "NL-means (true σ)": lambda: denoise_nl_means(noisy, h=0.8 * s / 255,
                                                               sigma=s / 255, fast_mode=True,
                                                               patch_size=5, patch_distance=6),
             }
             table.setdefault((s, "noisy"), []).append(psnr(img, np.clip(noisy, 0, 1),
                                                           data_range=1))
+            if args.no_bm3d:
+                runs.pop("BM3D (true σ)")
             for label, fn in runs.items():
                 t0 = time.perf_counter()
                 out = fn()

@@ -3,6 +3,7 @@
 
 Run:  python benchmarks/bench_video.py [--frames 10] [--size 128] [--videos camera,moon,cells]
                                        [--noise gaussian25,poisson,correlated] [--only ...]
+                                       [--device cuda] [--model other.pt] [--no-bm3d]
 
 Videos (offline): a crop drifting and turning slowly over scikit-image's ``camera``, ``moon`` (real
 images the shipped denoiser never trained on) and over a synthetic fluorescence field
@@ -90,6 +91,8 @@ def main(argv=None) -> None:
     ap.add_argument("--only", default="", help="comma-separated method labels to run")
     ap.add_argument("--no-bm3d", action="store_true")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--model", default="", help="starting model (a saved .pt) instead of the "
+                                                "shipped one")
     ap.add_argument("--figure", default="", help="save the middle frame of every result of the "
                                                  "first video/noise here (PNG)")
     args = ap.parse_args(argv)
@@ -119,8 +122,9 @@ def main(argv=None) -> None:
                 if spec is None:
                     out = bm3d_video(noisy, NOISE[noise]["sigma"] if noise == "gaussian25" else None)
                 else:
+                    extra = {"model": args.model} if args.model else {}
                     res = restore(noisy, spec[0], axes="TYX", device=args.device, seed=0,
-                                  full_output=True, **spec[1])
+                                  full_output=True, **spec[1], **extra)
                     out = res["image"]
                     if "flow_seconds" in res["provenance"]:
                         flow = f", of which optical flow {res['provenance']['flow_seconds']:.1f} s"

@@ -23,6 +23,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--quick", action="store_true", help="smaller sizes, fewer iterations")
+    ap.add_argument("--model", default="", help="video methods start from this saved model")
     args = ap.parse_args()
     cuda = torch.cuda.is_available()
     print(f"torch {torch.__version__}, CUDA available: {cuda}"
@@ -68,13 +69,14 @@ def main() -> int:
 
     frames = 4 if args.quick else 10
     movie = noisy_video(n_frames=frames, size=size, sigma=0.02, poisson=20.0)["image"]
+    extra = {"model": args.model} if args.model else {}
     timed(f"dncnn {frames} frames", lambda: restore(
-        movie, "dncnn", axes="TYX", device=args.device, full_output=True), frames, "frame")
+        movie, "dncnn", axes="TYX", device=args.device, full_output=True, **extra), frames, "frame")
     for method in ("frame2frame", "restore-from-restored"):
         for mode in ("online", "offline"):
             def go(method=method, mode=mode):
                 out = restore(movie, method, axes="TYX", mode=mode, device=args.device,
-                              full_output=True)
+                              full_output=True, **extra)
                 flow = out["provenance"].get("flow_seconds")
                 if flow is not None:
                     print(f"  (optical flow on the CPU: {flow:.1f} s of it)")

@@ -7,15 +7,21 @@ scikit-image's bundled photographs and scans plus synthetic fluorescence fields 
 (never trained on) so the README can report PSNR on images the model has not seen.
 
 Recipe: random 48×48 grayscale crops (colour images contribute their luminance and one random
-channel), half at native resolution and half downscaled 1–2× (anti-aliased), flips and 90° rotations, intensity gain 0.6–1 with offset;
-additive white Gaussian noise with σ drawn uniformly from [0, 55]/255 per patch (blind); loss: mean
-squared error of the predicted noise residual; Adam (lr 1e-3, cosine decay to 1e-5).
+channel), half at native resolution and half from an anti-aliased downscaled copy (1.2–2×), flips and
+90° rotations, intensity gain 0.6–1 with offset; additive white Gaussian noise with σ drawn uniformly
+from [0, 55]/255 per patch (blind); loss: mean squared error of the clean image (the network predicts
+the noise residual); Adam, lr 1e-3 for 50 steps then cosine decay to 1e-5.
 
-    python scripts/train_denoiser.py                      # the shipped model (about 35 min on 2 CPU cores)
-    python scripts/train_denoiser.py --steps 20 --out /tmp/m.pt   # a quick smoke run
+    python scripts/train_denoiser.py --steps 20 --out /tmp/m.pt       # a quick smoke run (CPU)
+    python scripts/train_denoiser.py --device cuda --features 64 --depth 17 --batch-size 128 \
+        --steps N --out dncnn.pt                                       # on a GPU
+    python scripts/train_denoiser.py --install dncnn.pt               # ship it (sha256 + manifest)
 
-Writes the checkpoint and updates ``weights/manifest.json`` (sha256, recipe, held-out PSNR) when the
-output is the shipped path.
+``--time-budget SECONDS`` picks ``--steps`` from the speed of the first 50 steps; the steps used are
+recorded in the checkpoint, so ``--steps`` reproduces the run (bit for bit on the same CPU and library
+versions; on a GPU up to cuDNN's non-deterministic kernels). The held-out PSNR, the recipe and the
+training time are stored in the checkpoint's provenance; ``--install`` copies a checkpoint into the
+package and writes ``weights/manifest.json`` from it.
 """
 from __future__ import annotations
 
@@ -55,27 +61,34 @@ def _gray_images(rng: np.random.Generator, n_synthetic: int) -> list[np.ndarray]
     return out
 
 
+SCALES = (0.84, 0.71, 0.59, 0.5)
+"""Downscaled copies each image also contributes (anti-aliased), so the model sees finer texture."""
+
+
 class Patches:
+    """Random training crops, drawn from each image and its downscaled copies."""
+
     def __init__(self, images, patch: int, rng: np.random.Generator):
-        self.images, self.patch, self.rng = images, patch, rng
+        from skimage.transform import rescale
+
+        self.patch, self.rng = patch, rng
+        self.levels = [[im] + [rescale(im, s, order=1, anti_aliasing=True).astype(np.float32)
+                               for s in SCALES if min(im.shape) * s >= patch]
+                       for im in images]
         weights = np.array([im.size for im in images], float)
         self.p = np.sqrt(weights) / np.sqrt(weights).sum()  # big images count, but not overwhelm
 
     def sample(self, n: int) -> np.ndarray:
-        from skimage.transform import resize
-
         rng, p = self.rng, self.patch
         out = np.empty((n, 1, p, p), np.float32)
         for b in range(n):
-            img = self.images[rng.choice(len(self.images), p=self.p)]
-            s = 1.0 if rng.random() < 0.5 else rng.uniform(0.5, 1.0)  # half at native scale
-            size = min(int(round(p / s)), *img.shape)
-            y = rng.integers(0, img.shape[0] - size + 1)
-            x = rng.integers(0, img.shape[1] - size + 1)
-            crop = img[y:y + size, x:x + size]
-            if size != p:
-                crop = resize(crop, (p, p), order=1, anti_aliasing=True).astype(np.float32)
-            crop = np.rot90(crop, int(rng.integers(4)))
+            levels = self.levels[rng.choice(len(self.levels), p=self.p)]
+            # half at native scale, half from one of the downscaled copies
+            img = levels[0] if rng.random() < 0.5 or len(levels) == 1 else \
+                levels[1 + int(rng.integers(len(levels) - 1))]
+            y = rng.integers(0, img.shape[0] - p + 1)
+            x = rng.integers(0, img.shape[1] - p + 1)
+            crop = np.rot90(img[y:y + p, x:x + p], int(rng.integers(4)))
             if rng.integers(2):
                 crop = crop[:, ::-1]
             gain = rng.uniform(0.6, 1.0)
@@ -83,7 +96,7 @@ class Patches:
         return out
 
 
-def held_out_psnr(net, sigmas=(15, 25, 50), seed: int = 123) -> dict[str, float]:
+def held_out_psnr(net, sigmas=(15, 25, 50), seed: int = 123, device="cpu") -> dict[str, float]:
     """Mean PSNR over the held-out images at each σ (in 8-bit units)."""
     import torch
     from skimage import data
@@ -98,7 +111,7 @@ def held_out_psnr(net, sigmas=(15, 25, 50), seed: int = 123) -> dict[str, float]
         for img in images:
             noisy = img + s / 255.0 * rng.standard_normal(img.shape).astype(np.float32)
             with torch.no_grad():
-                den = net(torch.from_numpy(noisy)[None, None])[0, 0].numpy()
+                den = net(torch.from_numpy(noisy)[None, None].to(device))[0, 0].cpu().numpy()
             vals.append(psnr(img, np.clip(den, 0, 1), data_range=1.0))
         res[str(s)] = float(np.mean(vals))
     return res
@@ -117,9 +130,49 @@ def _versions() -> dict[str, str]:
     return out
 
 
+WARM_STEPS = 50
+
+
+def learning_rate(step: int, steps: int, lr0: float = 1e-3, lr1: float = 1e-5) -> float:
+    """lr0 for the first ``WARM_STEPS`` steps (they also time ``--time-budget``), then cosine."""
+    if step <= WARM_STEPS or steps <= WARM_STEPS:
+        return lr0
+    frac = (step - WARM_STEPS - 1) / (steps - WARM_STEPS)
+    return lr1 + 0.5 * (lr0 - lr1) * (1 + math.cos(math.pi * frac))
+
+
+def install(ckpt_path: str) -> str:
+    """Copy a trained checkpoint to the shipped path and write ``manifest.json`` from it."""
+    import shutil
+
+    from napari_ssl_restore.core.models import load_checkpoint, sha256_file
+
+    ckpt = load_checkpoint(ckpt_path)
+    prov = ckpt["provenance"]
+    if prov.get("script") != "scripts/train_denoiser.py" or "held_out_psnr" not in prov:
+        raise SystemExit(f"{ckpt_path}: not a checkpoint written by this script.")
+    if os.path.abspath(ckpt_path) != os.path.abspath(SHIPPED):
+        shutil.copyfile(ckpt_path, SHIPPED)
+    digest = sha256_file(SHIPPED)
+    recipe = prov["recipe"]
+    entry = {"file": os.path.basename(SHIPPED), "sha256": digest, "architecture": "dncnn",
+             "config": dict(ckpt["config"]), "sigma_range_8bit": [0, recipe["sigma_max"]],
+             "recipe": recipe, "held_out": prov["held_out"],
+             "held_out_psnr": prov["held_out_psnr"],
+             "train_seconds": prov.get("train_seconds"), "train_device": prov.get("train_device")}
+    manifest = os.path.join(os.path.dirname(SHIPPED), "manifest.json")
+    with open(manifest, "w") as f:
+        json.dump({"dncnn-blind-gray": entry}, f, indent=2)
+        f.write("\n")
+    print(f"installed {SHIPPED} (sha256 {digest}) and updated {manifest}")
+    return digest
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--time-budget", type=float, default=0.0,
+                    help="seconds of training; overrides --steps (timed on steps 10-50)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--patch", type=int, default=48)
     ap.add_argument("--features", type=int, default=32)
@@ -128,64 +181,80 @@ def main(argv=None) -> int:
     ap.add_argument("--synthetic", type=int, default=24, help="synthetic fluorescence fields")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps ...")
     ap.add_argument("--out", default=SHIPPED)
+    ap.add_argument("--install", metavar="CKPT", default="",
+                    help="ship CKPT (copy into the package, write the manifest) and exit")
     args = ap.parse_args(argv)
+    if args.install:
+        install(args.install)
+        return 0
 
     import torch
 
-    from napari_ssl_restore.core.models import checkpoint, save_model, sha256_file
+    from napari_ssl_restore.core.models import checkpoint, save_model
     from napari_ssl_restore.nets.dncnn import DnCNN
 
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick its kernels
     rng = np.random.default_rng(args.seed)
     patches = Patches(_gray_images(rng, args.synthetic), args.patch, rng)
-    net = DnCNN(1, 1, args.features, args.depth)
-    lr0, lr1 = 1e-3, 1e-5
-    opt = torch.optim.Adam(net.parameters(), lr=lr0)
+    net = DnCNN(1, 1, args.features, args.depth).to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    steps = args.steps
     t0 = time.time()
     running = None
-    for step in range(1, args.steps + 1):
+    step = 0
+    while step < steps:
+        step += 1
         for g in opt.param_groups:
-            g["lr"] = lr1 + 0.5 * (lr0 - lr1) * (1 + math.cos(math.pi * (step - 1) / args.steps))
+            g["lr"] = learning_rate(step, steps)
         clean = torch.from_numpy(patches.sample(args.batch_size))
         sigma = torch.from_numpy(rng.uniform(0, args.sigma_max / 255.0, (args.batch_size, 1, 1, 1))
                                  .astype(np.float32))
         noise = sigma * torch.from_numpy(rng.standard_normal(clean.shape).astype(np.float32))
-        loss = torch.mean((net(clean + noise) - clean) ** 2)
+        clean, noisy = clean.to(device), (clean + noise).to(device)
+        loss = torch.mean((net(noisy) - clean) ** 2)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         value = loss.item()
         running = value if running is None else 0.98 * running + 0.02 * value
-        if step % 100 == 0 or step == args.steps:
-            print(f"step {step}/{args.steps}  loss {running:.3e}  {time.time() - t0:.0f} s",
+        if step == 10:
+            t10 = time.time()  # the first steps include start-up costs (CUDA context, cuDNN)
+        if step == WARM_STEPS and args.time_budget > 0:
+            per_step = (time.time() - t10) / (WARM_STEPS - 10)
+            left = args.time_budget - (time.time() - t0)
+            steps = WARM_STEPS + max(0, int(left / per_step))
+            print(f"{per_step * 1000:.1f} ms/step: {steps} steps fit in {args.time_budget:.0f} s",
+                  flush=True)
+        if step % 100 == 0 or step == steps:
+            print(f"step {step}/{steps}  loss {running:.3e}  {time.time() - t0:.0f} s",
                   flush=True)
     seconds = time.time() - t0
-    scores = held_out_psnr(net)
+    scores = held_out_psnr(net, device=device)
     print("held-out PSNR (dB) by sigma:", json.dumps(scores))
-    recipe = {k: v for k, v in vars(args).items() if k != "out"}
+    recipe = {k: v for k, v in vars(args).items() if k not in ("out", "install", "time_budget")}
+    recipe["steps"] = steps
     recipe["versions"] = _versions()
+    where = (torch.cuda.get_device_name(device) if device.type == "cuda"
+             else f"{device.type} ({args.threads} threads)")
     ckpt = checkpoint(net, architecture="dncnn", normalization={"kind": "percentile", "low": 0.1,
                                                                "high": 99.9},
                       provenance={"method": "dncnn", "script": "scripts/train_denoiser.py",
                                   "recipe": recipe, "train_images": list(TRAIN_IMAGES)
                                   + ["stereo_motorcycle (left)", f"{args.synthetic} synthetic cells"],
-                                  "held_out": list(HELD_OUT), "held_out_psnr": scores})
+                                  "held_out": list(HELD_OUT), "held_out_psnr": scores,
+                                  "train_seconds": round(seconds), "train_device": where})
     ckpt["provenance"]["saved"] = "reproducible"  # keep the file identical across reruns
     path = save_model(ckpt, args.out)
-    digest = sha256_file(path)
-    print(f"wrote {path} ({os.path.getsize(path) / 1e6:.2f} MB) sha256 {digest}")
+    print(f"wrote {path} ({os.path.getsize(path) / 1e6:.2f} MB), {steps} steps in "
+          f"{seconds:.0f} s on {where}")
     if os.path.abspath(args.out) == os.path.abspath(SHIPPED):
-        manifest = os.path.join(os.path.dirname(path), "manifest.json")
-        entry = {"file": os.path.basename(path), "sha256": digest, "architecture": "dncnn",
-                 "config": dict(net.config), "sigma_range_8bit": [0, args.sigma_max],
-                 "recipe": recipe, "held_out": list(HELD_OUT), "held_out_psnr": scores,
-                 "train_seconds_cpu": round(seconds)}
-        with open(manifest, "w") as f:
-            json.dump({"dncnn-blind-gray": entry}, f, indent=2)
-            f.write("\n")
-        print(f"updated {manifest}")
+        install(path)
     return 0
 
 

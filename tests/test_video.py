@@ -248,3 +248,32 @@ def test_training_script_smoke(tmp_path):
     ckpt = models.load_checkpoint(out)
     assert ckpt["architecture"] == "dncnn"
     assert ckpt["provenance"]["held_out"] == ["camera", "coins", "moon", "cell"]
+    assert ckpt["provenance"]["recipe"]["steps"] == 2
+
+    # --install ships a checkpoint: copy into the package and a manifest that verifies it
+    mod = _training_script()
+    mod.SHIPPED = str(tmp_path / "pkg" / "dncnn_blind_gray.pt")
+    os.makedirs(tmp_path / "pkg")
+    digest = mod.install(str(out))
+    entry = json.loads((tmp_path / "pkg" / "manifest.json").read_text())[models.SHIPPED_DENOISER]
+    assert entry["sha256"] == digest == models.sha256_file(mod.SHIPPED)
+    assert entry["held_out_psnr"] == ckpt["provenance"]["held_out_psnr"]
+    assert entry["recipe"]["steps"] == 2 and entry["config"]["depth"] == 12
+
+
+def _training_script():
+    import importlib.util
+
+    script = os.path.join(os.path.dirname(__file__), "..", "scripts", "train_denoiser.py")
+    spec = importlib.util.spec_from_file_location("train_denoiser", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_learning_rate_schedule_is_flat_then_cosine():
+    mod = _training_script()
+    lrs = [mod.learning_rate(s, 1000) for s in range(1, 1001)]
+    assert lrs[0] == lrs[mod.WARM_STEPS - 1] == 1e-3
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+    assert lrs[-1] == pytest.approx(1e-5, rel=0.05)
