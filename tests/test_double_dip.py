@@ -84,6 +84,18 @@ def test_rgb_dehaze_and_stack():
     assert not np.array_equal(cold["layer1"][1], res["layer1"][1])
 
 
+def test_dehaze_transmission_prior_pulls_t_towards_dcp():
+    from napari_ssl_restore.data import hazy_scene
+
+    img = hazy_scene()["image"][::16, ::16]
+    kw = {"patch_size": 5, "guided_radius": 0, "max_iter": 200, "learning_rate": 0.01, **TINY}
+    t_dcp = restore(img, "dcp", patch_size=5, refine=False, full_output=True)["transmission"]
+    free = restore(img, "double-dip", task="dehaze", t_prior_weight=0.0, full_output=True, **kw)
+    held = restore(img, "double-dip", task="dehaze", t_prior_weight=100.0, full_output=True, **kw)
+    err_free, err_held = (np.abs(o["mask"] - t_dcp).mean() for o in (free, held))
+    assert err_held < 0.5 * err_free and err_held < 0.12
+
+
 def test_stop_returns_current_estimate(composite):
     calls = {"n": 0}
 
