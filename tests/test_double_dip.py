@@ -124,3 +124,36 @@ def test_previews_name_the_layers(composite):
 def test_bad_input(kw, msg, composite):
     with pytest.raises(ValueError, match=msg):
         restore(composite[0], "double-dip", max_iter=2, **TINY, **kw)
+
+
+def test_two_mixtures_unmix_bleed_through():
+    """Two mixtures of vertical and horizontal stripes: each layer comes out with less of the other."""
+    yy, xx = np.mgrid[:24, :24]
+    a = (0.5 + 0.4 * np.sin(xx / 1.3)).astype(np.float32)
+    b = (0.5 + 0.4 * np.sin(yy / 2.1)).astype(np.float32)
+    m1, m2 = (a + 0.5 * b) / 1.5, (0.5 * a + b) / 1.5
+
+    def crosstalk(est, own, other):  # est ~ p * own + q * other + r: the bleed-through |q / p|
+        x = np.stack([own.ravel(), other.ravel(), np.ones(own.size)], 1)
+        p, q, _ = np.linalg.lstsq(x, est.ravel(), rcond=None)[0]
+        return abs(q / p)
+
+    out = restore(m1, "double-dip", task="separate", second=m2, max_iter=300, seed=0,
+                  full_output=True, **TINY)
+    assert set(out) - {"provenance"} == {"image", "layer1", "layer2", "mask"}
+    assert out["layer1"].shape == m1.shape and out["layer1"].dtype == np.float32
+    assert crosstalk(m1, a, b) == pytest.approx(0.5) and crosstalk(out["layer1"], a, b) < 0.25
+    assert crosstalk(out["layer2"], b, a) < 0.25
+    mixing = np.array(out["provenance"]["mixing"])
+    assert mixing.shape == (2, 2) and (mixing >= 0).all()
+    assert mixing[0, 0] > mixing[0, 1] and mixing[1, 1] > mixing[1, 0]
+    np.testing.assert_array_equal(m1, (a + 0.5 * b) / 1.5)  # inputs untouched
+
+
+@pytest.mark.parametrize("kw,msg", [
+    ({"task": "separate", "second": np.zeros((20, 24), np.float32)}, "same shape"),
+    ({"task": "segment", "second": np.zeros((24, 24), np.float32)}, "task='separate'"),
+])
+def test_second_mixture_bad_input(kw, msg, composite):
+    with pytest.raises(ValueError, match=msg):
+        restore(composite[0], "double-dip", max_iter=2, **TINY, **kw)

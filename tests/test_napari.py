@@ -44,7 +44,6 @@ def test_dcp_widget_adds_layers_with_scale_and_provenance(make_napari_viewer, ha
 def test_threaded_stop_adds_nothing_then_rerun_works(make_napari_viewer, qtbot, monkeypatch):
     import time
 
-    from napari_ssl_restore.core.progress import Step
     from napari_ssl_restore.data import fluorescence_timelapse
 
     viewer = make_napari_viewer()
@@ -206,6 +205,25 @@ def test_double_dip_widget_previews_and_labels(make_napari_viewer):
     for suffix in ("layer1", "layer2", "mask"):
         assert f"img double-dip {suffix}" in viewer.layers
     assert not any("preview" in layer.name for layer in viewer.layers)
+
+
+def test_double_dip_separates_two_channel_layers(make_napari_viewer):
+    viewer = make_napari_viewer()
+    yy, xx = np.mgrid[:24, :24]
+    a, b = 0.5 + 0.4 * np.sin(xx / 1.3), 0.5 + 0.4 * np.sin(yy / 2.1)
+    viewer.add_image((a + 0.5 * b).astype(np.float32), name="ch1")
+    viewer.add_image((0.5 * a + b).astype(np.float32), name="ch2")
+    widget = W.make_double_dip_widget(viewer)
+    widget.image.value = viewer.layers["ch1"]
+    widget.params.task.value = "separate"
+    widget.inputs["second"].value = viewer.layers["ch2"]
+    for name, value in {"max_iter": 10, "channels": 8, "depth": 2, "input_depth": 4}.items():
+        getattr(widget.params, name).value = value
+    before = [layer.name for layer in viewer.layers]
+    widget.run(sync=True)
+    new = [layer.name for layer in viewer.layers if layer.name not in before]
+    assert {"ch1 double-dip", "ch1 double-dip layer2", "ch1 double-dip mask"} <= set(new)
+    assert viewer.layers["ch1 double-dip"].data.shape == (24, 24)
 
 
 def test_frame2frame_online_fills_the_preview_and_stop_keeps_frames_done(make_napari_viewer):

@@ -9,7 +9,16 @@ pyramid; Zhang et al. 2018) and a mask regulariser per task complete the objecti
 - ``segment``: foreground/background. The mask is pushed towards binary by ``1 / mean|m - 0.5|``;
   optional scribbles (a Labels layer: 1 = foreground, 2 = background) fix the mask where given.
 - ``separate``: transparent superposition / bleed-through of two structures; the mixing map is kept
-  smooth (total variation) and the layers apart (exclusion).
+  smooth (total variation) and the layers apart (exclusion). From one image this is ill-posed (any
+  split of the mixture fits it), and the benchmark shows it. Given a second mixture of the same two
+  layers (``second=``, e.g. the other channel of a bleed-through pair, or the paper's two mixtures
+  of transparent layers), both mixtures are explained by the same two generators,
+  ``I_k = A[k, 0] y1 + A[k, 1] y2``, with a learned non-negative 2×2 mixing matrix ``A`` that is
+  constant over the field (this project's choice for spectral bleed-through, where the crosstalk
+  is a property of the dyes and filters, in place of a per-pixel mask generator). The outputs are
+  each layer as its own mixture holds it (``layer1 = A[0, 0] y1`` in the image's units, ``layer2 =
+  A[1, 1] y2`` in the second mixture's), i.e. each channel with the other's bleed-through removed,
+  and denoised by the generators' prior.
 - ``dehaze``: ``y1`` = clear image, ``m`` = transmission ``t``, ``y2`` = the airlight, a learned
   constant initialised as in DCP. A dark-channel term on ``y1`` (``dcp_weight``) rules out the trivial
   ``t = 1`` solution, ``t`` is smoothed (TV) and kept near DCP's refined transmission
@@ -36,6 +45,7 @@ from .dip import FitParams, fit, make_code, make_net, total_variation
 
 TASKS = ("segment", "separate", "dehaze")
 TASK_ITERATIONS = {"segment": 2000, "separate": 3000, "dehaze": 4000}
+MIXING_GAIN = 10.0  # the mixing coefficients learn this many times faster than the generators
 PRIMARY = {"segment": "labels", "separate": "layer1", "dehaze": "image"}
 
 
@@ -130,7 +140,7 @@ def dark_channel_loss(x, patch: int):
 
 # --- the generator -------------------------------------------------------------------------------
 
-def run(image: np.ndarray, params: Params, ctx: RunContext, hints=None):
+def run(image: np.ndarray, params: Params, ctx: RunContext, hints=None, second=None):
     """Fit a Double-DIP decomposition to every plane of a canonical ``[T][Z]YXC`` image."""
     import torch
 
@@ -147,12 +157,17 @@ def run(image: np.ndarray, params: Params, ctx: RunContext, hints=None):
                                     "(1 = foreground, 2 = background).")
     if hint_maps is not None and not np.isin(np.unique(hint_maps), (0, 1, 2)).all():
         raise ValueError("hints must be labels 0 (unknown), 1 (foreground) or 2 (background).")
+    if second is not None and task != "separate":
+        raise ValueError(f"second= (a second mixture of the same two layers) is for "
+                         f"task='separate', not {task!r}; drop it or set task='separate'.")
+    two = second is not None
+    planes2 = as_planes(second) if two else None
 
     torch.manual_seed(ctx.seed)
     gen = torch.Generator(device=device).manual_seed(ctx.seed)
     def make_nets():
         """Generators for y1, (y2,) m: two layers + mask, or clear image + transmission."""
-        out_channels = (c, 1) if task == "dehaze" else (c, c, 1)
+        out_channels = (c, 1) if task == "dehaze" else (c, c) if two else (c, c, 1)
         return [make_net(params, k, device) for k in out_channels]
 
     nets = make_nets()
@@ -161,6 +176,13 @@ def run(image: np.ndarray, params: Params, ctx: RunContext, hints=None):
     if task == "dehaze":
         airlight = torch.nn.Parameter(torch.full((1, c, 1, 1), 0.8, device=device))
     extra = [airlight] if airlight is not None and params.learn_airlight else []
+    mixing = None
+    if two:
+        # mixture k = A[k, 0] * y1 + A[k, 1] * y2, A = softplus(raw) >= 0, constant over the field
+        # (spectral bleed-through is); initially each mixture mostly holds its own layer
+        init = torch.tensor([[1.0, 0.25], [0.25, 1.0]], device=device)
+        mixing = torch.nn.Parameter(torch.log(torch.expm1(init)) / MIXING_GAIN)
+        extra = [mixing]
 
     iters = params.plane_iterations(n)
     total = sum(iters)
@@ -175,7 +197,24 @@ def run(image: np.ndarray, params: Params, ctx: RunContext, hints=None):
             nets = make_nets()
         plane = planes[i]
         target = torch.from_numpy(np.ascontiguousarray(plane.transpose(2, 0, 1)))[None].to(device)
-        if task == "dehaze":
+        if two:
+            target2 = torch.from_numpy(
+                np.ascontiguousarray(planes2[i].transpose(2, 0, 1)))[None].to(device)
+
+            def render(outs):
+                y1, y2 = outs
+                a = torch.nn.functional.softplus(MIXING_GAIN * mixing)
+                p1, q1 = a[0, 0] * y1, a[0, 1] * y2  # the two layers as mixture 1 holds them
+                return {"recon": p1 + q1, "recon2": a[1, 0] * y1 + a[1, 1] * y2,
+                        "layer1": p1, "layer2": a[1, 1] * y2,
+                        "mask": (p1.mean(1, keepdim=True) / (p1 + q1).mean(1, keepdim=True)
+                                 .clamp_min(1e-6)).clamp(0, 1)}
+
+            def objective(r, target=target, target2=target2):
+                return (torch.mean((r["recon"] - target) ** 2)
+                        + torch.mean((r["recon2"] - target2) ** 2)
+                        + params.exclusion_weight * exclusion_loss(r["layer1"], r["layer2"]))
+        elif task == "dehaze":
             planar = np.ascontiguousarray(plane.transpose(2, 0, 1))
             _, t_dcp, a0 = dcp.dehaze_plane(planar, dcp.Params(
                 patch_size=params.patch_size, refine=params.guided_radius > 0,
@@ -240,6 +279,9 @@ def run(image: np.ndarray, params: Params, ctx: RunContext, hints=None):
             out["layer2"][i] = est["layer2"][0].permute(1, 2, 0).float().cpu().numpy()
             out["image"][i] = est["recon"][0].permute(1, 2, 0).float().cpu().numpy()
         mask_out[i] = mask
+        if two:
+            info["mixing"] = torch.nn.functional.softplus(
+                MIXING_GAIN * mixing).detach().cpu().numpy().tolist()
         info["stop_iterations"].append(plane_info["stop_iteration"])
         info["planes_done"] = i + 1
         step0 += iters[i]
@@ -294,7 +336,11 @@ SPEC = MethodSpec(
     ),
     inputs=(ExtraInput("hints", "segment: scribbles as labels (1 = foreground, 2 = background, "
                                 "0 = unknown), the image's shape without C or one Y X plane.",
-                       layer_kind="labels"),),
+                       layer_kind="labels"),
+            ExtraInput("second", "separate: a second mixture of the same two layers (e.g. the other "
+                                 "channel of a bleed-through pair), same shape as the image; the "
+                                 "layers then come out free of each other's bleed-through.",
+                       like_image=True)),
     scaling="range",
     uses_torch=True,
     demo=_demo,
