@@ -49,10 +49,12 @@ def main() -> None:
                     help="iterations per task (the defaults are 2000/3000/4000; fewer on a CPU)")
     ap.add_argument("--tasks", default="separate,segment,dehaze")
     ap.add_argument("--dehaze-params", default="", help="extra Double-DIP dehaze settings, "
-                                                        "e.g. t_prior_weight=0")
+                                                        "e.g. t_prior_weight=0,learn_airlight="
+                                                        "False")
     args = ap.parse_args()
     tasks = args.tasks.split(",")
-    extra = {k: float(v) for k, v in (kv.split("=") for kv in args.dehaze_params.split(",") if kv)}
+    extra = {k: v == "True" if v in ("True", "False") else float(v)
+             for k, v in (kv.split("=") for kv in args.dehaze_params.split(",") if kv)}
     net = {"channels": args.channels, "device": "cpu", "max_iter": args.iters}
     n = args.size
     print(f"{n}x{n} images, generators with {args.channels} channels, {args.iters} iterations, "
