@@ -1,6 +1,7 @@
 """The shipped blind DnCNN on images it never trained on, against BM3D and non-local means.
 
 Run:  python benchmarks/bench_dncnn.py [--sigmas 15,25,50] [--crop 256] [--model other.pt]
+                                      [--no-bm3d] [--ensemble]
 
 Images: scikit-image's ``camera``, ``coins``, ``moon`` and ``cell`` (held out by
 ``scripts/train_denoiser.py``), centre crops of ``--crop`` pixels (0 = whole image), additive white
@@ -35,6 +36,8 @@ def main(argv=None) -> None:
     ap.add_argument("--crop", type=int, default=256)
     ap.add_argument("--model", default="", help="a saved .pt instead of the shipped model")
     ap.add_argument("--no-bm3d", action="store_true", help="DnCNN and NL-means only")
+    ap.add_argument("--ensemble", action="store_true",
+                    help="also DnCNN with the 8-fold self-ensemble (ensemble=True)")
     args = ap.parse_args(argv)
     extra = {"model": args.model} if args.model else {}
     rng = np.random.default_rng(0)
@@ -42,6 +45,8 @@ def main(argv=None) -> None:
     times = {"DnCNN (shipped, blind)": [], "BM3D (true σ)": [], "NL-means (true σ)": []}
     if args.no_bm3d:
         times.pop("BM3D (true σ)")
+    if args.ensemble:
+        times = {"DnCNN (shipped, blind)": [], "DnCNN self-ensemble": [], **times}
     for s in [int(v) for v in args.sigmas.split(",")]:
         for name in HELD_OUT:
             img = getattr(data, name)().astype(np.float32) / 255
@@ -52,6 +57,8 @@ def main(argv=None) -> None:
             noisy = img + s / 255 * rng.standard_normal(img.shape).astype(np.float32)
             runs = {
                 "DnCNN (shipped, blind)": lambda: restore(noisy, "dncnn", axes="YX", **extra),
+                "DnCNN self-ensemble": lambda: restore(noisy, "dncnn", axes="YX", ensemble=True,
+                                                       **extra),
                 "BM3D (true σ)": lambda: _bm3d(noisy, s / 255),
                 "NL-means (true σ)": lambda: denoise_nl_means(noisy, h=0.8 * s / 255,
                                                               sigma=s / 255, fast_mode=True,
@@ -59,8 +66,7 @@ def main(argv=None) -> None:
             }
             table.setdefault((s, "noisy"), []).append(psnr(img, np.clip(noisy, 0, 1),
                                                           data_range=1))
-            if args.no_bm3d:
-                runs.pop("BM3D (true σ)")
+            runs = {k: v for k, v in runs.items() if k in times}
             for label, fn in runs.items():
                 t0 = time.perf_counter()
                 out = fn()

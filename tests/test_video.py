@@ -65,6 +65,18 @@ def test_shipped_dncnn_denoises_an_image_it_never_saw():
     assert psnr(out, clean) > psnr(noisy, clean) + 5
 
 
+def test_dncnn_self_ensemble_is_rotation_equivariant_and_close_to_plain():
+    from napari_ssl_restore.data import cells
+
+    noisy = add_noise(cells(48, seed=2), 25 / 255, seed=3)
+    plain = restore(noisy, "dncnn", axes="YX")
+    ens = restore(noisy, "dncnn", axes="YX", ensemble=True)
+    turned = restore(np.rot90(noisy).copy(), "dncnn", axes="YX", ensemble=True)
+    np.testing.assert_allclose(np.rot90(ens), turned, atol=1e-5)  # averaged over the 8 symmetries
+    assert np.abs(np.rot90(plain) - restore(np.rot90(noisy).copy(), "dncnn", axes="YX")).max() > 1e-4
+    assert 0 < np.abs(ens - plain).mean() < 0.02
+
+
 def test_dncnn_runs_channel_by_channel_and_keeps_dtype():
     rng = np.random.default_rng(0)
     rgb = (rng.random((40, 36, 3)) * 255).astype(np.uint8)

@@ -37,6 +37,9 @@ class Params:
                            min=32, max=8192)
     tile_overlap: int = param(32, "Overlap of prediction tiles, blended smoothly.", min=0,
                               max=1024)
+    ensemble: bool = param(False, "Average the model's output over the 8 rotations/flips of each "
+                                  "frame (self-ensemble): +0.2 dB at σ 25 in the benchmark, 8x "
+                                  "the time.")
 
     def __post_init__(self):
         if self.tile_overlap >= self.tile_size:
@@ -57,7 +60,8 @@ def run(image: np.ndarray, params: Params, ctx: RunContext):
     den, ckpt = load_denoiser(params.model, image.shape[-1], device)
     out = np.empty_like(planes)
     for i, plane in enumerate(planes):
-        out[i] = predict(den, plane, device, params.tile_size, params.tile_overlap)
+        out[i] = predict(den, plane, device, params.tile_size, params.tile_overlap,
+                         params.ensemble)
         yield Step(i + 1, len(planes), f"denoising plane {i + 1}/{len(planes)}")
     prov = ckpt.get("provenance", {})
     info = {"device": str(device), "model": params.model or prov.get("shipped", ""),
