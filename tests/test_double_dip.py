@@ -89,11 +89,34 @@ def test_dehaze_transmission_prior_pulls_t_towards_dcp():
 
     img = hazy_scene()["image"][::16, ::16]
     kw = {"patch_size": 5, "guided_radius": 0, "max_iter": 200, "learning_rate": 0.01, **TINY}
-    t_dcp = restore(img, "dcp", patch_size=5, refine=False, full_output=True)["transmission"]
+    ref = restore(img, "dcp", patch_size=5, refine=False, full_output=True)
     free = restore(img, "double-dip", task="dehaze", t_prior_weight=0.0, full_output=True, **kw)
     held = restore(img, "double-dip", task="dehaze", t_prior_weight=100.0, full_output=True, **kw)
-    err_free, err_held = (np.abs(o["mask"] - t_dcp).mean() for o in (free, held))
+    # the prior is DCP's t with its haze part rescaled to the learned airlight
+    assert abs(ref["airlight"].mean() / held["airlight"].mean() - 1) > 0.01  # A was learned
+    prior = dd.rescaled_transmission(ref["transmission"], ref["airlight"].mean(),
+                                     held["airlight"].mean())
+    err_free, err_held = (np.abs(o["mask"] - prior).mean() for o in (free, held))
     assert err_held < 0.5 * err_free and err_held < 0.12
+    fixed = restore(img, "double-dip", task="dehaze", t_prior_weight=100.0, learn_airlight=False,
+                    full_output=True, **kw)
+    np.testing.assert_allclose(fixed["airlight"], ref["airlight"], atol=0.5)  # kept, 8-bit units
+    assert np.abs(fixed["mask"] - ref["transmission"]).mean() < 0.12
+
+
+def test_rescaled_transmission_is_dcp_with_the_other_airlight():
+    from napari_ssl_restore.methods import dcp
+
+    rng = np.random.default_rng(0)
+    plane = (0.3 + 0.4 * rng.random((1, 32, 32))).astype(np.float32)
+    p = dcp.Params(patch_size=5, refine=False)
+    t_then = dcp.dehaze_plane(plane, p, airlight=np.array([0.8], np.float32))[1]
+    t_now = dcp.dehaze_plane(plane, p, airlight=np.array([0.95], np.float32))[1]
+    assert np.abs(t_now - t_then).mean() > 0.05
+    np.testing.assert_allclose(dd.rescaled_transmission(t_then, 0.8, 0.95), t_now, atol=1e-5)
+    t = torch.from_numpy(t_then)
+    np.testing.assert_allclose(dd.rescaled_transmission(t, 0.8, torch.tensor(0.95)).numpy(),
+                               t_now, atol=1e-5)
 
 
 def test_stop_returns_current_estimate(composite):

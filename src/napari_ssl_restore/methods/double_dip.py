@@ -23,8 +23,10 @@ pyramid; Zhang et al. 2018) and a mask regulariser per task complete the objecti
   constant initialised as in DCP. A dark-channel term on ``y1`` (``dcp_weight``) rules out the trivial
   ``t = 1`` solution, ``t`` is smoothed (TV) and kept near DCP's refined transmission
   (``t_prior_weight``, this project's addition: without it the coupled DIPs drift to a darker, worse
-  decomposition on the benchmark scenes); at the end ``t`` is refined by a guided filter and the
-  image recovered from the haze model, ``J = (I - A) / max(t, t0) + A``.
+  decomposition on the benchmark scenes). DCP's ``t = 1 - ω·dark(I / A)`` depends on the airlight,
+  so the prior's haze part ``1 - t`` is rescaled by ``A_DCP / A`` as ``A`` is learned (exact for one
+  channel, with the channel mean of ``A`` for colour). At the end ``t`` is refined by a guided filter
+  and the image recovered from the haze model, ``J = (I - A) / max(t, t0) + A``.
 
 The optimisation is DIP's own loop (:func:`napari_ssl_restore.methods.dip.fit`) with three
 generators; stacks are processed plane by plane with the generators warm-started.
@@ -78,9 +80,10 @@ class Params(FitParams):
                                 "initial DCP estimate.", min=1, max=301)
     learn_airlight: bool = param(True, "dehaze: refine the DCP airlight estimate during the fit "
                                       "(paper); off = keep DCP's estimate.")
-    t_prior_weight: float = param(1.0, "dehaze: weight of the DCP transmission as a prior on t "
-                                       "(mean squared difference); 0 = t from the coupled DIPs "
-                                       "alone.", min=0.0, max=1000.0, step=0.1)
+    t_prior_weight: float = param(10.0, "dehaze: weight of the DCP transmission (rescaled to the "
+                                        "learned airlight) as a prior on t (mean squared "
+                                        "difference); 0 = t from the coupled DIPs alone.",
+                                  min=0.0, max=1000.0, step=0.1)
     t0: float = param(0.1, "dehaze: lower bound on t when recovering the image.", min=0.001,
                       max=1.0, step=0.01)
     guided_radius: int = param(30, "dehaze: radius of the guided filter refining t; 0 = no "
@@ -136,6 +139,15 @@ def dark_channel_loss(x, patch: int):
     k = min(patch, *m.shape[-2:])
     k -= (k + 1) % 2  # odd
     return (-F.max_pool2d(-m, k, stride=1, padding=k // 2)).mean()
+
+
+def rescaled_transmission(t, airlight_then, airlight_now):
+    """DCP's ``t = 1 - ω·dark(I / A)`` computed with one airlight, for another (numpy or torch).
+
+    The haze part ``1 - t`` scales as ``1 / A``: exact for one channel (and before any refinement
+    or clipping), an approximation with channel means for colour.
+    """
+    return 1 - (1 - t) * (airlight_then / airlight_now)
 
 
 # --- the generator -------------------------------------------------------------------------------
@@ -227,12 +239,15 @@ def run(image: np.ndarray, params: Params, ctx: RunContext, hints=None, second=N
                 j, t = outs
                 return {"recon": j * t + airlight.clamp(0, 1) * (1 - t), "image": j, "mask": t}
 
-            def objective(r, target=target, t_dcp=t_dcp):
+            a0_mean = float(np.mean(a0))
+
+            def objective(r, target=target, t_dcp=t_dcp, a0_mean=a0_mean):
                 loss = (torch.mean((r["recon"] - target) ** 2)
                         + params.dcp_weight * dark_channel_loss(r["image"], params.patch_size)
                         + params.mask_smoothness * total_variation(r["mask"]))
                 if params.t_prior_weight > 0:
-                    loss = loss + params.t_prior_weight * torch.mean((r["mask"] - t_dcp) ** 2)
+                    prior = rescaled_transmission(t_dcp, a0_mean, airlight.clamp(1e-3, 1).mean())
+                    loss = loss + params.t_prior_weight * torch.mean((r["mask"] - prior) ** 2)
                 return loss
         else:
             hint_fg = hint_bg = None
