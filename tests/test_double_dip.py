@@ -165,11 +165,12 @@ def test_two_mixtures_unmix_bleed_through():
                   full_output=True, **TINY)
     assert set(out) - {"provenance"} == {"image", "layer1", "layer2", "mask"}
     assert out["layer1"].shape == m1.shape and out["layer1"].dtype == np.float32
-    assert crosstalk(m1, a, b) == pytest.approx(0.5) and crosstalk(out["layer1"], a, b) < 0.25
+    assert crosstalk(out["layer1"], a, b) < 0.25  # 0.5 in the first mixture
     assert crosstalk(out["layer2"], b, a) < 0.25
     mixing = np.array(out["provenance"]["mixing"])
     assert mixing.shape == (2, 2) and (mixing >= 0).all()
     assert mixing[0, 0] > mixing[0, 1] and mixing[1, 1] > mixing[1, 0]
+    assert mixing[0, 1] > 0.3 and mixing[1, 0] > 0.3  # learned: it starts at 0.25
     np.testing.assert_array_equal(m1, (a + 0.5 * b) / 1.5)  # inputs untouched
 
 

@@ -18,7 +18,8 @@ pyramid; Zhang et al. 2018) and a mask regulariser per task complete the objecti
   is a property of the dyes and filters, in place of a per-pixel mask generator). The outputs are
   each layer as its own mixture holds it (``layer1 = A[0, 0] y1`` in the image's units, ``layer2 =
   A[1, 1] y2`` in the second mixture's), i.e. each channel with the other's bleed-through removed,
-  and denoised by the generators' prior.
+  and denoised by the generators' prior. ``A`` starts diagonally dominant; should the fit end with
+  ``y2`` dominating the first mixture, the layers are reordered (provenance: ``swapped_planes``).
 - ``dehaze``: ``y1`` = clear image, ``m`` = transmission ``t``, ``y2`` = the airlight, a learned
   constant initialised as in DCP. A dark-channel term on ``y1`` (``dcp_weight``) rules out the trivial
   ``t = 1`` solution, ``t`` is smoothed (TV) and kept near DCP's refined transmission
@@ -207,6 +208,9 @@ def run(image: np.ndarray, params: Params, ctx: RunContext, hints=None, second=N
     for i in range(n):
         if i > 0 and not params.warm_start:  # a fresh fit per plane, as documented
             nets = make_nets()
+            if two:
+                with torch.no_grad():
+                    mixing.copy_(torch.log(torch.expm1(init)) / MIXING_GAIN)
         plane = planes[i]
         target = torch.from_numpy(np.ascontiguousarray(plane.transpose(2, 0, 1)))[None].to(device)
         if two:
@@ -217,10 +221,11 @@ def run(image: np.ndarray, params: Params, ctx: RunContext, hints=None, second=N
                 y1, y2 = outs
                 a = torch.nn.functional.softplus(MIXING_GAIN * mixing)
                 p1, q1 = a[0, 0] * y1, a[0, 1] * y2  # the two layers as mixture 1 holds them
-                return {"recon": p1 + q1, "recon2": a[1, 0] * y1 + a[1, 1] * y2,
-                        "layer1": p1, "layer2": a[1, 1] * y2,
+                p2, q2 = a[1, 0] * y1, a[1, 1] * y2
+                return {"recon": p1 + q1, "recon2": p2 + q2, "layer1": p1, "layer2": q2,
                         "mask": (p1.mean(1, keepdim=True) / (p1 + q1).mean(1, keepdim=True)
-                                 .clamp_min(1e-6)).clamp(0, 1)}
+                                 .clamp_min(1e-6)).clamp(0, 1),
+                        "other1": q1, "other2": p2}  # in case y2 ends up dominating mixture 1
 
             def objective(r, target=target, target2=target2):
                 return (torch.mean((r["recon"] - target) ** 2)
@@ -246,7 +251,8 @@ def run(image: np.ndarray, params: Params, ctx: RunContext, hints=None, second=N
                         + params.dcp_weight * dark_channel_loss(r["image"], params.patch_size)
                         + params.mask_smoothness * total_variation(r["mask"]))
                 if params.t_prior_weight > 0:
-                    prior = rescaled_transmission(t_dcp, a0_mean, airlight.clamp(1e-3, 1).mean())
+                    prior = rescaled_transmission(t_dcp, a0_mean,
+                                                  airlight.clamp(1e-3, 1).mean()).clamp(0, 1)
                     loss = loss + params.t_prior_weight * torch.mean((r["mask"] - prior) ** 2)
                 return loss
         else:
@@ -290,13 +296,17 @@ def run(image: np.ndarray, params: Params, ctx: RunContext, hints=None, second=N
             out["image"][i] = np.clip(j, 0, 1)
             airlights[i] = a
         else:
-            out["layer1"][i] = est["layer1"][0].permute(1, 2, 0).float().cpu().numpy()
-            out["layer2"][i] = est["layer2"][0].permute(1, 2, 0).float().cpu().numpy()
+            first, second_key = "layer1", "layer2"
+            if two:
+                a = torch.nn.functional.softplus(MIXING_GAIN * mixing).detach().cpu().numpy()
+                info["mixing"] = a.tolist()
+                if a[0, 0] * a[1, 1] < a[0, 1] * a[1, 0]:  # y2 dominates mixture 1: reorder
+                    first, second_key, mask = "other1", "other2", 1 - mask
+                    info.setdefault("swapped_planes", []).append(i)
+            out["layer1"][i] = est[first][0].permute(1, 2, 0).float().cpu().numpy()
+            out["layer2"][i] = est[second_key][0].permute(1, 2, 0).float().cpu().numpy()
             out["image"][i] = est["recon"][0].permute(1, 2, 0).float().cpu().numpy()
         mask_out[i] = mask
-        if two:
-            info["mixing"] = torch.nn.functional.softplus(
-                MIXING_GAIN * mixing).detach().cpu().numpy().tolist()
         info["stop_iterations"].append(plane_info["stop_iteration"])
         info["planes_done"] = i + 1
         step0 += iters[i]
@@ -304,7 +314,7 @@ def run(image: np.ndarray, params: Params, ctx: RunContext, hints=None, second=N
             info["stopped"] = True
             for j in range(i + 1, n):  # unprocessed planes: input / empty mask, and said so
                 for k in out:
-                    out[k][j] = planes[j]
+                    out[k][j] = planes2[j] if two and k == "layer2" else planes[j]
                 mask_out[j] = 0
             break
 
