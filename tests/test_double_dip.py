@@ -174,6 +174,23 @@ def test_two_mixtures_unmix_bleed_through():
     np.testing.assert_array_equal(m1, (a + 0.5 * b) / 1.5)  # inputs untouched
 
 
+def test_two_mixtures_of_different_brightness():
+    """A second channel four times brighter than the first (it is scaled with the first's range)."""
+    yy, xx = np.mgrid[:24, :24]
+    a = (0.5 + 0.4 * np.sin(xx / 1.3)).astype(np.float32)
+    b = (0.5 + 0.4 * np.sin(yy / 2.1)).astype(np.float32)
+    m1, m2 = (a + 0.5 * b) / 1.5, 4 * (0.5 * a + b) / 1.5
+    out = restore(m1, "double-dip", task="separate", second=m2, max_iter=300, seed=0,
+                  full_output=True, **TINY)
+
+    def bleed(est, own, other):
+        x = np.stack([own.ravel(), other.ravel(), np.ones(own.size)], 1)
+        p, q, _ = np.linalg.lstsq(x, est.ravel(), rcond=None)[0]
+        return abs(q / p)
+
+    assert bleed(out["layer1"], a, b) < 0.25 and bleed(out["layer2"], b, a) < 0.25  # 0.5 in
+
+
 @pytest.mark.parametrize("kw,msg", [
     ({"task": "separate", "second": np.zeros((20, 24), np.float32)}, "same shape"),
     ({"task": "segment", "second": np.zeros((24, 24), np.float32)}, "task='separate'"),

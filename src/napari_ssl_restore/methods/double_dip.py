@@ -18,8 +18,11 @@ pyramid; Zhang et al. 2018) and a mask regulariser per task complete the objecti
   is a property of the dyes and filters, in place of a per-pixel mask generator). The outputs are
   each layer as its own mixture holds it (``layer1 = A[0, 0] y1`` in the image's units, ``layer2 =
   A[1, 1] y2`` in the second mixture's), i.e. each channel with the other's bleed-through removed,
-  and denoised by the generators' prior. ``A`` starts diagonally dominant; should the fit end with
-  ``y2`` dominating the first mixture, the layers are reordered (provenance: ``swapped_planes``).
+  and denoised by the generators' prior. The second mixture's error is weighted by the inverse
+  square of its brightness relative to the first, so both count equally however bright each
+  channel is. ``A`` starts diagonally dominant, its second row scaled to that brightness; should
+  the fit end with ``y2`` dominating the first mixture, the layers are reordered (provenance:
+  ``swapped_planes``).
 - ``dehaze``: ``y1`` = clear image, ``m`` = transmission ``t``, ``y2`` = the airlight, a learned
   constant initialised as in DCP. A dark-channel term on ``y1`` (``dcp_weight``) rules out the trivial
   ``t = 1`` solution, ``t`` is smoothed (TV) and kept near DCP's refined transmission
@@ -189,11 +192,13 @@ def run(image: np.ndarray, params: Params, ctx: RunContext, hints=None, second=N
     if task == "dehaze":
         airlight = torch.nn.Parameter(torch.full((1, c, 1, 1), 0.8, device=device))
     extra = [airlight] if airlight is not None and params.learn_airlight else []
-    mixing = None
+    mixing, ratio = None, 1.0
     if two:
         # mixture k = A[k, 0] * y1 + A[k, 1] * y2, A = softplus(raw) >= 0, constant over the field
-        # (spectral bleed-through is); initially each mixture mostly holds its own layer
-        init = torch.tensor([[1.0, 0.25], [0.25, 1.0]], device=device)
+        # (spectral bleed-through is); initially each mixture mostly holds its own layer, and the
+        # second row is scaled to the second mixture's brightness (it shares the image's scaling)
+        ratio = float(np.clip(planes2.mean() / max(float(planes.mean()), 1e-6), 0.05, 20.0))
+        init = torch.tensor([[1.0, 0.25], [0.25 * ratio, ratio]], device=device)
         mixing = torch.nn.Parameter(torch.log(torch.expm1(init)) / MIXING_GAIN)
         extra = [mixing]
 
@@ -229,7 +234,7 @@ def run(image: np.ndarray, params: Params, ctx: RunContext, hints=None, second=N
 
             def objective(r, target=target, target2=target2):
                 return (torch.mean((r["recon"] - target) ** 2)
-                        + torch.mean((r["recon2"] - target2) ** 2)
+                        + torch.mean((r["recon2"] - target2) ** 2) / ratio ** 2  # equal say
                         + params.exclusion_weight * exclusion_loss(r["layer1"], r["layer2"]))
         elif task == "dehaze":
             planar = np.ascontiguousarray(plane.transpose(2, 0, 1))
