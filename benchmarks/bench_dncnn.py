@@ -42,11 +42,11 @@ def main(argv=None) -> None:
     extra = {"model": args.model} if args.model else {}
     rng = np.random.default_rng(0)
     table = {}
-    times = {"DnCNN (shipped, blind)": [], "BM3D (true σ)": [], "NL-means (true σ)": []}
-    if args.no_bm3d:
-        times.pop("BM3D (true σ)")
-    if args.ensemble:
-        times = {"DnCNN (shipped, blind)": [], "DnCNN self-ensemble": [], **times}
+    labels = ["DnCNN (shipped, blind)", "DnCNN self-ensemble", "BM3D (true σ)",
+              "NL-means (true σ)"]
+    skip = {"DnCNN self-ensemble"} if not args.ensemble else set()
+    skip |= {"BM3D (true σ)"} if args.no_bm3d else set()
+    times = {k: [] for k in labels if k not in skip}
     for s in [int(v) for v in args.sigmas.split(",")]:
         for name in HELD_OUT:
             img = getattr(data, name)().astype(np.float32) / 255

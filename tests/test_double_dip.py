@@ -149,18 +149,24 @@ def test_bad_input(kw, msg, composite):
         restore(composite[0], "double-dip", max_iter=2, **TINY, **kw)
 
 
-def test_two_mixtures_unmix_bleed_through():
-    """Two mixtures of vertical and horizontal stripes: each layer comes out with less of the other."""
+def stripes():
+    """Two layers with disjoint edges: vertical and horizontal stripes (24 x 24)."""
     yy, xx = np.mgrid[:24, :24]
-    a = (0.5 + 0.4 * np.sin(xx / 1.3)).astype(np.float32)
-    b = (0.5 + 0.4 * np.sin(yy / 2.1)).astype(np.float32)
+    return ((0.5 + 0.4 * np.sin(xx / 1.3)).astype(np.float32),
+            (0.5 + 0.4 * np.sin(yy / 2.1)).astype(np.float32))
+
+
+def crosstalk(est, own, other):
+    """Fit ``est ~ p * own + q * other + r``; the bleed-through of ``other`` is ``|q / p|``."""
+    x = np.stack([own.ravel(), other.ravel(), np.ones(own.size)], 1)
+    p, q, _ = np.linalg.lstsq(x, est.ravel(), rcond=None)[0]
+    return abs(q / p)
+
+
+def test_two_mixtures_unmix_bleed_through():
+    """Two mixtures of the stripes: each layer comes out with less of the other."""
+    a, b = stripes()
     m1, m2 = (a + 0.5 * b) / 1.5, (0.5 * a + b) / 1.5
-
-    def crosstalk(est, own, other):  # est ~ p * own + q * other + r: the bleed-through |q / p|
-        x = np.stack([own.ravel(), other.ravel(), np.ones(own.size)], 1)
-        p, q, _ = np.linalg.lstsq(x, est.ravel(), rcond=None)[0]
-        return abs(q / p)
-
     out = restore(m1, "double-dip", task="separate", second=m2, max_iter=300, seed=0,
                   full_output=True, **TINY)
     assert set(out) - {"provenance"} == {"image", "layer1", "layer2", "mask"}
@@ -176,19 +182,12 @@ def test_two_mixtures_unmix_bleed_through():
 
 def test_two_mixtures_of_different_brightness():
     """A second channel four times brighter than the first (it is scaled with the first's range)."""
-    yy, xx = np.mgrid[:24, :24]
-    a = (0.5 + 0.4 * np.sin(xx / 1.3)).astype(np.float32)
-    b = (0.5 + 0.4 * np.sin(yy / 2.1)).astype(np.float32)
+    a, b = stripes()
     m1, m2 = (a + 0.5 * b) / 1.5, 4 * (0.5 * a + b) / 1.5
     out = restore(m1, "double-dip", task="separate", second=m2, max_iter=300, seed=0,
                   full_output=True, **TINY)
-
-    def bleed(est, own, other):
-        x = np.stack([own.ravel(), other.ravel(), np.ones(own.size)], 1)
-        p, q, _ = np.linalg.lstsq(x, est.ravel(), rcond=None)[0]
-        return abs(q / p)
-
-    assert bleed(out["layer1"], a, b) < 0.25 and bleed(out["layer2"], b, a) < 0.25  # 0.5 in
+    assert crosstalk(out["layer1"], a, b) < 0.25  # 0.5 in the mixtures
+    assert crosstalk(out["layer2"], b, a) < 0.25
 
 
 @pytest.mark.parametrize("kw,msg", [
