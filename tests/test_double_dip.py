@@ -169,15 +169,35 @@ def test_two_mixtures_unmix_bleed_through():
     m1, m2 = (a + 0.5 * b) / 1.5, (0.5 * a + b) / 1.5
     out = restore(m1, "double-dip", task="separate", second=m2, max_iter=300, seed=0,
                   full_output=True, **TINY)
-    assert set(out) - {"provenance"} == {"image", "layer1", "layer2", "mask"}
-    assert out["layer1"].shape == m1.shape and out["layer1"].dtype == np.float32
+    assert set(out) - {"provenance"} == {"image", "layer1", "layer2", "mask", "unmixed1",
+                                         "unmixed2"}
+    for key in ("layer1", "unmixed1"):
+        assert out[key].shape == m1.shape and out[key].dtype == np.float32
     assert crosstalk(out["layer1"], a, b) < 0.25  # 0.5 in the first mixture
     assert crosstalk(out["layer2"], b, a) < 0.25
+    assert crosstalk(out["unmixed1"], a, b) < 0.25  # the data unmixed with the learned matrix
+    assert crosstalk(out["unmixed2"], b, a) < 0.25
     mixing = np.array(out["provenance"]["mixing"])
     assert mixing.shape == (2, 2) and (mixing >= 0).all()
     assert mixing[0, 0] > mixing[0, 1] and mixing[1, 1] > mixing[1, 0]
     assert mixing[0, 1] > 0.3 and mixing[1, 0] > 0.3  # learned: it starts at 0.25
     np.testing.assert_array_equal(m1, (a + 0.5 * b) / 1.5)  # inputs untouched
+
+
+def test_unmix_inverts_the_mixing():
+    """Linear unmixing with the true matrix returns each layer as its mixture holds it."""
+    from napari_ssl_restore.methods.double_dip import unmix
+
+    a, b = stripes()
+    mixing = np.array([[0.9, 0.4], [0.3, 2.0]])
+    m1, m2 = mixing[0, 0] * a + mixing[0, 1] * b, mixing[1, 0] * a + mixing[1, 1] * b
+    u1, u2 = unmix(m1, m2, mixing)
+    np.testing.assert_allclose(u1, 0.9 * a, atol=1e-5)
+    np.testing.assert_allclose(u2, 2.0 * b, atol=1e-5)
+    # swapped: y2 dominates the first mixture, so it comes first, as mixture 1 holds it
+    u1, u2 = unmix(m1, m2, mixing[:, ::-1], swapped=True)
+    np.testing.assert_allclose(u1, 0.9 * a, atol=1e-5)
+    np.testing.assert_allclose(u2, 2.0 * b, atol=1e-5)
 
 
 def test_two_mixtures_of_different_brightness():

@@ -222,7 +222,8 @@ def test_double_dip_separates_two_channel_layers(make_napari_viewer):
     before = [layer.name for layer in viewer.layers]
     widget.run(sync=True)
     new = [layer.name for layer in viewer.layers if layer.name not in before]
-    assert {"ch1 double-dip", "ch1 double-dip layer2", "ch1 double-dip mask"} <= set(new)
+    assert {"ch1 double-dip", "ch1 double-dip layer2", "ch1 double-dip mask",
+            "ch1 double-dip unmixed1", "ch1 double-dip unmixed2"} <= set(new)
     assert viewer.layers["ch1 double-dip"].data.shape == (24, 24)
 
 
