@@ -32,7 +32,11 @@ pyramid; Zhang et al. 2018) and a mask regulariser per task complete the objecti
   decomposition on the benchmark scenes). DCP's ``t = 1 - ω·dark(I / A)`` depends on the airlight,
   so the prior's haze part ``1 - t`` is rescaled by ``A_DCP / A`` as ``A`` is learned (exact for one
   channel, with the channel mean of ``A`` for colour). At the end ``t`` is refined by a guided filter
-  and the image recovered from the haze model, ``J = (I - A) / max(t, t0) + A``.
+  and the image recovered from the haze model, ``J = (I - A) / max(t, t0) + A``. The haze model is
+  nearly flat along the airlight and ``t`` rising together, and on the benchmark scenes the learned
+  airlight drifts up along it: towards the truth where DCP's estimate was low, past it where DCP's
+  was right (``learn_airlight=False`` keeps DCP's). Segmentation without scribbles splits the field
+  into two arbitrary smooth regions when each generator can fit either texture; give ``hints``.
 
 The optimisation is DIP's own loop (:func:`napari_ssl_restore.methods.dip.fit`) with three
 generators; stacks are processed plane by plane with the generators warm-started.
@@ -85,7 +89,8 @@ class Params(FitParams):
     patch_size: int = param(15, "dehaze: dark-channel patch (pixels), also for the airlight's "
                                 "initial DCP estimate.", min=1, max=301)
     learn_airlight: bool = param(True, "dehaze: refine the DCP airlight estimate during the fit "
-                                      "(paper); off = keep DCP's estimate.")
+                                      "(paper; it may overshoot where DCP's estimate was "
+                                      "right); off = keep DCP's estimate.")
     t_prior_weight: float = param(10.0, "dehaze: weight of the DCP transmission (rescaled to the "
                                         "learned airlight) as a prior on t (mean squared "
                                         "difference); 0 = t from the coupled DIPs alone.",
