@@ -2,6 +2,7 @@
 
 Run:  python benchmarks/bench_double_dip.py [--size 64] [--channels 32] [--tasks dehaze]
                                            [--dehaze-params t_prior_weight=0]
+                                           [--figure docs/double_dip.png]
 
 - separate: two bundled images (camera, moon) mixed 50/50 into one image, then into two
   bleed-through mixtures (A + 0.4 B, 0.3 A + B; clean and with Gaussian noise σ 0.05). PSNR of each
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 from skimage import data, filters, transform
@@ -55,6 +57,7 @@ def main() -> None:
     ap.add_argument("--dehaze-params", default="", help="extra Double-DIP dehaze settings, "
                                                         "e.g. t_prior_weight=0,learn_airlight="
                                                         "False")
+    ap.add_argument("--figure", type=Path, help="write a PNG with one row per case shown")
     args = ap.parse_args()
     tasks = args.tasks.split(",")
     extra = {k: v == "True" if v in ("True", "False") else float(v)
@@ -64,12 +67,41 @@ def main() -> None:
     print(f"{n}x{n} images, generators with {args.channels} channels, {args.iters} iterations, "
           "CPU (2 cores)\n")
 
+    rows: list[list[tuple[str, np.ndarray]]] = []  # the figure: (title, image) panels per row
     if "separate" in tasks:
-        separate(net, n)
+        separate(net, n, rows)
     if "segment" in tasks:
-        segment(net, n)
+        segment(net, n, rows)
     if "dehaze" in tasks:
-        dehaze(net, n, extra)
+        dehaze(net, n, extra, rows)
+    if args.figure:
+        figure(rows, args.figure)
+
+
+def figure(rows, path):
+    """One row per case of ``(title, image[, (vmin, vmax)])`` panels; grey panels without limits
+    are scaled to their own range."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = max(len(r) for r in rows)
+    fig, axs = plt.subplots(len(rows), cols, figsize=(2.4 * cols, 2.6 * len(rows)), squeeze=False)
+    for ax_row, row in zip(axs, rows):
+        for ax in ax_row:
+            ax.axis("off")
+        for ax, (title, img, *limits) in zip(ax_row, row):
+            if img.ndim == 3:
+                ax.imshow(img)
+            else:
+                lo, hi = limits[0] if limits else (None, None)
+                ax.imshow(img, cmap="gray", interpolation="nearest", vmin=lo, vmax=hi)
+            ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    print(f"figure: {path}")
 
 
 def affine_psnr(ref, est):
@@ -86,7 +118,7 @@ def best_pair(a, b, e1, e2):
     return straight if sum(straight) >= sum(swapped) else swapped
 
 
-def separate(net, n):
+def separate(net, n, rows):
     """camera + moon: one 50/50 mixture, then two bleed-through mixtures, without and with noise."""
     a, b = gray(data.camera(), n), gray(data.moon(), n)
     print("| separate (camera + moon) | estimate | layer A PSNR | layer B PSNR | seconds |")
@@ -126,12 +158,20 @@ def separate(net, n):
             time.perf_counter() - t0)
         row(case, "the same, its matrix unmixing the data (unmixed1/2)",
             best_pair(a, b, out["unmixed1"], out["unmixed2"]))
+        if sigma:
+            pa, pb = best_pair(a, b, out["layer1"], out["layer2"])
+            ua, ub = best_pair(a, b, out["unmixed1"], out["unmixed2"])
+            rows.append([(f"mixture 1 (σ {sigma})", m1), ("mixture 2", m2),
+                         (f"Double-DIP layer1 {pa:.1f} dB", out["layer1"]),
+                         (f"Double-DIP layer2 {pb:.1f} dB", out["layer2"]),
+                         (f"unmixed1 {ua:.1f} dB", out["unmixed1"]),
+                         (f"unmixed2 {ub:.1f} dB", out["unmixed2"])])
         mix = np.array(out["provenance"]["mixing"])
         cross.append(f"{case}: {mix[0, 1] * mix[1, 0] / (mix[0, 0] * mix[1, 1]):.3f}")
     print("\nlearned bleed-through A01·A10 / (A00·A11) (true 0.12): " + "; ".join(cross) + "\n")
 
 
-def segment(net, n):
+def segment(net, n, rows):
     """A grass disc on gravel matched in mean and std; mask IoU vs Otsu, and with scribbles vs the
     random walker given the same scribbles."""
     from skimage.segmentation import random_walker
@@ -159,19 +199,27 @@ def segment(net, n):
     t0 = time.perf_counter()
     labels = restore(comp, "double-dip", task="segment", **net).astype(bool)
     sec = time.perf_counter() - t0
-    print(f"| Double-DIP (no hints) | {max(iou(labels, truth), iou(~labels, truth)):.3f} | "
-          f"{sec:.0f} |", flush=True)
+    free = max(iou(labels, truth), iou(~labels, truth))
+    print(f"| Double-DIP (no hints) | {free:.3f} | {sec:.0f} |", flush=True)
     t0 = time.perf_counter()
     rw = random_walker(comp, hints, beta=130) == 1
     print(f"| random walker (scikit-image), scribbles | {iou(rw, truth):.3f} | "
           f"{time.perf_counter() - t0:.1f} |")
     t0 = time.perf_counter()
-    labels = restore(comp, "double-dip", task="segment", hints=hints, **net).astype(bool)
-    print(f"| Double-DIP, the same scribbles | {iou(labels, truth):.3f} | "
+    hinted = restore(comp, "double-dip", task="segment", hints=hints, **net).astype(bool)
+    print(f"| Double-DIP, the same scribbles | {iou(hinted, truth):.3f} | "
           f"{time.perf_counter() - t0:.0f} |\n", flush=True)
+    shown = np.repeat(comp[..., None], 3, -1)
+    shown[hints == 1], shown[hints == 2] = (1, 0.2, 0.2), (0.2, 0.5, 1)
+    rows.append([("texture disc on texture", comp), ("true mask", truth),
+                 (f"Otsu, IoU {max(iou(otsu, truth), iou(~otsu, truth)):.2f}", otsu),
+                 (f"Double-DIP, no hints, {free:.2f}", labels),
+                 ("scribbles (red fg, blue bg)", shown),
+                 (f"random walker {iou(rw, truth):.2f}", rw),
+                 (f"Double-DIP, scribbles {iou(hinted, truth):.2f}", hinted)])
 
 
-def dehaze(net, n, extra):
+def dehaze(net, n, extra, rows):
     """The motorcycle hazed with its real depth and a hazy fluorescence frame, vs this DCP."""
     print("| dehaze | hazy | DCP (ours) | Double-DIP | Double-DIP seconds |")
     print("|---|---|---|---|---|")
@@ -198,6 +246,16 @@ def dehaze(net, n, extra):
             return f"{psnr(r, x, data_range=rng):.2f} / {ssim(r, x, data_range=rng, channel_axis=ch):.3f}"
 
         print(f"| {name} | {q(img)} | {q(dcp_out)} | {q(dd)} | {sec:.0f} |", flush=True)
+        if "held out" in name:
+            def db(x):
+                return f"{psnr(ref.astype(np.float64), x.astype(np.float64), data_range=rng):.2f} dB"
+
+            def unit(x):  # one display range for the row: the clean image's
+                return np.clip(x.astype(np.float32) / rng, 0, 1)
+
+            rows.append([(name.split(",")[0] + ", held out", unit(img), (0, 1)),
+                         ("clean", unit(ref), (0, 1)), (f"DCP {db(dcp_out)}", unit(dcp_out), (0, 1)),
+                         (f"Double-DIP {db(dd)}", unit(dd), (0, 1))])
 
 
 if __name__ == "__main__":
