@@ -131,6 +131,29 @@ def test_stop_returns_current_estimate(composite):
     assert out["provenance"]["stopped"] and out["provenance"]["stop_iterations"][0] < 500
 
 
+@pytest.mark.parametrize("two", [False, True])
+def test_stop_on_a_stack_fills_the_planes_not_reached(two):
+    """Stopped in plane 1 of 2: plane 2 of every layer is its input (the second mixture for the
+    second layer), its mask empty."""
+    a, b = stripes()
+    stack = np.stack([a + 0.5 * b, a + 0.4 * b])
+    second = np.stack([0.5 * a + b, 0.4 * a + b]) if two else None
+    calls = {"n": 0}
+
+    def should_stop():
+        calls["n"] += 1
+        return calls["n"] > 1
+
+    out = restore(stack, "double-dip", axes="TYX", task="separate", second=second, max_iter=50,
+                  preview_every=5, should_stop=should_stop, full_output=True, **TINY)
+    assert out["provenance"]["stopped"] and out["provenance"]["planes_done"] == 1
+    np.testing.assert_allclose(out["layer1"][1], stack[1], atol=1e-5)
+    np.testing.assert_allclose(out["layer2"][1], (second if two else stack)[1], atol=1e-5)
+    if two:
+        np.testing.assert_allclose(out["unmixed2"][1], second[1], atol=1e-5)
+    assert not out["mask"][1].any()
+
+
 def test_previews_name_the_layers(composite):
     steps = []
     restore(composite[0], "double-dip", task="separate", max_iter=10, preview_every=5,

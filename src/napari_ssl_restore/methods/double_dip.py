@@ -8,6 +8,8 @@ pyramid; Zhang et al. 2018) and a mask regulariser per task complete the objecti
 
 - ``segment``: foreground/background. The mask is pushed towards binary by ``1 / mean|m - 0.5|``;
   optional scribbles (a Labels layer: 1 = foreground, 2 = background) fix the mask where given.
+  Without them, when each generator can fit either texture, the mask splits the field into two
+  arbitrary smooth regions (benchmark); give scribbles.
 - ``separate``: transparent superposition / bleed-through of two structures; the mixing map is kept
   smooth (total variation) and the layers apart (exclusion). From one image this is ill-posed (any
   split of the mixture fits it), and the benchmark shows it. Given a second mixture of the same two
@@ -34,9 +36,8 @@ pyramid; Zhang et al. 2018) and a mask regulariser per task complete the objecti
   channel, with the channel mean of ``A`` for colour). At the end ``t`` is refined by a guided filter
   and the image recovered from the haze model, ``J = (I - A) / max(t, t0) + A``. The haze model is
   nearly flat along the airlight and ``t`` rising together, and on the benchmark scenes the learned
-  airlight drifts up along it: towards the truth where DCP's estimate was low, past it where DCP's
-  was right (``learn_airlight=False`` keeps DCP's). Segmentation without scribbles splits the field
-  into two arbitrary smooth regions when each generator can fit either texture; give ``hints``.
+  airlight drifts up along it, past the true one on three of four (``learn_airlight=False`` keeps
+  DCP's estimate).
 
 The optimisation is DIP's own loop (:func:`napari_ssl_restore.methods.dip.fit`) with three
 generators; stacks are processed plane by plane with the generators warm-started.
@@ -89,8 +90,8 @@ class Params(FitParams):
     patch_size: int = param(15, "dehaze: dark-channel patch (pixels), also for the airlight's "
                                 "initial DCP estimate.", min=1, max=301)
     learn_airlight: bool = param(True, "dehaze: refine the DCP airlight estimate during the fit "
-                                      "(paper; it may overshoot where DCP's estimate was "
-                                      "right); off = keep DCP's estimate.")
+                                      "(paper; on the benchmark scenes it overshoots the "
+                                      "true airlight); off = keep DCP's estimate.")
     t_prior_weight: float = param(10.0, "dehaze: weight of the DCP transmission (rescaled to the "
                                         "learned airlight) as a prior on t (mean squared "
                                         "difference); 0 = t from the coupled DIPs alone.",
@@ -361,7 +362,7 @@ def run(image: np.ndarray, params: Params, ctx: RunContext, hints=None, second=N
             info["stopped"] = True
             for j in range(i + 1, n):  # unprocessed planes: input / empty mask, and said so
                 for k in out:
-                    out[k][j] = planes2[j] if k in ("layer2", "unmixed2") else planes[j]
+                    out[k][j] = planes2[j] if two and k in ("layer2", "unmixed2") else planes[j]
                 mask_out[j] = 0
             break
 
@@ -407,7 +408,8 @@ SPEC = MethodSpec(
         Output("layer2", "segment/separate: the second layer (background)."),
         Output("unmixed1", "separate with second=: the image linearly unmixed with the learned "
                            "matrix (all of the data's detail and noise; layer1 is also "
-                           "denoised). Best on clean, low-noise data."),
+                           "denoised). Best on clean, low-noise data. Integer input types "
+                           "come back clipped at 0."),
         Output("unmixed2", "separate with second=: the second mixture linearly unmixed, in its "
                            "units."),
         Output("mask", "The soft mask / mixing map / transmission in [0, 1].", kind="map"),
