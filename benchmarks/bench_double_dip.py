@@ -11,9 +11,9 @@ Run:  python benchmarks/bench_double_dip.py [--size 64] [--channels 32] [--tasks
   installed: ``pip install scikit-learn``). Double-DIP gives its generators' layers and the data
   unmixed linearly with its learned matrix.
 - segment: a texture (grass) inside a disc over another texture (gravel), crops at their native
-  scale, matched in mean and
-  standard deviation so intensities overlap; IoU of the mask vs Otsu thresholding, and given three
-  scribbles (a stroke inside the disc, two along the borders) vs scikit-image's random walker.
+  scale, matched in mean and standard deviation so intensities overlap; IoU of the mask vs Otsu
+  thresholding, and given three scribbles (a stroke inside the disc, two along the borders) vs
+  scikit-image's random walker.
 - dehaze: the motorcycle hazed with its real depth (1/8 size), and the synthetic hazy fluorescence
   frame; PSNR/SSIM vs this project's DCP. The Double-DIP dehaze defaults were chosen on these two;
   a thinner haze over the motorcycle (β 1.2) and another fluorescence field (seed 3) are held out.
@@ -67,7 +67,7 @@ def main() -> None:
     print(f"{n}x{n} images, generators with {args.channels} channels, {args.iters} iterations, "
           "CPU (2 cores)\n")
 
-    rows: list[list[tuple[str, np.ndarray]]] = []  # the figure: (title, image) panels per row
+    rows: list[list[tuple]] = []  # the figure: (title, image[, (vmin, vmax)]) panels per row
     if "separate" in tasks:
         separate(net, n, rows)
     if "segment" in tasks:
@@ -246,23 +246,24 @@ def dehaze(net, n, extra, rows):
         dd = restore(img, "double-dip", task="dehaze", guided_radius=15, **kw, **net, **extra)
         sec = time.perf_counter() - t0
         ch = -1 if img.ndim == 3 else None
+        r = ref.astype(np.float64)
+
+        def db(x):
+            return psnr(r, x.astype(np.float64), data_range=rng)
 
         def q(x):
             x = x.astype(np.float64)
-            r = ref.astype(np.float64)
-            return f"{psnr(r, x, data_range=rng):.2f} / {ssim(r, x, data_range=rng, channel_axis=ch):.3f}"
+            return f"{db(x):.2f} / {ssim(r, x, data_range=rng, channel_axis=ch):.3f}"
 
         print(f"| {name} | {q(img)} | {q(dcp_out)} | {q(dd)} | {sec:.0f} |", flush=True)
         if "held out" in name:
-            def db(x):
-                return f"{psnr(ref.astype(np.float64), x.astype(np.float64), data_range=rng):.2f} dB"
-
             def unit(x):  # one display range for the row: the clean image's
                 return np.clip(x.astype(np.float32) / rng, 0, 1)
 
             rows.append([(name.split(",")[0] + ", held out", unit(img), (0, 1)),
-                         ("clean", unit(ref), (0, 1)), (f"DCP {db(dcp_out)}", unit(dcp_out), (0, 1)),
-                         (f"Double-DIP {db(dd)}", unit(dd), (0, 1))])
+                         ("clean", unit(ref), (0, 1)),
+                         (f"DCP {db(dcp_out):.2f} dB", unit(dcp_out), (0, 1)),
+                         (f"Double-DIP {db(dd):.2f} dB", unit(dd), (0, 1))])
 
 
 if __name__ == "__main__":

@@ -24,9 +24,9 @@ pyramid; Zhang et al. 2018) and a mask regulariser per task complete the objecti
   square of its brightness relative to the first, so both count equally however bright each
   channel is. The learned ``A`` also unmixes the data linearly (``unmixed1``, ``unmixed2``):
   every detail and all the noise of the data, against the generators' smoothed, denoised layers;
-  the better choice for clean data (benchmark). ``A`` starts diagonally dominant, its second row scaled to that brightness; should
-  the fit end with ``y2`` dominating the first mixture, the layers are reordered (provenance:
-  ``swapped_planes``).
+  the better choice for clean data (benchmark). ``A`` starts diagonally dominant, its second row
+  scaled to that brightness; should the fit end with ``y2`` dominating the first mixture, the
+  layers are reordered (provenance: ``swapped_planes``).
 - ``dehaze``: ``y1`` = clear image, ``m`` = transmission ``t``, ``y2`` = the airlight, a learned
   constant initialised as in DCP. A dark-channel term on ``y1`` (``dcp_weight``) rules out the trivial
   ``t = 1`` solution, ``t`` is smoothed (TV) and kept near DCP's refined transmission
@@ -372,11 +372,9 @@ def run(image: np.ndarray, params: Params, ctx: RunContext, hints=None, second=N
         outputs["image"] = out["image"].reshape(shape)
         outputs["airlight"] = airlights.reshape(lead + (c,)) if lead else airlights[0]
     else:
-        outputs["layer1"] = out["layer1"].reshape(shape)
-        outputs["layer2"] = out["layer2"].reshape(shape)
-        if two:
-            outputs["unmixed1"] = out["unmixed1"].reshape(shape)
-            outputs["unmixed2"] = out["unmixed2"].reshape(shape)
+        for k in ("layer1", "layer2", "unmixed1", "unmixed2"):
+            if k in out:
+                outputs[k] = out[k].reshape(shape)
         if task == "segment":
             outputs["labels"] = (mask_out > params.threshold).astype(np.int32).reshape(shape[:-1])
         else:
