@@ -23,12 +23,18 @@ def param(
     choices: tuple | None = None,
     step: float | None = None,
     widget: str | None = None,
+    when: dict[str, tuple] | None = None,
+    advanced: bool = False,
 ) -> Any:
     """A dataclass field with its documentation and allowed values attached as metadata.
 
-    ``widget`` hints the GUI: ``"open_file"`` or ``"save_file"`` for paths.
+    ``widget`` hints the GUI: ``"open_file"`` or ``"save_file"`` for paths. ``when`` names the
+    settings under which the parameter is used, e.g. ``{"task": ("sr",)}``: the widget shows it only
+    then (the value is still validated and passed). ``advanced`` marks paper-level knobs (network
+    size, learning rate, early-stopping window...) that the widget keeps in a collapsed section.
     """
-    meta = {"doc": doc, "min": min, "max": max, "choices": choices, "step": step, "widget": widget}
+    meta = {"doc": doc, "min": min, "max": max, "choices": choices, "step": step, "widget": widget,
+            "when": dict(when or {}), "advanced": advanced}
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -45,11 +51,17 @@ class ParamInfo:
     choices: tuple | None = None
     step: float | None = None
     widget: str | None = None
+    when: dict = dataclasses.field(default_factory=dict)
+    advanced: bool = False
 
     @property
     def flag(self) -> str:
         """The CLI flag: the field name with ``_`` replaced by ``-``."""
         return "--" + self.name.replace("_", "-")
+
+    def applies(self, settings: dict[str, Any]) -> bool:
+        """Whether the parameter is used under ``settings`` (e.g. ``{"task": "sr"}``)."""
+        return all(k not in settings or settings[k] in v for k, v in self.when.items())
 
 
 def _resolve_type(cls: type, field: dataclasses.Field) -> type:
@@ -67,12 +79,15 @@ def _resolve_type(cls: type, field: dataclasses.Field) -> type:
 def describe(cls: type) -> list[ParamInfo]:
     """Return the :class:`ParamInfo` of every field of a ``Params`` dataclass.
 
-    Fields the class declares itself come first, then those it inherits (shared settings such as a
-    network's size), so widgets and help list the method's own choices at the top.
+    Fields that decide which others apply (``task``, ``mode``) come first, then those the class
+    declares itself, then those it inherits (shared settings such as a network's size), so widgets
+    and help list the method's own choices at the top.
     """
     own = cls.__dict__.get("__annotations__", {})
     fields = dataclasses.fields(cls)
     fields = [f for f in fields if f.name in own] + [f for f in fields if f.name not in own]
+    controls = {k for f in fields for k in (f.metadata.get("when") or {})}
+    fields = [f for f in fields if f.name in controls] + [f for f in fields if f.name not in controls]
     infos = []
     for f in fields:
         meta = f.metadata
@@ -87,6 +102,8 @@ def describe(cls: type) -> list[ParamInfo]:
                 choices=meta.get("choices"),
                 step=meta.get("step"),
                 widget=meta.get("widget"),
+                when=dict(meta.get("when") or {}),
+                advanced=bool(meta.get("advanced", False)),
             )
         )
     return infos

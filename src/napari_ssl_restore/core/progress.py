@@ -7,23 +7,53 @@ a progress bar, previews and a Stop button), so all three behave alike.
 Stopping is cooperative: when the caller asks to stop, :func:`drive` throws :class:`StopRequested`
 into the generator at its current ``yield``. A closed-form method lets it propagate and the run ends
 as :class:`Cancelled` (no result). An optimisation method may catch it and *return* its best estimate
-so far, marking it as stopped in its provenance.
+so far, marking it as stopped in its provenance; when it has nothing worth keeping yet it raises
+``StopRequested("why")`` again and the reason reaches the user.
+
+Long loops report through a :class:`Ticker`: on their first iteration, then every ~0.5 s (or every
+iteration when one takes longer), so progress moves and a Stop is seen within about a second.
 """
 from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from typing import Any, Callable, Generator, Mapping
 
 import numpy as np
 
 
 class StopRequested(Exception):
-    """Thrown into a method's generator when the user asks it to stop."""
+    """Thrown into a method's generator when the user asks it to stop.
+
+    A method that has nothing worth keeping yet re-raises it with the reason as its message.
+    """
 
 
 class Cancelled(RuntimeError):
     """The run was stopped before it produced a result; nothing was written or added."""
+
+
+NOTHING_KEPT = "Stopped before a result was ready; nothing was changed."
+
+
+class Ticker:
+    """When a loop should report: on the first call, then once ``interval`` seconds have passed.
+
+    Reporting (a Step, a loss read back from the device, a Stop check) costs a little; reporting by
+    time rather than every k iterations keeps the GUI responsive whatever an iteration costs.
+    """
+
+    def __init__(self, interval: float = 0.5):
+        self.interval = interval
+        self._last: float | None = None
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        if self._last is None or now - self._last >= self.interval:
+            self._last = now
+            return True
+        return False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +103,26 @@ class StopToken:
 MethodGenerator = Generator[Step, None, Any]
 
 
+def steps_until_stop(gen: MethodGenerator, should_stop: Callable[[], bool] | None = None):
+    """Re-yield a method's steps, throwing :class:`StopRequested` in once ``should_stop()`` is True.
+
+    A generator returning the method's result. Raises :class:`Cancelled` (with the method's reason
+    when it gave one) when the method ended on the Stop without a result.
+    """
+    try:
+        step = next(gen)
+        while True:
+            yield step
+            if should_stop is not None and should_stop():
+                step = gen.throw(StopRequested())
+            else:
+                step = next(gen)
+    except StopIteration as done:
+        return done.value
+    except StopRequested as stop:
+        raise Cancelled(str(stop) or NOTHING_KEPT) from None
+
+
 def drive(
     gen: MethodGenerator,
     progress: Callable[[Step], None] | None = None,
@@ -95,16 +145,21 @@ def drive(
     Cancelled
         When a stop was requested and the method had no partial result to return.
     """
+    steps = steps_until_stop(gen, should_stop)
     try:
-        step = next(gen)
         while True:
+            step = next(steps)
             if progress is not None:
                 progress(step)
-            if should_stop is not None and should_stop():
-                step = gen.throw(StopRequested())
-            else:
-                step = next(gen)
     except StopIteration as done:
         return done.value
-    except StopRequested:
-        raise Cancelled("Stopped before a result was ready; nothing was changed.") from None
+
+
+def unrestored(done: int, total: int, unit: str = "plane") -> str:
+    """``"planes 3-5"``/``"plane 5"`` for the planes ``done + 1 .. total`` a Stop left as they were;
+    empty when none were."""
+    if done >= total:
+        return ""
+    if done + 1 == total:
+        return f"{unit} {total}"
+    return f"{unit}s {done + 1}-{total}"

@@ -38,6 +38,12 @@ class ExtraInput:
     like_image: bool = False
     """A second acquisition of the image itself (``target=``): it must have the image's shape and is
     given to the method in the same canonical layout and normalisation as the image."""
+    when: tuple[tuple[str, tuple], ...] = ()
+    """Settings under which it is used, e.g. ``(("task", ("inpaint",)),)``; the widget shows it only
+    then."""
+
+    def applies(self, settings: Mapping[str, Any]) -> bool:
+        return all(k not in settings or settings[k] in v for k, v in self.when)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,7 +16,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from ..core.params import param
-from ..core.progress import Step, StopRequested
+from ..core.progress import Step, StopRequested, unrestored
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +114,9 @@ def predict(den, plane: np.ndarray, device, tile: int = 512, overlap: int = 32,
 
 # --- settings shared by the video methods --------------------------------------------------------
 
+ONLINE = {"mode": ("online",)}
+OFFLINE = {"mode": ("offline",)}
+
 @dataclasses.dataclass(frozen=True)
 class VideoParams:
     """Settings shared by Frame2Frame and Restore-from-Restored."""
@@ -128,12 +131,12 @@ class VideoParams:
     save_model: str = param("", "Save the fine-tuned model here (.pt) to reuse it with dncnn or "
                                 "as a starting point.", widget="save_file")
     patch_size: int = param(128, "Side of the training crops (whole frames when smaller).",
-                            min=16, max=4096)
-    batch_size: int = param(4, "Crops per fine-tuning step.", min=1, max=256)
+                            min=16, max=4096, advanced=True)
+    batch_size: int = param(4, "Crops per fine-tuning step.", min=1, max=256, advanced=True)
     tile_size: int = param(512, "Tile side for prediction (limits memory on large frames).",
-                           min=32, max=8192)
+                           min=32, max=8192, advanced=True)
     tile_overlap: int = param(32, "Overlap of prediction tiles, blended smoothly.", min=0,
-                              max=1024)
+                              max=1024, advanced=True)
 
     def _check_video(self, title: str):
         if self.tile_overlap >= self.tile_size:
@@ -342,8 +345,8 @@ def _shaping_kernel(unit: np.ndarray, size: int, tile: int = 32) -> np.ndarray |
 # --- the two ways of running: online and offline ----------------------------------------------------
 
 def _partial(done: int, n: int) -> None:
-    logger.warning("stopped after %d/%d frame planes: planes %d-%d are returned unrestored "
-                   "(full_output=True reports planes_done)", done, n, done + 1, n)
+    logger.warning("stopped after %d/%d frame planes: %s returned unrestored "
+                   "(full_output=True reports planes_done)", done, n, unrestored(done, n))
 
 
 def _frame_label(t: int, p: int, frames: np.ndarray) -> str:

@@ -47,25 +47,25 @@ class Params:
                       min=0.001, max=1.0, step=0.01)
     airlight_fraction: float = param(0.001, "Fraction of the brightest dark-channel pixels from which "
                                             "the airlight is estimated (paper: 0.001 = 0.1 %).",
-                                     min=1e-6, max=0.5, step=0.001)
+                                     min=1e-6, max=0.5, step=0.001, advanced=True)
     airlight_estimator: Literal["mean", "brightest"] = param(
         "mean", "'mean' averages the input over the selected pixels (robust to single hot pixels, "
                 "as most implementations do); 'brightest' takes the brightest of them (the paper).",
-        choices=("mean", "brightest"))
+        choices=("mean", "brightest"), advanced=True)
     shared_airlight: bool = param(True, "Estimate one airlight from all planes of a stack or "
                                         "time-lapse, so frames are dehazed alike and do not flicker; "
                                         "off = one airlight per plane.")
     refine: bool = param(True, "Refine the transmission with a guided filter (grey image as guide); "
                                "off gives the blocky raw estimate.")
     guided_radius: int = param(60, "Radius of the guided filter in pixels (window 2r+1; paper: 60).",
-                               min=1, max=1000)
+                               min=1, max=1000, advanced=True)
     guided_subsample: int = param(4, "Fast guided filter (He & Sun 2015): compute the filter's "
                                      "coefficients on a grid this many times coarser, then upsample "
                                      "them; 1 = exact guided filter. 4 is visually identical and "
-                                     "about twice as fast.", min=1, max=16)
+                                     "about twice as fast.", min=1, max=16, advanced=True)
     guided_eps: float = param(1e-4, "Regularisation of the guided filter (paper: 1e-4): larger "
                                     "smooths the transmission more, smaller follows edges more.",
-                              min=1e-8, max=1.0, step=1e-4)
+                              min=1e-8, max=1.0, step=1e-4, advanced=True)
 
 
 # --- the operators -------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..core.axes import as_planes, plane_maps
 from ..core.params import param
-from ..core.progress import Step, StopRequested
+from ..core.progress import Step, StopRequested, Ticker, unrestored
 from ..core.registry import ExtraInput, MethodResult, MethodSpec, Output, RunContext
 from ._public import public_function
 
@@ -44,34 +44,34 @@ class FitParams:
     early_stop: bool = param(True, "Stop automatically near peak quality (running variance of the "
                                    "outputs, no ground truth needed) and return the best estimate.")
     es_window: int = param(100, "Early stopping: number of recent iterations the running variance "
-                                "averages over (ES-WMV: 100).", min=2, max=10_000)
+                                "averages over (ES-WMV: 100).", min=2, max=10_000, advanced=True)
     es_patience: int = param(500, "Early stopping: stop once the variance has not reached a new "
-                                  "minimum for this many iterations.", min=1, max=100_000)
+                                  "minimum for this many iterations.", min=1, max=100_000, advanced=True)
     learning_rate: float = param(0.01, "Adam learning rate (paper: 0.01).", min=1e-6, max=1.0,
-                                 step=0.001)
+                                 step=0.001, advanced=True)
     reg_noise_std: float = param(1 / 30, "Std of the fresh noise added to the network input at "
                                          "every iteration (paper: 1/30 denoising, 0.03 otherwise); "
-                                         "0 = off.", min=0.0, max=1.0, step=0.005)
+                                         "0 = off.", min=0.0, max=1.0, step=0.005, advanced=True)
     output_averaging: float = param(0.99, "Exponential moving average of the outputs (paper: "
                                           "0.99, worth ~1 dB); 0 = return the raw output.",
-                                    min=0.0, max=0.9999, step=0.01)
-    input_depth: int = param(32, "Channels of the random input code z (paper: 32).", min=1, max=512)
+                                    min=0.0, max=0.9999, step=0.01, advanced=True)
+    input_depth: int = param(32, "Channels of the random input code z (paper: 32).", min=1, max=512, advanced=True)
     channels: int = param(128, "Feature channels at every scale (paper: 128). 64 is ~4x faster "
-                               "on a CPU at some cost in quality.", min=4, max=512)
-    depth: int = param(5, "Number of scales of the hourglass (paper: 5).", min=1, max=8)
-    skip_channels: int = param(4, "Channels of each skip connection (paper: 4).", min=0, max=256)
+                               "on a CPU at some cost in quality.", min=4, max=512, advanced=True)
+    depth: int = param(5, "Number of scales of the hourglass (paper: 5).", min=1, max=8, advanced=True)
+    skip_channels: int = param(4, "Channels of each skip connection (paper: 4).", min=0, max=256, advanced=True)
     upsample_mode: Literal["bilinear", "nearest"] = param(
-        "bilinear", "Upsampling in the decoder (paper: bilinear).", choices=("bilinear", "nearest"))
+        "bilinear", "Upsampling in the decoder (paper: bilinear).", choices=("bilinear", "nearest"), advanced=True)
     warm_start: bool = param(True, "Stacks: start each plane from the previous plane's networks "
                                    "(about 3x faster; measured ~3 dB worse on a noisy test stack, "
                                    "see README). Off: a fresh fit of max_iter per plane.")
     warm_iter_fraction: float = param(0.25, "Stacks: planes after the first start from the previous "
                                             "plane's networks and run this fraction of max_iter "
                                             "(1 = a full fit per plane).",
-                                      min=0.01, max=1.0, step=0.05)
+                                      min=0.01, max=1.0, step=0.05, advanced=True)
     preview_every: int = param(50, "Iterations between preview updates in napari.", min=1,
-                               max=100_000)
-    mixed_precision: bool = param(True, "Use bfloat16 autocast on CUDA (ignored on the CPU).")
+                               max=100_000, advanced=True)
+    mixed_precision: bool = param(True, "Use bfloat16 autocast on CUDA (ignored on the CPU).", advanced=True)
 
     def plane_iterations(self, n: int) -> list[int]:
         """Iterations for each of ``n`` planes: the first gets ``iterations()``, warm-started ones
@@ -94,12 +94,12 @@ class Params(FitParams):
     max_iter: int = param(0, "Iterations for the first plane; 0 = the paper's count for the task "
                              "(denoise 3000, inpaint 5000, sr 2000, deconv 3000). Early stopping "
                              "usually ends sooner.", min=0, max=100_000)
-    sr_factor: int = param(4, "Super-resolution factor for task 'sr'.", choices=(2, 3, 4, 8))
+    sr_factor: int = param(4, "Super-resolution factor for task 'sr'.", choices=(2, 3, 4, 8), when={"task": ("sr",)})
     psf_sigma: float = param(2.0, "Std (pixels) of the Gaussian PSF for task 'deconv' when no PSF "
-                                  "image is given.", min=0.1, max=50.0, step=0.1)
+                                  "image is given.", min=0.1, max=50.0, step=0.1, when={"task": ("deconv",)})
     tv_weight: float = param(0.0, "Optional total-variation weight added to the data term "
                                   "(noise-heavy deconvolution); 0 = pure DIP.", min=0.0, max=10.0,
-                             step=1e-4)
+                             step=1e-4, advanced=True)
 
     def iterations(self) -> int:
         return self.max_iter or TASK_ITERATIONS[self.task]
@@ -246,7 +246,7 @@ def fit(nets, codes, render, objective, params: FitParams, iterations: int, *, g
     es = VarianceEarlyStop(params.es_window, params.es_patience) if params.early_stop else None
     avg: dict | None = None
     it, stopped, loss_value = 0, False, float("nan")
-    report = max(1, min(10, params.preview_every))
+    ticker = Ticker()
     try:
         for it in range(1, iterations + 1):
             opt.zero_grad(set_to_none=True)
@@ -269,10 +269,11 @@ def fit(nets, codes, render, objective, params: FitParams, iterations: int, *, g
                         avg[k].mul_(params.output_averaging).add_(
                             v.detach(), alpha=1 - params.output_averaging)
                 done = es is not None and es.update(it, rendered[watch], avg)
-            if it % report == 0 or it == iterations or done:
+            preview_due = it % params.preview_every == 0
+            if ticker.due() or preview_due or it == iterations or done:
                 loss_value = float(loss.detach())
                 preview = None
-                if it % params.preview_every == 0:
+                if preview_due:
                     def show(t):
                         return t[0].permute(1, 2, 0).float().cpu().numpy()
 
@@ -289,8 +290,18 @@ def fit(nets, codes, render, objective, params: FitParams, iterations: int, *, g
         stopped = True
     best_found = es is not None and es.best is not None
     estimates = es.best if best_found else avg
+    # an estimate worth keeping: early stopping has a best, or (without it) a window of iterations
+    meaningful = best_found or (es is None and it >= min(params.es_window, iterations))
     return estimates, {"stop_iteration": it, "best_iteration": es.best_iter if best_found else it,
-                       "stopped": stopped, "final_loss": loss_value}
+                       "stopped": stopped, "final_loss": loss_value, "meaningful": meaningful}
+
+
+def too_early(plane_info: dict, params: FitParams) -> str:
+    """Why a fit stopped at its first plane has nothing to keep (the Stop's message)."""
+    needed = (f"early stopping keeps its first estimate after {params.es_window} iterations"
+              if params.early_stop else f"an estimate needs {params.es_window} iterations")
+    return (f"Stopped at iteration {plane_info['stop_iteration']}, before a usable estimate "
+            f"({needed}); nothing was kept.")
 
 
 # --- the generator -------------------------------------------------------------------------------
@@ -371,21 +382,29 @@ def run(image: np.ndarray, params: Params, ctx: RunContext, mask=None, psf=None)
         estimates, plane_info = yield from fit(
             [net], [z], lambda outs: {"image": outs[0]}, objective, params, iters[i],
             generator=gen, step0=step0, total=total, label=label, watch="image")
-        estimate = estimates["image"]
-        result[i] = estimate[0].permute(1, 2, 0).float().cpu().numpy()
-        info["stop_iterations"].append(plane_info["stop_iteration"])
-        info["best_iterations"].append(plane_info["best_iteration"])
-        info["planes_done"] = i + 1
+        kept = not (plane_info["stopped"] and not plane_info["meaningful"])
+        if not kept and i == 0:
+            raise StopRequested(too_early(plane_info, params))
+        if kept:
+            result[i] = estimates["image"][0].permute(1, 2, 0).float().cpu().numpy()
+            info["stop_iterations"].append(plane_info["stop_iteration"])
+            info["best_iterations"].append(plane_info["best_iteration"])
+        info["planes_done"] = i + 1 if kept else i
         step0 += iters[i]
         if plane_info["stopped"]:
             info["stopped"] = True
-            for j in range(i + 1, n):  # not restored: the input, resized for 'sr', and said so
+            done = info["planes_done"]
+            for j in range(done, n):  # not restored: the input (bicubic-resized for 'sr')
+                if zoom == 1:
+                    result[j] = planes[j]
+                    continue
                 rest = torch.from_numpy(np.ascontiguousarray(planes[j].transpose(2, 0, 1)))[None]
-                if zoom > 1:
-                    rest = torch.nn.functional.interpolate(rest, scale_factor=zoom, mode="bicubic")
-                result[j] = rest[0].permute(1, 2, 0).clamp(0, 1).numpy()
-            logger.warning("DIP stopped on plane %d/%d: planes %d-%d are returned unrestored",
-                           i + 1, n, i + 2, n)
+                rest = torch.nn.functional.interpolate(rest, scale_factor=zoom, mode="bicubic")
+                lo, hi = float(planes[j].min()), float(planes[j].max())  # no bicubic overshoot
+                result[j] = rest[0].permute(1, 2, 0).clamp(lo, hi).numpy()
+            if done < n:
+                logger.warning("DIP stopped on plane %d/%d: %s returned unrestored", i + 1, n,
+                               unrestored(done, n))
             break
     if masks is not None:  # keep the measured pixels exactly; fill only the missing ones
         keep = ~masks.reshape(n, h, w)
@@ -411,9 +430,9 @@ SPEC = MethodSpec(
     outputs=(Output("image", "The restored image (sr: Y and X multiplied by sr_factor)."),),
     inputs=(
         ExtraInput("mask", "Missing pixels for task 'inpaint' (nonzero = missing); the image's "
-                           "shape without C, or one Y X plane for all planes.", layer_kind="mask"),
+                           "shape without C, or one Y X plane for all planes.", layer_kind="mask", when=(("task", ("inpaint",)),)),
         ExtraInput("psf", "Point-spread function (2-D) for task 'deconv'; a Gaussian of psf_sigma "
-                          "when omitted.", layer_kind="image"),
+                          "when omitted.", layer_kind="image", when=(("task", ("deconv",)),)),
     ),
     scaling="percentile",
     uses_torch=True,

@@ -34,9 +34,9 @@ class Params:
                            "this plugin (Noise2Noise, Frame2Frame, Restore-from-Restored).",
                        widget="open_file")
     tile_size: int = param(512, "Tile side for prediction (limits memory on large images).",
-                           min=32, max=8192)
+                           min=32, max=8192, advanced=True)
     tile_overlap: int = param(32, "Overlap of prediction tiles, blended smoothly.", min=0,
-                              max=1024)
+                              max=1024, advanced=True)
     ensemble: bool = param(False, "Average the model's output over the 8 rotations/flips of each "
                                   "frame (self-ensemble): +0.14-0.16 dB in the benchmark, 8 "
                                   "network passes per frame.")

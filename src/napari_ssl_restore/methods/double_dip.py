@@ -51,10 +51,11 @@ import numpy as np
 
 from ..core.axes import as_planes, plane_maps
 from ..core.params import param
+from ..core.progress import StopRequested
 from ..core.registry import ExtraInput, MethodResult, MethodSpec, Output, RunContext
 from . import dcp
 from ._public import public_function
-from .dip import FitParams, fit, make_code, make_net, total_variation
+from .dip import FitParams, fit, make_code, make_net, too_early, total_variation
 
 TASKS = ("segment", "separate", "dehaze")
 TASK_ITERATIONS = {"segment": 2000, "separate": 3000, "dehaze": 4000}
@@ -76,35 +77,35 @@ class Params(FitParams):
                              "dehaze 4000.", min=0, max=100_000)
     exclusion_weight: float = param(0.1, "Weight of the exclusion loss keeping the two layers' "
                                          "edges apart (paper: ~0.1).", min=0.0, max=100.0,
-                                    step=0.01)
+                                    step=0.01, advanced=True)
     binary_weight: float = param(0.05, "segment: weight of the 1 / mean|m - 0.5| term pushing the "
-                                       "mask towards 0/1.", min=0.0, max=100.0, step=0.01)
+                                       "mask towards 0/1.", min=0.0, max=100.0, step=0.01, when={"task": ("segment",)}, advanced=True)
     hint_weight: float = param(1.0, "segment: weight of the scribble constraint (hints= labels: "
                                     "1 = foreground, 2 = background).", min=0.0, max=1000.0,
-                               step=0.1)
+                               step=0.1, when={"task": ("segment",)}, advanced=True)
     mask_smoothness: float = param(0.01, "Total-variation weight on the mask / mixing map / "
-                                         "transmission.", min=0.0, max=100.0, step=0.005)
+                                         "transmission.", min=0.0, max=100.0, step=0.005, advanced=True)
     dcp_weight: float = param(0.1, "dehaze: weight of the dark-channel term on the clear image "
                                    "(excludes the trivial t = 1 solution).", min=0.0, max=100.0,
-                              step=0.01)
+                              step=0.01, when={"task": ("dehaze",)}, advanced=True)
     patch_size: int = param(15, "dehaze: dark-channel patch (pixels), also for the airlight's "
-                                "initial DCP estimate.", min=1, max=301)
+                                "initial DCP estimate.", min=1, max=301, when={"task": ("dehaze",)})
     learn_airlight: bool = param(True, "dehaze: refine the DCP airlight estimate during the fit "
                                       "(paper; on the benchmark scenes it overshoots the "
-                                      "true airlight); off = keep DCP's estimate.")
+                                      "true airlight); off = keep DCP's estimate.", when={"task": ("dehaze",)})
     t_prior_weight: float = param(10.0, "dehaze: weight of the DCP transmission (rescaled to the "
                                         "learned airlight) as a prior on t (mean squared "
                                         "difference); 0 = t from the coupled DIPs alone.",
-                                  min=0.0, max=1000.0, step=0.1)
+                                  min=0.0, max=1000.0, step=0.1, when={"task": ("dehaze",)}, advanced=True)
     t0: float = param(0.1, "dehaze: lower bound on t when recovering the image.", min=0.001,
-                      max=1.0, step=0.01)
+                      max=1.0, step=0.01, when={"task": ("dehaze",)}, advanced=True)
     guided_radius: int = param(30, "dehaze: radius of the guided filter refining t; 0 = no "
-                                   "refinement.", min=0, max=1000)
+                                   "refinement.", min=0, max=1000, when={"task": ("dehaze",)}, advanced=True)
     threshold: float = param(0.5, "segment: the soft mask above this is labelled foreground (1).",
-                             min=0.0, max=1.0, step=0.05)
+                             min=0.0, max=1.0, step=0.05, when={"task": ("segment",)})
     # DIP settings that differ from single-image DIP in the paper
     learning_rate: float = param(0.001, "Adam learning rate (paper: 0.001).", min=1e-6, max=1.0,
-                                 step=0.0005)
+                                 step=0.0005, advanced=True)
     early_stop: bool = param(False, "Stop automatically on the running variance of the "
                                     "reconstruction (off: the paper's fixed iteration counts).")
 
@@ -250,6 +251,16 @@ def run(image: np.ndarray, params: Params, ctx: RunContext, hints=None, second=N
     info: dict = {"stop_iterations": [], "stopped": False, "planes_done": 0,
                   "primary_output": PRIMARY[task], "device": str(device)}
     step0 = 0
+
+    def fill_unreached(start: int) -> None:
+        """Planes a Stop left: the input (each mixture its own), an empty mask, no airlight."""
+        info["planes_done"] = start
+        for j in range(start, n):
+            for k in out:
+                out[k][j] = planes2[j] if two and k in ("layer2", "unmixed2") else planes[j]
+            mask_out[j] = 0
+            airlights[j] = np.nan
+
     for i in range(n):
         if i > 0 and not params.warm_start:  # a fresh fit per plane, as documented
             nets = make_nets()
@@ -329,6 +340,12 @@ def run(image: np.ndarray, params: Params, ctx: RunContext, hints=None, second=N
                                          watch="recon", extra_parameters=extra,
                                          preview_keys=("image", "mask") if task == "dehaze"
                                          else ("layer1", "layer2", "mask"))
+        if plane_info["stopped"] and not plane_info["meaningful"]:
+            if i == 0:
+                raise StopRequested(too_early(plane_info, params))
+            info["stopped"] = True
+            fill_unreached(i)
+            break
         mask = est["mask"][0, 0].float().cpu().numpy()
         if task == "dehaze":
             a = airlight.detach().clamp(0, 1).view(c).cpu().numpy()
@@ -360,10 +377,7 @@ def run(image: np.ndarray, params: Params, ctx: RunContext, hints=None, second=N
         step0 += iters[i]
         if plane_info["stopped"]:
             info["stopped"] = True
-            for j in range(i + 1, n):  # unprocessed planes: input / empty mask, and said so
-                for k in out:
-                    out[k][j] = planes2[j] if two and k in ("layer2", "unmixed2") else planes[j]
-                mask_out[j] = 0
+            fill_unreached(i + 1)
             break
 
     lead, shape = image.shape[:-3], image.shape
@@ -416,11 +430,11 @@ SPEC = MethodSpec(
     ),
     inputs=(ExtraInput("hints", "segment: scribbles as labels (1 = foreground, 2 = background, "
                                 "0 = unknown), the image's shape without C or one Y X plane.",
-                       layer_kind="labels"),
+                       layer_kind="labels", when=(("task", ("segment",)),)),
             ExtraInput("second", "separate: a second mixture of the same two layers (e.g. the other "
                                  "channel of a bleed-through pair), same shape as the image; the "
                                  "layers then come out free of each other's bleed-through.",
-                       like_image=True)),
+                       like_image=True, when=(("task", ("separate",)),))),
     scaling="range",
     uses_torch=True,
     demo=_demo,

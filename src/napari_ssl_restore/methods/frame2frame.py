@@ -30,7 +30,7 @@ from ..core.params import param
 from ..core.progress import Step
 from ..core.registry import MethodSpec, Output, RunContext
 from ._public import public_function
-from ._video import VideoParams, demo_samples
+from ._video import OFFLINE, ONLINE, VideoParams, demo_samples
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,24 +40,24 @@ class Params(VideoParams):
     method_title = "Frame2Frame"
 
     steps_per_frame: int = param(20, "online: fine-tuning steps on each frame (paper: 20).",
-                                 min=1, max=100_000)
+                                 min=1, max=100_000, when=ONLINE)
     epochs: int = param(10, "offline: passes over all consecutive frame pairs.", min=1,
-                        max=100_000)
+                        max=100_000, when=OFFLINE)
     learning_rate: float = param(5e-5, "Adam learning rate (paper: 5e-5).", min=1e-8, max=1.0,
-                                 step=1e-5)
+                                 step=1e-5, advanced=True)
     flow: Literal["tvl1", "ilk"] = param(
         "tvl1", "Optical flow between denoised frames: 'tvl1' (TV-L1, as in the paper) or 'ilk' "
                 "(iterative Lucas-Kanade, about 2x faster, less accurate at motion boundaries).",
-        choices=("tvl1", "ilk"))
+        choices=("tvl1", "ilk"), advanced=True)
     divergence_threshold: float = param(0.75, "Mask pixels whose flow divergence magnitude "
                                               "exceeds this (occlusions; paper: 0.75).",
-                                        min=0.0, max=100.0, step=0.05)
+                                        min=0.0, max=100.0, step=0.05, advanced=True)
     warp_error_threshold: float = param(0.1, "Mask pixels where the warped previous denoised "
                                              "frame differs from the current one by more than "
                                              "this (normalised intensity 0-1).",
-                                        min=0.0, max=10.0, step=0.01)
+                                        min=0.0, max=10.0, step=0.01, advanced=True)
     mask_dilation: int = param(2, "Grow the masked (untrusted) regions by this many pixels.",
-                               min=0, max=100)
+                               min=0, max=100, advanced=True)
 
     def __post_init__(self):
         self._check_video("Frame2Frame")

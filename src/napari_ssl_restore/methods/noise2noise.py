@@ -22,11 +22,16 @@ from typing import Literal
 import numpy as np
 
 from ..core.params import param
-from ..core.progress import Step, StopRequested
+from ..core.progress import Step, StopRequested, Ticker
 from ..core.registry import ExtraInput, MethodResult, MethodSpec, Output, RunContext
 from ._public import public_function
 
 logger = logging.getLogger(__name__)
+
+TRAIN = {"mode": ("train",)}  # parameters only a training run uses
+MIN_USEFUL_STEPS = 50
+"""A network trained from scratch for fewer steps than this is not worth a result: a Stop before
+then adds nothing."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,38 +48,38 @@ class Params:
         "auto", "Where the noisy pairs come from: 'target' (a second acquisition, target=), "
                 "'time' (consecutive frames, both directions), 'z' (adjacent planes; only for finely "
                 "sampled stacks). 'auto': target if given, else time if there is a T axis.",
-        choices=("auto", "target", "time", "z"))
+        choices=("auto", "target", "time", "z"), when=TRAIN)
     model: str = param("", "A saved model (.pt) to apply, or to start training from.",
                        widget="open_file")
     save_model: str = param("", "Save the trained model here (.pt), weights + settings + "
-                                "provenance in one file.", widget="save_file")
+                                "provenance in one file.", widget="save_file", when=TRAIN)
     loss: Literal["l2", "l1", "l0"] = param(
         "l2", "'l2' for Gaussian/Poisson noise, 'l1' for median-type noise (multiplicative "
               "Bernoulli, overlays), 'l0' (annealed) for random-valued impulse noise.",
-        choices=("l2", "l1", "l0"))
+        choices=("l2", "l1", "l0"), when=TRAIN)
     steps: int = param(0, "Training steps; 0 = chosen from the data size (about 20 passes over "
-                          "the distinct patches, between 300 and 3000).", min=0, max=1_000_000)
-    batch_size: int = param(8, "Patches per step.", min=1, max=1024)
+                          "the distinct patches, between 300 and 3000).", min=0, max=1_000_000, when=TRAIN)
+    batch_size: int = param(8, "Patches per step.", min=1, max=1024, when=TRAIN, advanced=True)
     patch_size: int = param(64, "Side of the training patches in pixels; a multiple of "
                                 "2**depth (paper: 256; 64 trains ~10x faster on a CPU).",
-                            min=8, max=2048)
+                            min=8, max=2048, when=TRAIN, advanced=True)
     learning_rate: float = param(3e-4, "Adam learning rate (paper: 3e-4), ramped down to 0 over "
-                                       "the last 30 % of the steps.", min=1e-7, max=1.0, step=1e-4)
+                                       "the last 30 % of the steps.", min=1e-7, max=1.0, step=1e-4, when=TRAIN, advanced=True)
     features: int = param(48, "U-Net feature channels (paper: 48; 32 is the smaller option).",
-                          min=4, max=256)
+                          min=4, max=256, when=TRAIN, advanced=True)
     depth: int = param(5, "U-Net poolings (paper: 5; 4 with features=32 is the smaller option).",
-                       min=1, max=7)
-    augment: bool = param(True, "Random flips and 90° rotations of the training patches.")
+                       min=1, max=7, when=TRAIN, advanced=True)
+    augment: bool = param(True, "Random flips and 90° rotations of the training patches.", when=TRAIN, advanced=True)
     validation_fraction: float = param(0.1, "Share of patches held out to report a validation "
                                             "loss (never trained on).", min=0.0, max=0.5,
-                                       step=0.05)
+                                       step=0.05, when=TRAIN, advanced=True)
     tile_size: int = param(512, "Tile side for prediction (limits memory on large images).",
-                           min=32, max=8192)
+                           min=32, max=8192, advanced=True)
     tile_overlap: int = param(32, "Overlap of prediction tiles, blended smoothly.", min=0,
-                              max=1024)
+                              max=1024, advanced=True)
     preview_every: int = param(100, "Training steps between previews (prediction on a crop).",
-                               min=1, max=1_000_000)
-    mixed_precision: bool = param(True, "bfloat16 autocast on CUDA (ignored on the CPU).")
+                               min=1, max=1_000_000, when=TRAIN, advanced=True)
+    mixed_precision: bool = param(True, "bfloat16 autocast on CUDA (ignored on the CPU).", advanced=True)
 
     def __post_init__(self):
         mult = 2 ** self.depth
@@ -210,6 +215,7 @@ def train(net, sampler: PatchSampler, params: Params, device, *, total: int, gra
     train_loss = val_loss = float("nan")
     running = None
     step, stopped = 0, False
+    ticker = Ticker()
     net.train()
     try:
         for step in range(1, total + 1):
@@ -226,9 +232,10 @@ def train(net, sampler: PatchSampler, params: Params, device, *, total: int, gra
             opt.step()
             value = float(loss.detach())
             running = value if running is None else 0.95 * running + 0.05 * value
-            if step % 10 == 0 or step == total:
+            preview_due = step % params.preview_every == 0 or step == total
+            if ticker.due() or preview_due:
                 preview = None
-                if step % params.preview_every == 0 or step == total:
+                if preview_due:
                     net.eval()
                     if val is not None:
                         with torch.no_grad():
@@ -309,6 +316,11 @@ def run(image: np.ndarray, params: Params, ctx: RunContext, target=None):
         fit = yield from train(net, sampler, params, device, total=total, grand_total=grand_total,
                                preview_plane=planes[pairs[0][0]])
         stopped = fit["stopped"]
+        useful = min(MIN_USEFUL_STEPS, total)
+        if stopped and ckpt is None and fit["steps"] < useful:
+            raise StopRequested(f"Stopped after {fit['steps']} training steps, before the network "
+                                f"had learned anything (at least {useful} are needed); nothing "
+                                "was kept.")
         info.update(trained_steps=fit["steps"], train_loss=fit["train_loss"],
                     val_loss=fit["val_loss"], stopped=stopped)
         ckpt_out = checkpoint(net, architecture="unet",
@@ -358,7 +370,8 @@ SPEC = MethodSpec(
     function="denoise_noise2noise",
     outputs=(Output("image", "The denoised image, same shape, axes and dtype as the input."),),
     inputs=(ExtraInput("target", "A second noisy acquisition of the same field (same shape): "
-                                 "the training target, and vice versa.", like_image=True),),
+                                 "the training target, and vice versa.", like_image=True,
+                       when=(("mode", ("train",)),)),),
     scaling="percentile",
     uses_torch=True,
     demo=_demo,

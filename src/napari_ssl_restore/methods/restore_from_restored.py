@@ -33,7 +33,7 @@ import numpy as np
 from ..core.params import param
 from ..core.registry import MethodSpec, Output, RunContext
 from ._public import public_function
-from ._video import VideoParams, demo_samples
+from ._video import OFFLINE, ONLINE, VideoParams, demo_samples
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,21 +43,21 @@ class Params(VideoParams):
     method_title = "Restore-from-Restored"
 
     steps_per_frame: int = param(10, "online: fine-tuning steps on each frame (paper: 1).",
-                                 min=1, max=100_000)
+                                 min=1, max=100_000, when=ONLINE)
     epochs: int = param(40, "offline: passes over all frames per round (paper: ~10; 40 gained "
                             "0.2-0.3 dB over 10 in the video benchmark).", min=1,
-                        max=100_000)
+                        max=100_000, when=OFFLINE)
     rounds: int = param(1, "offline: times to refresh the pseudo-clean video with the fine-tuned "
-                           "model and fine-tune again.", min=1, max=20)
+                           "model and fine-tune again.", min=1, max=20, when=OFFLINE)
     learning_rate: float = param(1e-4, "Adam learning rate (paper: 1e-5).", min=1e-8, max=1.0,
-                                 step=1e-5)
+                                 step=1e-5, advanced=True)
     noise: Literal["auto", "gaussian", "poisson-gaussian"] = param(
         "auto", "Noise model fitted to (noisy − pseudo-clean): 'gaussian' (constant σ), "
                 "'poisson-gaussian' (variance = gain·intensity + offset, photon-limited data), "
                 "'auto' (Poisson-Gaussian when the intensity dependence is significant).",
         choices=("auto", "gaussian", "poisson-gaussian"))
     correlated: bool = param(True, "Estimate and reproduce the noise's spatial correlation "
-                                   "(off: white noise).")
+                                   "(off: white noise).", advanced=True)
 
     def __post_init__(self):
         self._check_video("Restore-from-Restored")
