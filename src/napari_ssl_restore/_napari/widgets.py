@@ -1,15 +1,23 @@
-"""One widget per registered method, generated from its :class:`MethodSpec`.
+"""One dock widget per registered method, generated from its :class:`MethodSpec`.
+
+napari opens a plugin widget by instantiating the class named in ``napari.yaml`` and hands it the
+viewer only when it is a ``QWidget`` (or magicgui ``Widget``) subclass whose ``__init__`` takes
+``napari_viewer``. :func:`widget_class` makes one such subclass of :class:`RestoreWidget` per method
+(``DcpWidget``, ``DipWidget``...), resolved by name from this module, so the registry stays the only
+list of methods.
 
 The widget only gathers the layer, axes, device and parameters; the work is the method's own generator
-(the same one the API and CLI drive), run in a napari ``thread_worker``. Progress reaches the widget
-through the worker's ``yielded`` signal, Stop sets a flag the generator sees at its next step, and
-results come back as new layers named ``"<input> <method>"`` with the input's scale and translate and
-the provenance in ``layer.metadata["napari_ssl_restore"]``.
+(the same one the API and CLI drive), run in a napari ``thread_worker``. It shows only the parameters
+the chosen ``task``/``mode`` uses, keeps paper-level knobs in a collapsed "advanced" section and the
+Run/Stop/progress rows below a scroll area, so it fits a laptop screen. Progress reaches the widget
+through the worker's ``yielded`` signal, Stop sets a flag the generator sees at its next report
+(about every half second), and results come back as new layers named ``"<input> <method>"`` with the
+input's scale and translate and the provenance in ``layer.metadata["napari_ssl_restore"]``.
 """
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from magicgui.widgets import (
@@ -25,12 +33,15 @@ from magicgui.widgets import (
     SpinBox,
     Widget,
 )
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QFrame, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
+from superqt import QCollapsible
 
 from ..api import execute, guess_axes, prepare
 from ..core.device import DEVICE_CHOICES
 from ..core.io import PROVENANCE_KEY
 from ..core.params import ParamInfo
-from ..core.progress import Step, StopRequested, StopToken
+from ..core.progress import Cancelled, Step, StopToken, steps_until_stop, unrestored
 from ..core.registry import ExtraInput, MethodSpec, get_method, list_methods
 
 if TYPE_CHECKING:
@@ -55,12 +66,13 @@ def layer_axes(layer, *, video: bool = False) -> str:
 def _param_widget(p: ParamInfo) -> Widget:
     opts: dict[str, Any] = {"name": p.name, "label": p.name.replace("_", " "), "tooltip": p.doc}
     if p.widget in ("open_file", "save_file"):
-        return FileEdit(value=p.default or "", mode="r" if p.widget == "open_file" else "w",
-                        filter="*.pt", **opts)
+        # nullable: an empty field stays empty (a FileEdit would otherwise show Path("") as ".")
+        return FileEdit(value=p.default or None, mode="r" if p.widget == "open_file" else "w",
+                        filter="*.pt", nullable=True, **opts)
     if p.choices:
         return ComboBox(value=p.default, choices=list(p.choices), **opts)
     if p.type is bool:
-        return CheckBox(value=p.default, **opts)
+        return CheckBox(value=p.default, text=opts.pop("label"), **opts)
     if p.type is int:
         return SpinBox(value=p.default, min=int(p.min if p.min is not None else -(2**31)),
                        max=int(p.max if p.max is not None else 2**31 - 1), **opts)
@@ -73,32 +85,60 @@ def _param_widget(p: ParamInfo) -> Widget:
     return LineEdit(value=str(p.default), **opts)
 
 
-class RestoreWidget(Container):
-    """Dock widget running one method on a napari layer."""
+class ParamWidgets(dict):
+    """The parameter widgets by name, also as attributes (``widget.params.task.value``)."""
 
-    def __init__(self, viewer: "napari.viewer.Viewer", method: str):
-        super().__init__(labels=True)
-        self.viewer = viewer
-        self.spec: MethodSpec = get_method(method)
+    def __getattr__(self, name: str) -> Widget:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __iter__(self):
+        return iter(self.values())
+
+
+class _Stopped:
+    """What the worker returns when a Stop ended the run without a result (with the reason)."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+
+
+class RestoreWidget(QWidget):
+    """Dock widget running one method (the class attribute ``method``) on a napari layer."""
+
+    method: ClassVar[str] = ""
+
+    def __init__(self, napari_viewer: "napari.viewer.Viewer"):
+        super().__init__()
+        if not self.method:
+            raise TypeError("RestoreWidget is a base class: open a method's widget, e.g. "
+                            "widget_class('dcp')(viewer).")
+        self.viewer = napari_viewer
+        self.spec: MethodSpec = get_method(self.method)
         self._worker = None
         self._token: StopToken | None = None
         self._previews: dict = {}
+        self._live = False  # previews are shown only while a run is live
         self._pbar = None
         self.last_result: dict | None = None
 
         self.title = Label(value=f"<b>{self.spec.title}</b>")
         self.image = ComboBox(name="image", label="image", choices=self._image_choices,
                               tooltip="The image layer to restore.")
+        self.inputs: dict[str, ComboBox] = {
+            inp.name: ComboBox(name=inp.name, label=inp.name.replace("_", " "),
+                               nullable=not inp.required, choices=self._choices_for(inp),
+                               tooltip=inp.doc)
+            for inp in self.spec.inputs
+        }
         self.axes = LineEdit(name="axes", label="axes",
                              tooltip="One letter per dimension: T (time), Z, Y, X, C (channels). "
                                      "Filled in from the layer; change it if the guess is wrong.")
-        self.inputs: dict[str, ComboBox] = {
-            inp.name: ComboBox(name=inp.name, label=inp.name, nullable=not inp.required,
-                               choices=self._choices_for(inp), tooltip=inp.doc)
-            for inp in self.spec.inputs
-        }
-        self.params = Container(name="parameters", widgets=[_param_widget(p)
-                                                            for p in self.spec.param_info])
+        self.params = ParamWidgets((p.name, _param_widget(p)) for p in self.spec.param_info)
+        basic = [self.params[p.name] for p in self.spec.param_info if not p.advanced]
+        advanced = [self.params[p.name] for p in self.spec.param_info if p.advanced]
         self.device = ComboBox(name="device", label="device", choices=list(DEVICE_CHOICES),
                                value="auto", tooltip="auto: CUDA, then Apple MPS, then CPU.",
                                visible=self.spec.uses_torch)
@@ -107,26 +147,94 @@ class RestoreWidget(Container):
                             visible=self.spec.uses_torch)
         self.float_output = CheckBox(name="float_output", text="float32 output", value=False,
                                      tooltip="Return float32 instead of the input's dtype.")
+        self.form = Container(widgets=[self.image, *self.inputs.values(), self.axes, *basic])
+        self.advanced_form = Container(widgets=[*advanced, self.device, self.seed,
+                                                self.float_output])
         self.run_button = PushButton(name="run", text="Run")
         self.stop_button = PushButton(name="stop", text="Stop", enabled=False,
                                       tooltip="Stop at the next step. Optimisation methods keep "
                                               "their best result so far; others add nothing.")
         self.progress = ProgressBar(name="progress", label="progress", value=0, min=0, max=1000)
         self.status = Label(name="status", value="ready")
-
-        self.extend([self.title, self.image, *self.inputs.values(), self.axes, self.params,
-                     self.device, self.seed, self.float_output,
-                     Container(widgets=[self.run_button, self.stop_button], layout="horizontal",
-                               labels=False),
-                     self.progress, self.status])
+        buttons = Container(widgets=[self.run_button, self.stop_button], layout="horizontal",
+                            labels=False)
         for label in (self.title, self.status):  # long titles/messages wrap instead of widening
             label.native.setWordWrap(True)
+            label.native.setSizePolicy(QSizePolicy.Policy.Expanding,
+                                       QSizePolicy.Policy.Preferred)
+
+        # the parameters scroll; the title above and Run/Stop/progress/status below stay visible
+        self.advanced = QCollapsible("advanced settings")
+        self.advanced.setDuration(0)
+        self.advanced.addWidget(self.advanced_form.native)
+        body = QWidget()
+        body_layout = QVBoxLayout(body)
+        body_layout.setContentsMargins(0, 0, 0, 0)
+        body_layout.addWidget(self.form.native)
+        body_layout.addWidget(self.advanced)
+        body_layout.addStretch(1)
+        self.scroll = QScrollArea()
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.scroll.setWidget(body)
+        self.advanced.toggled.connect(self._fit_width)
+        layout = QVBoxLayout(self)
+        for part in (self.title.native, self.scroll, buttons.native, self.progress.native,
+                     self.status.native):
+            layout.addWidget(part)
+
         self.image.changed.connect(self._on_layer_changed)
+        for name in self._controls():
+            self.params[name].changed.connect(self._update_visibility)
         self.run_button.changed.connect(lambda: self.run())
         self.stop_button.changed.connect(self.stop)
-        viewer.layers.events.inserted.connect(self._refresh)
-        viewer.layers.events.removed.connect(self._refresh)
+        layers = napari_viewer.layers
+        layers.events.inserted.connect(self._refresh)
+        layers.events.removed.connect(self._refresh)
+
+        def forget(_obj=None, layers=layers, refresh=self._refresh, token=lambda: self._token):
+            for event in (layers.events.inserted, layers.events.removed):
+                event.disconnect(refresh)
+            if token() is not None:  # the dock was closed mid-run: let the run end
+                token().set()
+
+        self.destroyed.connect(forget)
+        # start on the layer the user is on. napari hands plugins a proxy of the viewer whose
+        # layers are new proxy objects at every access: compare layers with ==, never with `is`
+        active = napari_viewer.layers.selection.active
+        if active is not None and any(active == v for v in self.image.choices):
+            self.image.value = active
         self._on_layer_changed()
+        self._update_visibility()
+
+    # --- what is shown -----------------------------------------------------------------------------
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt API
+        super().showEvent(event)
+        self._fit_width()
+
+    def _fit_width(self, _expanded=None) -> None:
+        """Make the scroll area as wide as its content (sizes are final only once shown), so the
+        parameters are never clipped: it scrolls vertically only."""
+        bar = self.scroll.verticalScrollBar().sizeHint().width()
+        self.scroll.setMinimumWidth(self.scroll.widget().minimumSizeHint().width() + bar)
+
+    def _controls(self) -> list[str]:
+        """Parameters (``task``, ``mode``) that decide which other parameters and inputs apply."""
+        keys = {k for p in self.spec.param_info for k in p.when}
+        keys |= {k for inp in self.spec.inputs for k, _ in inp.when}
+        return [p.name for p in self.spec.param_info if p.name in keys]
+
+    def settings(self) -> dict[str, Any]:
+        """The current values of the controlling parameters, e.g. ``{"task": "sr"}``."""
+        return {name: self.params[name].value for name in self._controls()}
+
+    def _update_visibility(self, _value=None) -> None:
+        settings = self.settings()
+        for p in self.spec.param_info:
+            self.params[p.name].visible = p.applies(settings)
+        for inp in self.spec.inputs:
+            self.inputs[inp.name].visible = inp.applies(settings)
 
     # --- layer choices -----------------------------------------------------------------------------
     def _image_choices(self, _widget=None):
@@ -134,7 +242,7 @@ class RestoreWidget(Container):
 
         return [(layer.name, layer) for layer in self.viewer.layers
                 if isinstance(layer, napari.layers.Image)
-                and not any(layer is p for p in self._previews.values())]
+                and not any(layer == p for p in self._previews.values())]
 
     def _choices_for(self, inp: ExtraInput):
         import napari
@@ -146,12 +254,12 @@ class RestoreWidget(Container):
         def choices(_widget=None):
             return [(layer.name, layer) for layer in self.viewer.layers
                     if isinstance(layer, kinds)
-                    and not any(layer is p for p in self._previews.values())]
+                    and not any(layer == p for p in self._previews.values())]
 
         return choices
 
     def _refresh(self, _event=None) -> None:
-        self.reset_choices()
+        self.form.reset_choices()
 
     def _on_layer_changed(self, _value=None) -> None:
         layer = self.image.value
@@ -162,7 +270,7 @@ class RestoreWidget(Container):
     def _param_values(self) -> dict[str, Any]:
         values = {}
         for p in self.spec.param_info:
-            value = getattr(self.params, p.name).value
+            value = self.params[p.name].value
             if p.widget in ("open_file", "save_file"):
                 value = "" if value is None or str(value) in ("", ".") else str(value)
             elif p.type is float and isinstance(value, str):
@@ -177,14 +285,15 @@ class RestoreWidget(Container):
         import napari
 
         extras = {}
-        for name, box in self.inputs.items():
-            src = box.value
-            if src is None:
+        settings = self.settings()
+        for inp in self.spec.inputs:
+            src = self.inputs[inp.name].value
+            if src is None or not inp.applies(settings):
                 continue
             if isinstance(src, napari.layers.Shapes):
-                extras[name] = src.to_masks(mask_shape=np.shape(layer.data)[-2:]).any(axis=0)
+                extras[inp.name] = src.to_masks(mask_shape=np.shape(layer.data)[-2:]).any(axis=0)
             else:
-                extras[name] = np.asarray(src.data)
+                extras[inp.name] = np.asarray(src.data)
         return extras
 
     def run(self, sync: bool = False):
@@ -213,7 +322,7 @@ class RestoreWidget(Container):
 
         self._token = StopToken()
         self._set_running(True, layer)
-        gen = _steps(execute(job), self._token)
+        gen = _until_stopped(execute(job), self._token)
         if sync:
             self._run_sync(gen, layer, job)
             return None
@@ -246,7 +355,7 @@ class RestoreWidget(Container):
             self._on_finished()
 
     def stop(self) -> None:
-        """Ask the running method to stop at its next step."""
+        """Ask the running method to stop at its next report (within about a second)."""
         if self._token is not None:
             self._token.set()
             self.status.value = "stopping..."
@@ -254,6 +363,7 @@ class RestoreWidget(Container):
     def _set_running(self, running: bool, layer=None) -> None:
         self.run_button.enabled = not running
         self.stop_button.enabled = running
+        self._live = running
         if running:
             from napari.utils import progress
 
@@ -264,7 +374,8 @@ class RestoreWidget(Container):
     def _on_step(self, step: Step) -> None:
         value = round(1000 * step.fraction)
         self.progress.value = value
-        self.status.value = step.message
+        if self._token is None or not self._token.is_set():  # keep "stopping..." once asked
+            self.status.value = step.message
         pbar = self._pbar  # local: updating it can process events that close it
         if pbar is not None:
             pbar.set_description(f"{self.spec.name}: {step.message}")
@@ -273,7 +384,14 @@ class RestoreWidget(Container):
             self._show_preview(step.preview)
 
     def _show_preview(self, preview) -> None:
-        """Show each named preview in its own layer, created once and then updated in place."""
+        """Show each named preview in its own layer, created once and then updated in place.
+
+        Adding a layer lets napari process events, and with them possibly the end of the run: a
+        preview arriving once the run has ended is dropped, and one whose layer was being added
+        when it ended is removed again.
+        """
+        if not self._live:
+            return
         layer = self.image.value
         base = f"{layer.name if layer is not None else ''} {self.spec.name} preview"
         items = preview.items() if isinstance(preview, dict) else [("", preview)]
@@ -292,7 +410,11 @@ class RestoreWidget(Container):
                 if layer is not None and data.shape == np.shape(layer.data):
                     # a preview of the whole stack (video methods): overlay it on the input
                     kw = {"scale": layer.scale, "translate": layer.translate}
-                self._previews[key] = self.viewer.add_image(data, name=name, rgb=rgb, **kw)
+                new = self.viewer.add_image(data, name=name, rgb=rgb, **kw)
+                if not self._live:  # the run ended while the layer was being added
+                    self.viewer.layers.remove(new)
+                    return
+                self._previews[key] = new
             else:
                 current.data = data
 
@@ -302,10 +424,13 @@ class RestoreWidget(Container):
                 self.viewer.layers.remove(layer)
         self._previews = {}
 
-    def _on_done(self, result: dict | None, layer, job) -> None:
+    def _on_done(self, result, layer, job) -> None:
+        self._live = False
         self._remove_preview()
-        if result is None:
-            self.status.value = "stopped: nothing was added"
+        if isinstance(result, _Stopped):  # "Stopped at iteration 12, before ...; nothing was added."
+            reason = result.reason
+            self.status.value = (reason[0].lower() + reason[1:] if reason.startswith("Stopped")
+                                 else f"stopped: {reason}")
             return
         self.last_result = result
         self._add_layers(result, layer, job)
@@ -315,7 +440,8 @@ class RestoreWidget(Container):
             n = int(np.prod([job.layout.size(a) for a in job.layout.leading], dtype=int))
             done = prov.get("planes_done", n)
             unit = "frame" if self.spec.video and "Z" not in job.layout.axes else "plane"
-            rest = "" if done >= n else f"; {unit}s {done + 1}-{n} are NOT restored (input kept)"
+            rest = unrestored(done, n, unit)
+            rest = f"; {rest} NOT restored (input kept)" if rest else ""
             self.status.value = f"stopped: best result so far kept for {done}/{n} {unit}(s){rest}"
         else:
             self.status.value = "done"
@@ -340,13 +466,14 @@ class RestoreWidget(Container):
             safe = "".join(ch if ch.isalnum() else "_" for ch in layer.name)
             path = save_model(ckpt, os.path.join(
                 folder, f"{self.spec.name}-{safe}-{time.strftime('%Y%m%d-%H%M%S')}.pt"))
-        if hasattr(self.params, "model"):
+        if "model" in self.params:
             self.params.model.value = path
-        if hasattr(self.params, "mode"):
+        if "mode" in self.params:
             self.params.mode.value = "apply"
         return path
 
     def _on_error(self, exc: Exception) -> None:
+        self._live = False
         self._remove_preview()
         self.status.value = f"error: {exc}"
 
@@ -401,36 +528,37 @@ class RestoreWidget(Container):
         return added
 
 
-def _steps(gen, token: StopToken):
-    """Re-yield a method's steps, throwing StopRequested in when ``token`` is set.
-
-    Returns the outputs dict, or None when the method stopped without a result.
-    """
+def _until_stopped(gen, token: StopToken):
+    """A method's steps with Stop handling; returns the outputs dict, or :class:`_Stopped` (with
+    the reason) when the Stop ended the run without a result."""
     try:
-        step = next(gen)
-        while True:
-            yield step
-            step = gen.throw(StopRequested()) if token.is_set() else next(gen)
-    except StopIteration as done:
-        return done.value
-    except StopRequested:
-        return None
+        return (yield from steps_until_stop(gen, token.is_set))
+    except Cancelled as stopped:
+        return _Stopped(str(stopped))
 
 
-def make_widget(viewer: "napari.viewer.Viewer", method: str) -> RestoreWidget:
-    """Widget for any registered method."""
-    return RestoreWidget(viewer, method)
+def class_name(method: str) -> str:
+    """The widget class napari opens for ``method``: ``"double-dip"`` -> ``"DoubleDipWidget"``."""
+    return "".join(part.capitalize() for part in method.replace("_", "-").split("-")) + "Widget"
 
 
-def _factory(method: str):
-    def factory(napari_viewer: "napari.viewer.Viewer") -> RestoreWidget:
-        return RestoreWidget(napari_viewer, method)
-
-    factory.__name__ = f"make_{method.replace('-', '_')}_widget"
-    factory.__doc__ = f"napari widget for {get_method(method).title}."
-    return factory
+_CLASSES: dict[str, type[RestoreWidget]] = {}
 
 
-# npe2 commands point at make_<method>_widget; one per registered method
-for _name in list_methods():
-    globals()[f"make_{_name.replace('-', '_')}_widget"] = _factory(_name)
+def widget_class(method: str) -> type[RestoreWidget]:
+    """The dock-widget class of ``method`` (made once, from the registry)."""
+    if method not in _CLASSES:
+        spec = get_method(method)
+        name = class_name(method)
+        _CLASSES[method] = type(name, (RestoreWidget,), {
+            "method": method, "__module__": __name__, "__qualname__": name,
+            "__doc__": f"napari dock widget for {spec.title}."})
+    return _CLASSES[method]
+
+
+def __getattr__(name: str):
+    """``napari.yaml`` names each method's class here (``DcpWidget``...); they are made on demand."""
+    for method in list_methods():
+        if class_name(method) == name:
+            return widget_class(method)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
