@@ -54,14 +54,18 @@ def _build_parser() -> argparse.ArgumentParser:
                         help="write float32 instead of the input's dtype")
         mp.add_argument("--all-outputs", action="store_true",
                         help="also write every secondary output as OUTPUT_<name>.tif")
+        mp.add_argument("--overwrite", action="store_true",
+                        help="replace OUTPUT (and OUTPUT_<name>.tif) if they exist; the input is "
+                             "never overwritten")
         for inp in spec.inputs:
             mp.add_argument(f"--{inp.name.replace('_', '-')}", dest=f"input_{inp.name}",
-                            metavar="FILE", required=inp.required, help=f"TIFF file: {inp.doc}")
+                            metavar="FILE", required=inp.required,
+                            help=_help(f"TIFF file: {inp.doc}"))
         group = mp.add_argument_group(f"{spec.name} parameters")
         for p in spec.param_info:
             extra = f" One of: {', '.join(map(str, p.choices))}." if p.choices else ""
             group.add_argument(p.flag, dest=f"param_{p.name}", metavar="VALUE", default=None,
-                               help=f"{p.doc}{extra} (default: {p.default})")
+                               help=_help(f"{p.doc}{extra} (default: {p.default})"))
 
     demo = sub.add_parser("demo", help="run the methods on bundled/synthetic data and write TIFFs "
                                        "and a PNG comparison figure (no network, no display)")
@@ -71,6 +75,11 @@ def _build_parser() -> argparse.ArgumentParser:
                       help="only these methods (default: all)")
     demo.add_argument("--device", default="auto", help="torch device (default: auto)")
     return parser
+
+
+def _help(text: str) -> str:
+    """Help text for argparse, which treats ``%`` as a format character."""
+    return text.replace("%", "%%")
 
 
 def _cmd_list() -> int:
@@ -86,28 +95,37 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .api import execute, prepare
-    from .core.io import read_image, write_image
+    from .core.io import atomic_paths, check_outputs, choose_axes, read_image, write_image
     from .core.params import coerce
     from .core.progress import drive
     from .core.registry import get_method
 
     spec = get_method(args.method)
-    data, file_axes = read_image(args.input)
+    out_path = Path(args.output)
+    if out_path.suffix.lower() not in (".tif", ".tiff"):
+        raise UsageError(f"output {args.output!r} must end in .tif or .tiff")
     kwargs = {}
     for p in spec.param_info:
         text = getattr(args, f"param_{p.name}")
         if text is not None:
             kwargs[p.name] = coerce(spec.params, p.name, text)
+    inputs = [args.input]
+    for inp in spec.inputs:
+        path = getattr(args, f"input_{inp.name}")
+        if path is not None:
+            inputs.append(path)
+    secondary = [o for o in spec.outputs if o.kind != "value"] if args.all_outputs else []
+    # every file this run may write, checked before any work (the primary is chosen by the task)
+    planned = [out_path] + [out_path.with_name(f"{out_path.stem}_{o.name}{out_path.suffix}")
+                            for o in secondary]
+    check_outputs(planned, inputs=inputs, overwrite=args.overwrite)
+    data, stated = read_image(args.input)
+    axes = args.axes or choose_axes(data.shape, stated, video=spec.video, source=args.input)
     for inp in spec.inputs:
         path = getattr(args, f"input_{inp.name}")
         if path is not None:
             kwargs[inp.name] = read_image(path)[0]
-    out_path = Path(args.output)
-    if out_path.suffix.lower() not in (".tif", ".tiff"):
-        raise UsageError(f"output {args.output!r} must end in .tif or .tiff")
-    if not out_path.parent.exists():
-        raise UsageError(f"output folder {str(out_path.parent)!r} does not exist; create it first")
-    job = prepare(data, spec.name, axes=args.axes or file_axes, device=args.device, seed=args.seed,
+    job = prepare(data, spec.name, axes=axes, device=args.device, seed=args.seed,
                   float_output=args.float_output, **kwargs)
     with tqdm(total=100, desc=spec.name, unit="%", file=sys.stderr, leave=False,
               disable=None) as bar:
@@ -117,16 +135,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
         outputs = drive(execute(job), progress=progress)
     prov = dict(outputs["provenance"], input=os.path.abspath(args.input))
-    write_image(out_path, outputs[spec.primary.name], axes=job.layout.axes, prov=prov)
-    written = [str(out_path)]
-    if args.all_outputs:
-        for out in spec.outputs[1:]:
-            if out.name in outputs and out.kind != "value":
-                path = out_path.with_name(f"{out_path.stem}_{out.name}{out_path.suffix}")
-                axes = job.layout.axes if out.kind == "image" else job.layout.axes.replace("C", "")
-                write_image(path, outputs[out.name], axes=axes, prov=dict(prov, output=out.name))
-                written.append(str(path))
-    print("wrote " + ", ".join(written))
+    primary = prov["primary_output"]
+    files = [(out_path, primary)] + [
+        (path, o.name) for path, o in zip(planned[1:], secondary)
+        if o.name != primary and o.name in outputs]
+    with atomic_paths([path for path, _ in files]) as temps:
+        for tmp, (path, name) in zip(temps, files):
+            kind = next(o.kind for o in spec.outputs if o.name == name)
+            axes_out = job.layout.axes if kind == "image" else job.layout.axes.replace("C", "")
+            write_image(tmp, outputs[name], axes=axes_out,
+                        prov=prov if name == primary else dict(prov, output=name))
+    print("wrote " + ", ".join(str(path) for path, _ in files))
     return 0
 
 

@@ -1,21 +1,55 @@
-"""TIFF reading and writing (tifffile) with provenance in the ImageDescription tag."""
+"""TIFF reading and writing (tifffile): axes from the file's metadata, provenance with every result,
+and writes that never clobber a file or leave a truncated one behind.
+
+Results are written as tifffile "shaped" TIFFs whose JSON description records the axes (``"TYX"``
+...) and the provenance record, so a result read back keeps T as T, and any tifffile user sees the
+axes too. Every write goes to a temporary file in the target folder that is renamed over the target
+only once complete (:func:`atomic_paths`): a crash or Ctrl-C leaves the folder as it was.
+"""
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
-from typing import Any, Mapping
+import uuid
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
 PROVENANCE_KEY = "napari_ssl_restore"
 
-# tifffile series axes -> our letters; Q/I (unknown/image sequence) are left to the caller's guess
-_TIFF_AXES = {"T": "T", "Z": "Z", "Y": "Y", "X": "X", "C": "C", "S": "C"}
+# file axis letters -> ours; S (samples) is handled apart, Q/I (unknown/image sequence) are unknown
+_TIFF_AXES = {"T": "T", "Z": "Z", "Y": "Y", "X": "X", "C": "C"}
+
+
+def _metadata_axes(tif, series) -> str | None:
+    """The axes a TIFF's metadata states (ours, ImageJ, OME, an RGB photometric), or None."""
+    shaped = tif.shaped_metadata[0] if tif.is_shaped and tif.shaped_metadata else {}
+    axes = shaped.get("axes") if isinstance(shaped, dict) else None
+    if isinstance(axes, str) and axes:  # written by this plugin (or another tifffile user)
+        up = axes.upper()
+        return up if set(up) <= set("TZYXC") and len(up) == len(series.shape) else None
+    letters = series.axes.upper()
+    if "S" in letters:
+        # samples per pixel: colour channels only when stored interleaved (...YXS) as RGB(A);
+        # tifffile writes a plain (3, H, W) or (4, H, W) array as planar "RGB" by default, which
+        # says nothing about whether those are channels or planes
+        contig_rgb = letters.endswith("YXS") and series.shape[-1] in (3, 4) \
+            and str(getattr(tif.pages[0].photometric, "name", "")).upper() == "RGB"
+        if not contig_rgb:
+            return None
+        letters = letters[:-1] + "C"
+    if not (tif.is_imagej or tif.is_ome or letters.endswith("YXC")):
+        return None  # a plain multi-page file: Q/I pages of unknown meaning
+    axes = "".join(_TIFF_AXES.get(a, "?") for a in letters)
+    if "?" in axes or len(set(axes)) != len(axes) or len(axes) != len(series.shape):
+        return None
+    return axes
 
 
 def read_image(path: str | os.PathLike) -> tuple[np.ndarray, str | None]:
-    """Read a TIFF file; return its data and, when the file records them, its axes.
+    """Read a TIFF file; return its data and the axes its metadata states (None if it states none).
 
     Raises
     ------
@@ -27,20 +61,48 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, str | None]:
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such file.")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path} is a folder; give a .tif/.tiff file.")
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
             data = series.asarray()
-            tiff_axes = series.axes
+            axes = _metadata_axes(tif, series)
     except Exception as exc:  # noqa: BLE001 - tifffile raises many types for corrupt files
         raise ValueError(f"{path}: cannot read it as a TIFF image ({type(exc).__name__}: {exc}). "
                          "Save it as .tif/.tiff (e.g. from Fiji or napari) and try again.") from None
-    axes = "".join(_TIFF_AXES.get(a, "?") for a in tiff_axes)
-    if "?" in axes or len(set(axes)) != len(axes) or len(axes) != data.ndim:
-        axes = None
-    if axes is not None and data.ndim == 2:
+    if axes is None and data.ndim == 2:
         axes = "YX"
     return data, axes
+
+
+def choose_axes(shape: tuple[int, ...], stated: str | None, *, video: bool, source: str) -> str:
+    """The axes of an array read from ``source``: as stated by its metadata, else guessed.
+
+    A guess is refused (``ValueError`` naming the choices) where it would decide between colour
+    channels and planes, i.e. a leading or trailing axis of 3 or 4 with no metadata to say which, or
+    between the order of T and Z.
+    """
+    from .axes import infer_axes
+
+    if stated:
+        return stated
+    ndim = len(shape)
+    what = f"{source} has shape {tuple(shape)} and no axes in its metadata"
+    if ndim == 3 and shape[0] in (3, 4):
+        raise ValueError(f"{what}: the first axis ({shape[0]}) could be colour channels or planes. "
+                         f"Pass --axes CYX (channels), ZYX (a Z stack) or TYX (a time-lapse).")
+    if ndim == 3 and shape[-1] in (3, 4):
+        raise ValueError(f"{what}: the last axis ({shape[-1]}) could be colour channels or the "
+                         "width of a stack of narrow images. Pass --axes YXC (channels) or ZYX / "
+                         "TYX (planes).")
+    if ndim == 4:
+        raise ValueError(f"{what}: which axes are time, depth or channels cannot be guessed. Pass "
+                         "--axes, e.g. TZYX, ZCYX or TYXC.")
+    if ndim > 4:
+        raise ValueError(f"{what}: cannot guess the axes of a {ndim}-D array. Pass --axes (e.g. "
+                         "TZCYX), or take a sub-stack first.")
+    return infer_axes(tuple(shape), video=video)
 
 
 def provenance(method: str, params: Mapping[str, Any], *, seed: int | None, device: str | None,
@@ -77,13 +139,20 @@ def _jsonable(v: Any) -> Any:
 
 def write_image(path: str | os.PathLike, data: np.ndarray, *, axes: str | None = None,
                 prov: Mapping[str, Any] | None = None) -> None:
-    """Write ``data`` as TIFF with the provenance record as JSON in the ImageDescription."""
+    """Write ``data`` as TIFF recording ``axes`` and the provenance record in its description.
+
+    Large data is written as BigTIFF. The write goes straight to ``path``: wrap it in
+    :func:`atomic_paths` to write a user's output.
+    """
     import tifffile
 
-    description = json.dumps({PROVENANCE_KEY: dict(prov or {}), "axes": axes})
-    tifffile.imwrite(os.fspath(path), np.asarray(data), description=description, metadata=None,
-                     photometric="rgb" if axes and axes.endswith("C") and data.shape[-1] in (3, 4)
-                     else "minisblack")
+    data = np.asarray(data)
+    meta: dict[str, Any] = {PROVENANCE_KEY: dict(prov or {})}
+    if axes:
+        meta["axes"] = axes
+    rgb = bool(axes) and axes.endswith("C") and data.shape[-1] in (3, 4) and data.dtype == np.uint8
+    tifffile.imwrite(os.fspath(path), data, metadata=meta, photometric="rgb" if rgb else
+                     "minisblack", bigtiff=data.nbytes > 2**32 - 2**25)
 
 
 def read_provenance(path: str | os.PathLike) -> dict[str, Any]:
@@ -96,3 +165,43 @@ def read_provenance(path: str | os.PathLike) -> dict[str, Any]:
         return json.loads(desc).get(PROVENANCE_KEY, {})
     except (json.JSONDecodeError, AttributeError):
         return {}
+
+
+def check_outputs(outputs: Sequence[str | os.PathLike], *, inputs: Sequence[str | os.PathLike] = (),
+                  overwrite: bool = False) -> None:
+    """Refuse outputs that would overwrite an input (always) or an existing file (unless
+    ``overwrite``), or whose folder does not exist; before any work starts.
+    """
+    real_inputs = {os.path.realpath(os.fspath(p)) for p in inputs}
+    for out in outputs:
+        out = os.fspath(out)
+        if os.path.realpath(out) in real_inputs:
+            raise ValueError(f"output {out!r} is one of the inputs; write the result to another "
+                             "file (inputs are never overwritten, not even with --overwrite).")
+        folder = os.path.dirname(os.path.abspath(out))
+        if not os.path.isdir(folder):
+            raise ValueError(f"output folder {folder!r} does not exist; create it first.")
+        if os.path.isdir(out):
+            raise ValueError(f"output {out!r} is a folder; give a file name.")
+        if os.path.exists(out) and not overwrite:
+            raise ValueError(f"output {out!r} already exists; pass --overwrite to replace it, or "
+                             "choose another name.")
+
+
+@contextlib.contextmanager
+def atomic_paths(paths: Sequence[str | os.PathLike]) -> Iterator[list[str]]:
+    """Temporary paths, one per target in the target's own folder, renamed over the targets only
+    when the block completes; on an error or interrupt they are removed and the targets untouched.
+    """
+    targets = [os.path.abspath(os.fspath(p)) for p in paths]
+    tag = uuid.uuid4().hex[:8]
+    temps = [os.path.join(os.path.dirname(t), f".{os.path.basename(t)}.{tag}.partial")
+             for t in targets]
+    try:
+        yield temps
+        for tmp, target in zip(temps, targets):
+            os.replace(tmp, target)
+    finally:
+        for tmp in temps:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(tmp)
