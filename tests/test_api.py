@@ -68,3 +68,29 @@ def test_spec_outputs_are_consistent():
         names = [o.name for o in spec.outputs]
         assert len(set(names)) == len(names) and spec.primary.kind == "image"
         assert get_method(spec.name) is spec
+
+
+# --- every method, every task/mode, with tiny settings ---------------------------------------------
+from helpers import TINY, output_shape, sample, variant_id, variants  # noqa: E402
+
+
+def test_every_method_has_tiny_settings():
+    assert set(TINY) == set(list_methods())
+
+
+@pytest.mark.parametrize("variant", variants(), ids=variant_id)
+def test_every_method_runs_from_the_api(variant):
+    method, settings = variant
+    image, axes, extras = sample(method, settings)
+    before = image.copy()
+    out = restore(image, method, axes=axes, device="cpu", full_output=True,
+                  **TINY[method], **settings, **extras)
+    prov = out["provenance"]
+    primary = out[prov["primary_output"]]
+    expected = output_shape(method, settings, image, axes)
+    if get_method(method).outputs[[o.name for o in get_method(method).outputs]
+                                  .index(prov["primary_output"])].kind == "labels":
+        expected = tuple(s for s, a in zip(expected, axes) if a != "C")
+    assert primary.shape == expected
+    assert prov["method"] == method and prov["axes"] == axes
+    np.testing.assert_array_equal(image, before)  # never modified in place

@@ -159,8 +159,9 @@ def test_io_round_trip_with_provenance(tmp_path, rng):
     prov = io.provenance("dcp", {"omega": 0.9}, seed=1, device="cpu", axes="TYX")
     path = tmp_path / "x.tif"
     io.write_image(path, data, axes="TYX", prov=prov)
-    back, _ = io.read_image(path)
+    back, axes = io.read_image(path)
     np.testing.assert_array_equal(back, data)
+    assert axes == "TYX"  # a result read back keeps T as T
     rec = io.read_provenance(path)
     assert rec["method"] == "dcp" and rec["params"] == {"omega": 0.9} and rec["seed"] == 1
     assert rec["version"]
@@ -174,3 +175,17 @@ def test_io_errors(tmp_path):
     bad.write_bytes(b"not a tiff at all")
     with pytest.raises(ValueError, match="cannot read it as a TIFF"):
         io.read_image(bad)
+
+
+def test_atomic_paths_rename_only_when_complete(tmp_path):
+    target = tmp_path / "out.tif"
+    with pytest.raises(RuntimeError):
+        with io.atomic_paths([target]) as (tmp,):
+            (tmp_path / tmp).write_bytes(b"half")
+            raise RuntimeError("crash")
+    assert list(tmp_path.iterdir()) == []
+    with io.atomic_paths([target]) as (tmp,):
+        with open(tmp, "wb") as f:
+            f.write(b"whole")
+        assert not target.exists()
+    assert target.read_bytes() == b"whole" and list(tmp_path.iterdir()) == [target]

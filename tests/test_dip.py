@@ -138,7 +138,7 @@ def test_stop_returns_best_so_far_and_marks_unrestored_planes(noisy):
         return calls["n"] > 3
 
     out = restore(stack, "dip", axes="ZYX", max_iter=200, early_stop=False, preview_every=10,
-                  should_stop=should_stop, full_output=True, **TINY)
+                  es_window=5, should_stop=should_stop, full_output=True, **TINY)
     prov = out["provenance"]
     assert prov["stopped"] and prov["planes_done"] == 1
     assert prov["stop_iterations"][0] < 200
@@ -168,9 +168,24 @@ def test_bad_input(kw, msg, noisy):
         restore(noisy["image"], "dip", max_iter=2, **TINY, **kw)
 
 
-def test_cancel_before_first_step_is_not_an_error_for_dip(noisy):
-    # DIP always has an estimate once it has iterated; a stop right away returns it
-    out = restore(noisy["image"], "dip", max_iter=50, should_stop=lambda: True, full_output=True,
-                  **TINY)
-    assert out["provenance"]["stopped"]
-    assert not isinstance(out, Cancelled)
+@pytest.mark.parametrize("early_stop", [True, False])
+def test_stop_before_a_usable_estimate_keeps_nothing_and_says_why(noisy, early_stop):
+    # a Stop at the first iteration: early stopping has no best yet (or, without it, fewer than a
+    # window of iterations ran); a grey blob is not a result
+    with pytest.raises(Cancelled, match="at iteration 1, before a usable estimate"):
+        restore(noisy["image"], "dip", max_iter=50, early_stop=early_stop,
+                should_stop=lambda: True, **TINY)
+
+
+def test_stop_in_a_later_plane_before_its_estimate_keeps_the_planes_done(noisy):
+    stack = np.stack([noisy["image"]] * 2)
+    steps = []
+
+    def should_stop():  # the first report of plane 2
+        return any(s.message.startswith("plane 2/2") for s in steps)
+
+    out = restore(stack, "dip", axes="ZYX", max_iter=8, es_window=4, progress=steps.append,
+                  should_stop=should_stop, full_output=True, **TINY)
+    prov = out["provenance"]
+    assert prov["stopped"] and prov["planes_done"] == 1 and len(prov["stop_iterations"]) == 1
+    np.testing.assert_allclose(out["image"][1], stack[1], atol=1e-6)  # the input (float32 round trip)

@@ -26,3 +26,24 @@ def test_quick_start_commands(readme):
     assert "python -m pytest" in readme
     ci = (README.parent / ".ci" / "run").read_text()
     assert 'pip install -q torch==2.13.0 -e ".[testing]"' in ci and "xvfb-run -a python -m pytest" in ci
+
+
+def test_readme_examples_follow_the_registry(readme):
+    import ast
+
+    from napari_ssl_restore import list_methods
+
+    shown = re.search(r"^list_methods\(\)\s+# (\[.*\])$", readme, re.M)
+    assert shown and ast.literal_eval(shown.group(1)) == list_methods()
+
+
+def test_system_packages_are_installed_the_same_way_in_readme_and_ci(readme):
+    script = README.parent / "scripts" / "install-system-deps.sh"
+    command = script.read_text().split("apt-get install", 1)[1].split("\n\n")[0]
+    packages = {w for w in command.replace("\\\n", " ").split()
+                if not w.startswith("-") and w != ">/dev/null"}
+    assert {"xvfb", "libgl1-mesa-dri", "libxcb-cursor0"} <= packages
+    assert "bash scripts/install-system-deps.sh" in readme
+    assert "bash scripts/install-system-deps.sh" in (README.parent / ".ci" / "run").read_text()
+    named = re.search(r"\(`xvfb\s+xauth\s+([^`]+)`", readme)
+    assert named and set(("xvfb xauth " + named.group(1)).split()) == packages

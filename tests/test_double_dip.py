@@ -126,7 +126,7 @@ def test_stop_returns_current_estimate(composite):
         calls["n"] += 1
         return calls["n"] > 1
 
-    out = restore(composite[0], "double-dip", max_iter=500, preview_every=10,
+    out = restore(composite[0], "double-dip", max_iter=500, preview_every=10, es_window=5,
                   should_stop=should_stop, full_output=True, **TINY)
     assert out["provenance"]["stopped"] and out["provenance"]["stop_iterations"][0] < 500
 
@@ -145,7 +145,7 @@ def test_stop_on_a_stack_fills_the_planes_not_reached(two):
         return calls["n"] > 1
 
     out = restore(stack, "double-dip", axes="TYX", task="separate", second=second, max_iter=50,
-                  preview_every=5, should_stop=should_stop, full_output=True, **TINY)
+                  preview_every=5, es_window=2, should_stop=should_stop, full_output=True, **TINY)
     assert out["provenance"]["stopped"] and out["provenance"]["planes_done"] == 1
     np.testing.assert_allclose(out["layer1"][1], stack[1], atol=1e-5)
     np.testing.assert_allclose(out["layer2"][1], (second if two else stack)[1], atol=1e-5)

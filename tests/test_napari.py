@@ -1,47 +1,203 @@
-"""Widgets in a real napari viewer (needs a display: run under xvfb-run)."""
+"""The plugin in a real napari viewer, reached the way users reach it (needs a display: xvfb-run).
+
+Every widget is opened through napari's plugin machinery — ``add_plugin_dock_widget`` or the
+Plugins-menu action itself — never by calling our classes directly, so a napari release that changes
+how plugin widgets are made fails here.
+"""
 import numpy as np
 import pytest
 
 napari = pytest.importorskip("napari")
+pytestmark = pytest.mark.napari
 
+from helpers import TINY, output_shape, sample, variant_id, variants  # noqa: E402
 from napari_ssl_restore._napari import widgets as W  # noqa: E402
 from napari_ssl_restore.core.io import PROVENANCE_KEY  # noqa: E402
-from napari_ssl_restore.core.registry import list_methods  # noqa: E402
+from napari_ssl_restore.core.registry import get_method, list_methods  # noqa: E402
+
+PLUGIN = "napari-ssl-restore"
+MAX_DOCK_HEIGHT = 760  # a 1366x768 laptop screen
+
+
+def _manifest():
+    from npe2 import PluginManager
+
+    pm = PluginManager.instance()
+    pm.discover()
+    return pm.get_manifest(PLUGIN)
+
+
+def widget_entry(method: str):
+    """The manifest's widget contribution for ``method`` (found through its class name)."""
+    mf = _manifest()
+    python = {c.id: c.python_name for c in mf.contributions.commands}
+    for w in mf.contributions.widgets:
+        if python[w.command].endswith(":" + W.class_name(method)):
+            return w
+    raise AssertionError(f"no widget contribution for {method}")
+
+
+def open_dock(viewer, method: str):
+    """Open ``method``'s widget as napari's Plugins menu does; return ``(dock, widget)``."""
+    return viewer.window.add_plugin_dock_widget(PLUGIN, widget_entry(method).display_name)
+
+
+def run_and_wait(qtbot, widget, timeout=120_000):
+    """Press Run and wait for the background worker to finish."""
+    widget.run_button.native.click()
+    qtbot.waitUntil(lambda: widget._worker is None and widget.run_button.enabled, timeout=timeout)
+
+
+def shown(w) -> bool:
+    """Whether the widget is shown (with its dock): not hidden, whether or not a window is up."""
+    return not w.native.isHidden()
+
+
+def set_params(widget, **values):
+    for name, value in values.items():
+        widget.params[name].value = value
 
 
 @pytest.mark.parametrize("method", list_methods())
-def test_every_method_has_a_widget_factory(method, make_napari_viewer):
-    viewer = make_napari_viewer()
-    factory = getattr(W, f"make_{method.replace('-', '_')}_widget")
-    widget = factory(viewer)
-    names = [p.name for p in widget.spec.param_info]
-    assert [w.name for w in widget.params] == names
+def test_every_widget_opens_from_the_plugins_menu(method, make_napari_viewer):
+    from napari._app_model import get_app_model
+
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(np.zeros((32, 32), np.float32), name="img")
+    dock, widget = open_dock(viewer, method)
+    assert isinstance(widget, W.RestoreWidget) and widget.spec.name == method
+    assert [w.name for w in widget.params] == [p.name for p in widget.spec.param_info]
     assert all(w.tooltip for w in widget.params)
+    assert dock.sizeHint().height() <= MAX_DOCK_HEIGHT, "the dock does not fit a laptop screen"
+    assert not widget.advanced.isExpanded()
+    viewer.window.remove_dock_widget(dock)
+
+    # the menu item itself: the app-model action napari builds from our manifest
+    entry = widget_entry(method)
+    get_app_model().commands.execute_command(entry.command).result()
+    docked = [w for w in viewer.window.dock_widgets.values() if isinstance(w, W.RestoreWidget)]
+    assert [w.spec.name for w in docked] == [method]
 
 
-def test_dcp_widget_adds_layers_with_scale_and_provenance(make_napari_viewer, hazy_small):
+@pytest.mark.parametrize("variant", variants(), ids=variant_id)
+def test_every_method_runs_to_the_end_in_its_dock(variant, make_napari_viewer, qtbot):
+    method, settings = variant
+    image, axes, extras = sample(method, settings)
+    viewer = make_napari_viewer()
+    kw = {"rgb": True} if axes.endswith("C") else {}
+    if axes.startswith("T"):
+        kw["axis_labels"] = tuple(axes.lower())
+    src = viewer.add_image(image, name="input", **kw)
+    for name, value in extras.items():
+        if name in ("mask", "hints"):
+            viewer.add_labels(value.astype(np.int32), name=name)
+        else:
+            viewer.add_image(value, name=name)
+    viewer.layers.selection.active = src
+    _, widget = open_dock(viewer, method)
+    assert widget.image.value == src and widget.axes.value == axes
+    set_params(widget, **settings)  # the task/mode first: it decides what is shown
+    set_params(widget, **TINY[method])
+    for name in extras:
+        assert shown(widget.inputs[name])
+        widget.inputs[name].value = viewer.layers[name]
+    run_and_wait(qtbot, widget)
+    assert widget.status.value.startswith("done"), widget.status.value
+    assert widget.progress.value == 1000
+    out = viewer.layers[f"input {method}"]
+    expected = output_shape(method, settings, image, axes)
+    if isinstance(out, napari.layers.Labels):
+        expected = tuple(s for s, a in zip(expected, axes) if a != "C")
+    assert out.data.shape == expected
+    assert out.metadata[PROVENANCE_KEY]["method"] == method
+    assert not any("preview" in layer.name for layer in viewer.layers), [
+        (layer.name, layer.data.shape) for layer in viewer.layers]
+    np.testing.assert_array_equal(src.data, image)
+
+
+def test_only_what_the_task_uses_is_shown(make_napari_viewer):
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(np.zeros((32, 32), np.float32), name="img")
+    _, widget = open_dock(viewer, "dip")
+
+    p = widget.params
+    assert not shown(p.sr_factor) and not shown(p.psf_sigma)
+    assert not shown(widget.inputs["mask"]) and not shown(widget.inputs["psf"])
+    p.task.value = "sr"
+    assert shown(p.sr_factor) and not shown(p.psf_sigma)
+    p.task.value = "inpaint"
+    assert shown(widget.inputs["mask"]) and not shown(p.sr_factor)
+    p.task.value = "deconv"
+    assert shown(p.psf_sigma) and shown(widget.inputs["psf"]) and not shown(widget.inputs["mask"])
+    # paper-level knobs wait in the collapsed advanced section
+    assert p.channels.native.parent() is not widget.form.native
+    assert p.task.native.parent() is not widget.advanced_form.native
+
+
+def test_empty_model_fields_are_empty(make_napari_viewer):
+    viewer = make_napari_viewer()
+    _, widget = open_dock(viewer, "noise2noise")
+    assert widget.params.model.line_edit.value == ""
+    assert widget._param_values()["model"] == "" and widget._param_values()["save_model"] == ""
+
+
+def test_stop_before_a_usable_estimate_adds_nothing_and_says_why(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    src = viewer.add_image(np.random.default_rng(0).random((48, 48)).astype(np.float32),
+                           name="cells")
+    _, widget = open_dock(viewer, "dip")
+    set_params(widget, **TINY["dip"] | {"max_iter": 100_000, "es_window": 10_000})
+    n_layers = len(viewer.layers)
+    widget.run_button.native.click()
+    qtbot.waitUntil(lambda: "iter" in widget.status.value, timeout=60_000)  # the first report
+    widget.stop_button.native.click()
+    assert widget.status.value == "stopping..."
+    qtbot.waitUntil(lambda: widget.run_button.enabled, timeout=10_000)  # answers at once
+    assert widget.status.value.startswith("stopped at iteration")
+    assert "nothing was kept" in widget.status.value
+    assert len(viewer.layers) == n_layers and src.name == "cells"
+
+
+def test_stop_keeps_the_best_estimate_so_far(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    stack = np.random.default_rng(0).random((2, 32, 32)).astype(np.float32)
+    viewer.add_image(stack, name="stack")
+    _, widget = open_dock(viewer, "dip")
+    set_params(widget, **TINY["dip"] | {"max_iter": 100_000, "es_window": 5,
+                                        "es_patience": 100_000})
+    widget.run_button.native.click()
+    qtbot.waitUntil(lambda: "best@" in widget.status.value, timeout=60_000)
+    widget.stop_button.native.click()
+    qtbot.waitUntil(lambda: widget.run_button.enabled, timeout=10_000)
+    out = viewer.layers["stack dip"]
+    prov = out.metadata[PROVENANCE_KEY]
+    assert prov["stopped"] and prov["planes_done"] == 1
+    assert widget.status.value == ("stopped: best result so far kept for 1/2 plane(s); plane 2 "
+                                   "NOT restored (input kept)")
+    np.testing.assert_allclose(out.data[1], stack[1], atol=1e-5)  # float32 round trip
+
+
+def test_dcp_adds_layers_with_scale_and_provenance(make_napari_viewer, qtbot, hazy_small):
     viewer = make_napari_viewer()
     src = viewer.add_image(hazy_small["image"], name="hazy", rgb=True, scale=(0.5, 0.5),
                            translate=(3, 4))
     before = src.data.copy()
-    widget = W.make_dcp_widget(viewer)
-    viewer.window.add_dock_widget(widget)
-    assert widget.image.value is src
-    assert widget.axes.value == "YXC"
+    _, widget = open_dock(viewer, "dcp")
+    assert widget.image.value == src and widget.axes.value == "YXC"
     widget.params.patch_size.value = 7
-    widget.run(sync=True)
+    run_and_wait(qtbot, widget)
     out = viewer.layers["hazy dcp"]
     assert out.data.shape == src.data.shape and out.data.dtype == np.uint8
     np.testing.assert_allclose(out.scale, src.scale)
     np.testing.assert_allclose(out.translate, src.translate)
     prov = out.metadata[PROVENANCE_KEY]
     assert prov["method"] == "dcp" and prov["params"]["patch_size"] == 7
-    assert "hazy dcp transmission" in viewer.layers
     assert viewer.layers["hazy dcp transmission"].data.shape == src.data.shape[:2]
     np.testing.assert_array_equal(src.data, before)
 
 
-def test_threaded_stop_adds_nothing_then_rerun_works(make_napari_viewer, qtbot, monkeypatch):
+def test_stop_of_a_closed_form_method_adds_nothing_then_rerun_works(make_napari_viewer, qtbot,
+                                                                    monkeypatch):
     import time
 
     from napari_ssl_restore.data import fluorescence_timelapse
@@ -50,11 +206,9 @@ def test_threaded_stop_adds_nothing_then_rerun_works(make_napari_viewer, qtbot, 
     stack = fluorescence_timelapse(n_frames=6, size=64)["image"]
     src = viewer.add_image(stack, name="cells", axis_labels=("t", "y", "x"))
     before = stack.copy()
-    widget = W.make_dcp_widget(viewer)
-    viewer.window.add_dock_widget(widget)
+    _, widget = open_dock(viewer, "dcp")
     assert widget.axes.value == "TYX"
     n_layers = len(viewer.layers)
-
     real_execute = W.execute
 
     def slow_execute(job):  # the real method, slowed down so Stop lands mid-run
@@ -66,21 +220,15 @@ def test_threaded_stop_adds_nothing_then_rerun_works(make_napari_viewer, qtbot, 
             step = next(gen)
 
     monkeypatch.setattr(W, "execute", slow_execute)
-    worker = widget.run()
+    widget.run_button.native.click()
     assert not widget.run_button.enabled and widget.stop_button.enabled
     qtbot.waitUntil(lambda: widget.progress.value > 0, timeout=60000)
-    with qtbot.waitSignal(worker.finished, timeout=120000):
-        widget.stop()
-    qtbot.waitUntil(lambda: widget.run_button.enabled, timeout=5000)
+    widget.stop_button.native.click()
+    qtbot.waitUntil(lambda: widget.run_button.enabled, timeout=10000)
     assert len(viewer.layers) == n_layers
     assert widget.status.value.startswith("stopped")
-    np.testing.assert_array_equal(src.data, before)
-
     monkeypatch.setattr(W, "execute", real_execute)
-    worker = widget.run()
-    with qtbot.waitSignal(worker.finished, timeout=120000):
-        pass
-    qtbot.waitUntil(lambda: "cells dcp" in viewer.layers, timeout=5000)
+    run_and_wait(qtbot, widget)
     assert viewer.layers["cells dcp"].data.shape == stack.shape
     assert widget.progress.value == 1000 and widget.status.value == "done"
     np.testing.assert_array_equal(src.data, before)
@@ -89,45 +237,40 @@ def test_threaded_stop_adds_nothing_then_rerun_works(make_napari_viewer, qtbot, 
 def test_bad_axes_shows_error_and_adds_nothing(make_napari_viewer, monkeypatch):
     viewer = make_napari_viewer()
     viewer.add_image(np.zeros((16, 16), np.float32), name="img")
-    widget = W.make_dcp_widget(viewer)
+    _, widget = open_dock(viewer, "dcp")
     messages = []
     monkeypatch.setattr("napari.utils.notifications.show_error", messages.append)
     widget.axes.value = "TYX"
-    widget.run(sync=True)
+    widget.run_button.native.click()
     assert len(viewer.layers) == 1
     assert messages and "3 letters" in messages[0]
 
 
-def test_sample_data_loads(make_napari_viewer):
+def test_every_sample_loads(make_napari_viewer):
     viewer = make_napari_viewer()
-    viewer.open_sample("napari-ssl-restore", "hazy_scene")
-    viewer.open_sample("napari-ssl-restore", "hazy_fluorescence")
-    assert [layer.name for layer in viewer.layers] == ["hazy scene", "hazy fluorescence"]
+    for sample_data in _manifest().contributions.sample_data:
+        viewer.open_sample(PLUGIN, sample_data.key)
     assert viewer.layers["hazy scene"].rgb
-    widget = W.make_dcp_widget(viewer)
-    widget.image.value = viewer.layers["hazy fluorescence"]
+    viewer.layers.selection.active = viewer.layers["hazy fluorescence"]
+    _, widget = open_dock(viewer, "frame2frame")
+    assert widget.image.value == viewer.layers["hazy fluorescence"]
     assert widget.axes.value == "TYX"
+    # previews and results never offer themselves as inputs
+    assert all(layer.name in [v.name for v in viewer.layers] for layer in widget.image.choices)
 
 
-def test_dip_widget_sr_preview_and_scale(make_napari_viewer):
+def test_dip_sr_preview_and_scale(make_napari_viewer, qtbot):
     from napari_ssl_restore.data import noisy_cells
 
     viewer = make_napari_viewer()
     src = viewer.add_image(noisy_cells(size=24)["image"], name="cells", scale=(2.0, 2.0))
-    widget = W.make_dip_widget(viewer)
-    assert widget.device.visible is False or widget.device.value == "auto"
-    p = widget.params
-    p.task.value = "sr"
-    p.sr_factor.value = 2
-    p.max_iter.value = 10
-    p.channels.value = 8
-    p.depth.value = 2
-    p.input_depth.value = 4
-    p.preview_every.value = 5
+    _, widget = open_dock(viewer, "dip")
+    set_params(widget, task="sr", sr_factor=2, max_iter=10, channels=8, depth=2, input_depth=4,
+               preview_every=5)
     seen = []
-    widget._show_preview = lambda data, _orig=widget._show_preview: (seen.append(data.shape),
-                                                                     _orig(data))
-    widget.run(sync=True)
+    real_show = widget._show_preview
+    widget._show_preview = lambda data: (seen.append(data.shape), real_show(data))
+    run_and_wait(qtbot, widget)
     out = viewer.layers["cells dip"]
     assert out.data.shape == (48, 48)
     np.testing.assert_allclose(out.scale, (1.0, 1.0))
@@ -138,7 +281,7 @@ def test_dip_widget_sr_preview_and_scale(make_napari_viewer):
     assert src.data.shape == (24, 24)
 
 
-def test_dip_widget_inpaint_from_shapes_layer(make_napari_viewer):
+def test_dip_inpaint_from_a_shapes_layer(make_napari_viewer, qtbot):
     from napari_ssl_restore.data import noisy_cells
 
     viewer = make_napari_viewer()
@@ -146,60 +289,54 @@ def test_dip_widget_inpaint_from_shapes_layer(make_napari_viewer):
     viewer.add_image(img, name="cells")
     viewer.add_shapes([np.array([[4, 4], [4, 12], [12, 12], [12, 4]])], shape_type="polygon",
                       name="holes")
-    widget = W.make_dip_widget(viewer)
-    widget.params.task.value = "inpaint"
-    widget.params.max_iter.value = 5
-    widget.params.channels.value = 8
-    widget.params.depth.value = 2
+    viewer.layers.selection.active = viewer.layers["cells"]
+    _, widget = open_dock(viewer, "dip")
+    set_params(widget, task="inpaint", max_iter=5, channels=8, depth=2)
     widget.inputs["mask"].value = viewer.layers["holes"]
-    widget.run(sync=True)
+    run_and_wait(qtbot, widget)
     out = viewer.layers["cells dip"].data
     np.testing.assert_allclose(out[20:, 20:], img[20:, 20:], atol=1e-6)  # measured pixels kept
     assert not np.array_equal(out[6:10, 6:10], img[6:10, 6:10])
 
 
-def test_noise2noise_widget_trains_keeps_model_and_applies(make_napari_viewer, tmp_path):
+def test_noise2noise_trains_keeps_the_model_and_applies_it(make_napari_viewer, qtbot):
     from napari_ssl_restore.data import noisy_pair
 
     viewer = make_napari_viewer()
     s = noisy_pair(size=32, sigma=0.1)
     viewer.add_image(s["image"], name="A")
     viewer.add_image(s["target"], name="B")
-    widget = W.make_noise2noise_widget(viewer)
-    assert widget.image.value.name in ("A", "B")
+    _, widget = open_dock(viewer, "noise2noise")
     widget.image.value = viewer.layers["A"]
     widget.inputs["target"].value = viewer.layers["B"]
-    p = widget.params
-    p.steps.value, p.features.value, p.depth.value = 4, 8, 2
-    p.patch_size.value, p.batch_size.value = 16, 2
-    widget.run(sync=True)
+    set_params(widget, steps=4, features=8, depth=2, patch_size=16, batch_size=2)
+    run_and_wait(qtbot, widget)
     assert "A noise2noise" in viewer.layers
+    p = widget.params
     assert p.mode.value == "apply" and str(p.model.value).endswith(".pt")
     assert "Model kept at" in widget.status.value
+    assert not shown(widget.inputs["target"])  # apply needs no pairs
     widget.image.value = viewer.layers["B"]
-    widget.inputs["target"].value = None
-    widget.run(sync=True)
-    assert "B noise2noise" in viewer.layers
+    run_and_wait(qtbot, widget)
     prov = viewer.layers["B noise2noise"].metadata[PROVENANCE_KEY]
     assert prov["params"]["mode"] == "apply"
 
 
-def test_double_dip_widget_previews_and_labels(make_napari_viewer):
+def test_double_dip_previews_and_labels(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     rng = np.random.default_rng(0)
     viewer.add_image(rng.random((24, 24)).astype(np.float32), name="img")
     hints = np.zeros((24, 24), np.int32)
     hints[2:5, 2:5] = 1
     viewer.add_labels(hints, name="scribbles")
-    widget = W.make_double_dip_widget(viewer)
+    _, widget = open_dock(viewer, "double-dip")
     assert widget.params.task.value == "segment"
     widget.inputs["hints"].value = viewer.layers["scribbles"]
-    for name, value in {"max_iter": 10, "channels": 8, "depth": 2, "input_depth": 4,
-                        "preview_every": 5}.items():
-        getattr(widget.params, name).value = value
+    set_params(widget, max_iter=10, channels=8, depth=2, input_depth=4, preview_every=5)
     seen = []
-    widget._show_preview = lambda p, _orig=widget._show_preview: (seen.append(sorted(p)), _orig(p))
-    widget.run(sync=True)
+    real_show = widget._show_preview
+    widget._show_preview = lambda p: (seen.append(sorted(p)), real_show(p))
+    run_and_wait(qtbot, widget)
     assert seen and seen[0] == ["layer1", "layer2", "mask"]
     assert isinstance(viewer.layers["img double-dip"], napari.layers.Labels)
     for suffix in ("layer1", "layer2", "mask"):
@@ -207,20 +344,18 @@ def test_double_dip_widget_previews_and_labels(make_napari_viewer):
     assert not any("preview" in layer.name for layer in viewer.layers)
 
 
-def test_double_dip_separates_two_channel_layers(make_napari_viewer):
+def test_double_dip_separates_two_channel_layers(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     yy, xx = np.mgrid[:24, :24]
     a, b = 0.5 + 0.4 * np.sin(xx / 1.3), 0.5 + 0.4 * np.sin(yy / 2.1)
     viewer.add_image((a + 0.5 * b).astype(np.float32), name="ch1")
     viewer.add_image((0.5 * a + b).astype(np.float32), name="ch2")
-    widget = W.make_double_dip_widget(viewer)
+    _, widget = open_dock(viewer, "double-dip")
     widget.image.value = viewer.layers["ch1"]
-    widget.params.task.value = "separate"
+    set_params(widget, task="separate", max_iter=10, channels=8, depth=2, input_depth=4)
     widget.inputs["second"].value = viewer.layers["ch2"]
-    for name, value in {"max_iter": 10, "channels": 8, "depth": 2, "input_depth": 4}.items():
-        getattr(widget.params, name).value = value
     before = [layer.name for layer in viewer.layers]
-    widget.run(sync=True)
+    run_and_wait(qtbot, widget)
     new = [layer.name for layer in viewer.layers if layer.name not in before]
     assert {"ch1 double-dip", "ch1 double-dip layer2", "ch1 double-dip mask",
             "ch1 double-dip unmixed1", "ch1 double-dip unmixed2"} <= set(new)
@@ -234,10 +369,9 @@ def test_frame2frame_online_fills_the_preview_and_stop_keeps_frames_done(make_na
     stack = noisy_video(n_frames=4, size=32, sigma=0.1)["image"]
     src = viewer.add_image(stack, name="movie", axis_labels=("t", "y", "x"), scale=(2, 0.5, 0.5))
     before = stack.copy()
-    widget = W.make_frame2frame_widget(viewer)
+    _, widget = open_dock(viewer, "frame2frame")
     assert widget.axes.value == "TYX"
-    p = widget.params
-    p.mode.value, p.steps_per_frame.value, p.patch_size.value = "online", 2, 32
+    set_params(widget, mode="online", steps_per_frame=2, patch_size=32)
     shapes = []
     real_show = widget._show_preview
 
@@ -246,8 +380,8 @@ def test_frame2frame_online_fills_the_preview_and_stop_keeps_frames_done(make_na
         preview_layer = viewer.layers["movie frame2frame preview"]
         shapes.append((preview_layer.data.shape, tuple(preview_layer.scale)))
 
-    widget._show_preview = spy  # (monkeypatch cannot undo attributes on a magicgui Container)
-    widget.run(sync=True)
+    widget._show_preview = spy
+    widget.run(sync=True)  # synchronous: the Stop below lands at an exact step
     # the whole time-lapse, filling up, overlaid on the input
     assert len(shapes) == 4  # one preview per restored frame
     assert all(s == (stack.shape, tuple(src.scale)) for s in shapes)
@@ -272,7 +406,7 @@ def test_frame2frame_online_fills_the_preview_and_stop_keeps_frames_done(make_na
     out = viewer.layers["movie frame2frame"]
     prov = out.metadata[PROVENANCE_KEY]
     assert prov["stopped"] and prov["planes_done"] == 2
-    assert "2/4" in widget.status.value and "NOT restored" in widget.status.value
+    assert "2/4" in widget.status.value and "frames 3-4 NOT restored" in widget.status.value
     np.testing.assert_allclose(out.data[2:], stack[2:], atol=1e-5)
     np.testing.assert_array_equal(src.data, before)
 

@@ -125,17 +125,25 @@ def test_tiled_prediction_matches_single_tile(pair):
 
 
 def test_stop_keeps_model_trained_so_far(pair):
-    calls = {"n": 0}
+    steps = []
 
     def should_stop():
-        calls["n"] += 1
-        return calls["n"] > 2
+        return bool(steps) and steps[-1].metrics.get("step", 0) >= 60
 
     out = restore(pair["image"], "noise2noise", target=pair["target"], steps=500,
-                  should_stop=should_stop, full_output=True, **TINY)
+                  preview_every=20, progress=steps.append, should_stop=should_stop,
+                  full_output=True, **TINY)
     prov = out["provenance"]
-    assert prov["stopped"] and 0 < prov["trained_steps"] < 500
+    assert prov["stopped"] and 60 <= prov["trained_steps"] < 500
     assert out["model"] is not None and out["image"].shape == pair["image"].shape
+
+
+def test_stop_in_the_first_steps_keeps_nothing(pair):
+    from napari_ssl_restore.core.progress import Cancelled
+
+    with pytest.raises(Cancelled, match="before the network had learned anything"):
+        restore(pair["image"], "noise2noise", target=pair["target"], steps=500,
+                should_stop=lambda: True, **TINY)
 
 
 @pytest.mark.parametrize("kw,msg", [

@@ -253,8 +253,8 @@ def test_training_script_smoke(tmp_path):
     script = os.path.join(os.path.dirname(__file__), "..", "scripts", "train_denoiser.py")
     out = tmp_path / "m.pt"
     res = subprocess.run([sys.executable, script, "--steps", "2", "--batch-size", "2",
-                          "--synthetic", "1", "--out", str(out)], capture_output=True, text=True,
-                         timeout=300)
+                          "--synthetic", "1", "--depth", "3", "--features", "8", "--out", str(out)],
+                         capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     assert "held-out PSNR" in res.stdout
     ckpt = models.load_checkpoint(out)
@@ -270,7 +270,7 @@ def test_training_script_smoke(tmp_path):
     entry = json.loads((tmp_path / "pkg" / "manifest.json").read_text())[models.SHIPPED_DENOISER]
     assert entry["sha256"] == digest == models.sha256_file(mod.SHIPPED)
     assert entry["held_out_psnr"] == ckpt["provenance"]["held_out_psnr"]
-    assert entry["recipe"]["steps"] == 2 and entry["config"]["depth"] == 12
+    assert entry["recipe"]["steps"] == 2 and entry["config"]["depth"] == 3
 
 
 def _training_script():

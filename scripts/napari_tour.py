@@ -1,0 +1,127 @@
+"""Walk the plugin as a user does, in a real napari window, and report what fails.
+
+Opens napari at a laptop's screen size (1366x768), loads every sample, opens every widget through the
+Plugins-menu action, runs each method for a few iterations on a sample, presses Stop on a long DIP
+run mid-way, and saves a screenshot of the window with each dock. Prints ``failures: none`` or the
+list, and exits non-zero on a failure.
+
+usage: xvfb-run -a -s "-screen 0 1600x1000x24" python scripts/napari_tour.py OUTDIR
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+import traceback
+
+import napari
+from napari._app_model import get_app_model
+from npe2 import PluginManager
+from qtpy.QtWidgets import QApplication
+
+PLUGIN = "napari-ssl-restore"
+NET = {"channels": 16, "depth": 3, "input_depth": 8}
+# method -> (sample layer to run on, a few iterations' worth of settings, extra inputs by layer)
+RUNS = {
+    "dcp": ("hazy scene", {}, {}),
+    "dip": ("noisy cells", {"max_iter": 40, **NET}, {}),
+    "noise2noise": ("acquisition A", {"steps": 20, "features": 16, "depth": 3, "patch_size": 32},
+                    {"target": "acquisition B"}),
+    "double-dip": ("noisy cells", {"task": "separate", "max_iter": 30, **NET}, {}),
+    "dncnn": ("noisy time-lapse", {}, {}),
+    "frame2frame": ("noisy time-lapse", {"mode": "online", "steps_per_frame": 1,
+                                         "patch_size": 64}, {}),
+    "restore-from-restored": ("noisy time-lapse", {"mode": "online", "steps_per_frame": 1,
+                                                   "patch_size": 64}, {}),
+}
+
+
+def settle(seconds: float = 0.0) -> None:
+    """Let Qt lay out and paint (a dock added a moment ago has no geometry yet)."""
+    end = time.monotonic() + seconds
+    while True:
+        QApplication.processEvents()
+        if time.monotonic() >= end:
+            return
+        time.sleep(0.02)
+
+
+def wait_until(predicate, timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        QApplication.processEvents()
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def main(out: str) -> int:
+    from napari_ssl_restore._napari.widgets import RestoreWidget
+
+    os.makedirs(out, exist_ok=True)
+    pm = PluginManager.instance()
+    pm.discover()
+    mf = pm.get_manifest(PLUGIN)
+    viewer = napari.Viewer(show=True)
+    viewer.window._qt_window.resize(1366, 768)
+    fails: list[str] = []
+    for sample in mf.contributions.sample_data:
+        try:
+            viewer.open_sample(PLUGIN, sample.key)
+        except Exception as exc:  # noqa: BLE001 - report everything
+            fails.append(f"sample {sample.key}: {type(exc).__name__}: {exc}")
+    app = get_app_model()
+    for i, contribution in enumerate(mf.contributions.widgets):
+        name = contribution.display_name
+        try:
+            app.commands.execute_command(contribution.command).result()  # the menu item
+            widget = next(w for w in viewer.window.dock_widgets.values()
+                          if isinstance(w, RestoreWidget))  # the one dock of ours open
+            method = widget.spec.name
+            layer, params, extras = RUNS[method]
+            widget.image.value = viewer.layers[layer]
+            for key, value in params.items():
+                widget.params[key].value = value
+            for key, source in extras.items():
+                widget.inputs[key].value = viewer.layers[source]
+            hint = widget.sizeHint().height()
+            settle(0.2)
+            viewer.screenshot(path=f"{out}/dock_{i}_{method}.png", canvas_only=False)
+            widget.run_button.native.click()
+            if not wait_until(lambda: widget._worker is None, timeout=300):
+                fails.append(f"{method}: did not finish in 300 s")
+            elif not widget.status.value.startswith("done"):
+                fails.append(f"{method}: {widget.status.value}")
+            elif f"{layer} {method}" not in viewer.layers:
+                fails.append(f"{method}: no result layer")
+            print(f"{method}: dock height {hint} px, status {widget.status.value!r}")
+            settle(0.2)
+            viewer.screenshot(path=f"{out}/result_{i}_{method}.png", canvas_only=False)
+            if method == "dip":  # a long run, stopped mid-way: the best so far comes back
+                widget.params.max_iter.value = 100_000
+                widget.params.es_window.value = 10
+                widget.params.es_patience.value = 100_000
+                widget.run_button.native.click()
+                wait_until(lambda: "best@" in widget.status.value, timeout=120)
+                widget.stop_button.native.click()
+                pressed = time.monotonic()
+                if not wait_until(lambda: widget._worker is None, timeout=30):
+                    fails.append("dip: Stop did not end the run within 30 s")
+                print(f"dip: Stop answered in {time.monotonic() - pressed:.2f} s: "
+                      f"{widget.status.value!r}")
+                if not widget.status.value.startswith("stopped: best result so far"):
+                    fails.append(f"dip stop: {widget.status.value}")
+            viewer.window.remove_dock_widget(widget)
+        except Exception as exc:  # noqa: BLE001 - report everything
+            fails.append(f"widget {name}: {type(exc).__name__}: {exc}")
+            traceback.print_exc()
+    viewer.close()
+    print("failures:", "none" if not fails else "")
+    for f in fails:
+        print("  -", f)
+    return 1 if fails else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "napari_tour"))
