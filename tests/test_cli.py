@@ -242,33 +242,35 @@ def test_refuses_to_overwrite_unless_asked_and_never_the_input(tmp_path, capsys)
 
 
 @pytest.mark.parametrize("crash", [RuntimeError("disk full"), KeyboardInterrupt()])
-def test_a_crash_while_writing_leaves_no_file(crash, tmp_path, monkeypatch, capsys):
-    from napari_ssl_restore.core import io
+@pytest.mark.parametrize("suffix", [".tif", ".ome.zarr"])
+def test_a_crash_mid_stack_leaves_the_old_result_and_no_partial_file(crash, suffix, tmp_path,
+                                                                     monkeypatch):
+    from napari_ssl_restore.core import haze
 
     img = tmp_path / "img.tif"
-    tifffile.imwrite(img, np.full((16, 16), 7, np.uint8))
-    out = tmp_path / "out.tif"
-    out.write_bytes(b"old result")
-    real = io.write_image
-    calls = []
+    tifffile.imwrite(img, np.full((4, 16, 16), 7, np.uint8), imagej=True,
+                     metadata={"axes": "TYX"})
+    out = tmp_path / f"out{suffix}"
+    assert cli.main(["run", "dcp", str(img), "-o", str(out), "--all-outputs"]) == 0
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    real, calls = haze.dehaze_plane, []
 
-    def write_then_crash(path, data, **kw):
-        real(path, data, **kw)
-        calls.append(path)
-        if len(calls) == 2:  # the primary is written, the transmission crashes
-            with open(path, "r+b") as f:
-                f.truncate(100)
+    def crash_on_the_third_plane(*args, **kw):
+        calls.append(1)
+        if len(calls) == 3:  # planes 1-2 are already written into the new files
             raise crash
+        return real(*args, **kw)
 
-    monkeypatch.setattr(io, "write_image", write_then_crash)
-    args = ["run", "dcp", str(img), "-o", str(out), "--all-outputs", "--overwrite"]
+    monkeypatch.setattr(haze, "dehaze_plane", crash_on_the_third_plane)
+    args = ["run", "dcp", str(img), "-o", str(out), "--all-outputs", "--overwrite",
+            "--shared-airlight", "false"]
     if isinstance(crash, KeyboardInterrupt):
         assert cli.main(args) == 130  # Ctrl-C: "error: interrupted"
     else:
         with pytest.raises(RuntimeError):
             cli.main(args)
-    assert out.read_bytes() == b"old result"  # the old file is untouched, not half-replaced
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["img.tif", "out.tif"]
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing new, nothing half
+    assert read_image(out)[0].shape == (4, 16, 16) if suffix == ".tif" else True
 
 
 @pytest.mark.parametrize("shape,kw,axes", [

@@ -5,6 +5,8 @@ import torch
 
 from napari_ssl_restore import restore, restore_dip
 from napari_ssl_restore.core.progress import Cancelled
+from napari_ssl_restore.core import operators as ops
+from napari_ssl_restore.engine.prior import EarlyStop
 from napari_ssl_restore.methods import dip
 from napari_ssl_restore.nets.skip import SkipNet, count_parameters
 
@@ -26,16 +28,16 @@ def test_skipnet_paper_size_and_any_shape():
 
 def test_lanczos_downsample_and_blur_preserve_constants():
     for f in (2, 3, 4, 8):
-        k = dip.lanczos_kernel(f)
+        k = ops.lanczos_kernel(f)
         assert k.size == 6 * f and k.sum() == pytest.approx(1.0, abs=1e-6)
         x = torch.full((1, 2, 8 * f, 5 * f), 0.7)
-        y = dip.downsample(x, f)
+        y = ops.downsample(x, f)
         assert y.shape == (1, 2, 8, 5)
         torch.testing.assert_close(y, torch.full_like(y, 0.7))
-    psf = dip.gaussian_psf(1.5)
+    psf = ops.gaussian_psf(1.5)
     assert psf.sum() == pytest.approx(1.0) and psf.shape == (11, 11)
     x = torch.full((1, 1, 20, 20), 0.3)
-    torch.testing.assert_close(dip.blur(x, torch.from_numpy(psf)), x)
+    torch.testing.assert_close(ops.blur(x, torch.from_numpy(psf)), x)
 
 
 def test_blur_is_true_convolution():
@@ -46,32 +48,30 @@ def test_blur_is_true_convolution():
     psf[0, 2] = 1
     img = np.zeros((9, 9), np.float32)
     img[4, 4] = 1
-    ours = dip.blur(torch.from_numpy(img)[None, None], torch.from_numpy(psf))[0, 0].numpy()
+    ours = ops.blur(torch.from_numpy(img)[None, None], torch.from_numpy(psf))[0, 0].numpy()
     np.testing.assert_allclose(ours, convolve(img, psf, mode="reflect"))
 
 
 def test_check_psf():
-    assert dip.check_psf(np.ones((2, 4))).shape == (3, 5)
+    assert ops.check_psf(np.ones((2, 4))).shape == (3, 5)
     with pytest.raises(ValueError, match="2-D"):
-        dip.check_psf(np.ones((3, 3, 3)))
+        ops.check_psf(np.ones((3, 3, 3)))
     with pytest.raises(ValueError, match="non-negative"):
-        dip.check_psf(-np.ones((3, 3)))
+        ops.check_psf(-np.ones((3, 3)))
 
 
-def test_variance_early_stop_finds_the_minimum():
-    es = dip.VarianceEarlyStop(window=5, patience=20)
+def test_variance_early_stop_finds_the_minimum_and_freezes_it():
+    es = EarlyStop(window=5, patience=20)
     g = torch.Generator().manual_seed(0)
-    stopped_at = None
     for it in range(1, 200):
         # noise amplitude falls until iteration 60, then grows: the variance minimum is near 60
         amp = abs(it - 60) / 60 + 0.05
         x = amp * torch.randn(16, generator=g)
-        if es.update(it, x, torch.tensor([float(it)])):
-            stopped_at = it
-            break
-    assert 45 <= es.best_iter <= 75
-    assert stopped_at == es.best_iter + 21
-    assert float(es.best[0]) == es.best_iter
+        es.update(it, x, {"it": torch.tensor([float(it)])})
+    best = int(es.best_iter)
+    assert 45 <= best <= 75
+    assert es.finished() and int(es.stop_iter) == best + 21  # when a per-step check would stop
+    assert float(es.best["it"][0]) == best  # frozen there, though the updates went on
 
 
 @pytest.mark.parametrize("task,kw,shape", [

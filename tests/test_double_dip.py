@@ -105,13 +105,13 @@ def test_dehaze_transmission_prior_pulls_t_towards_dcp():
 
 
 def test_rescaled_transmission_is_dcp_with_the_other_airlight():
-    from napari_ssl_restore.methods import dcp
+    from napari_ssl_restore.core import haze
 
     rng = np.random.default_rng(0)
     plane = (0.3 + 0.4 * rng.random((1, 32, 32))).astype(np.float32)
-    p = dcp.Params(patch_size=5, refine=False)
-    t_then = dcp.dehaze_plane(plane, p, airlight=np.array([0.8], np.float32))[1]
-    t_now = dcp.dehaze_plane(plane, p, airlight=np.array([0.95], np.float32))[1]
+    p = {"patch_size": 5, "refine": False}
+    t_then = haze.dehaze_plane(plane, **p, airlight=np.array([0.8], np.float32))[1]
+    t_now = haze.dehaze_plane(plane, **p, airlight=np.array([0.95], np.float32))[1]
     assert np.abs(t_now - t_then).mean() > 0.05
     np.testing.assert_allclose(dd.rescaled_transmission(t_then, 0.8, 0.95), t_now, atol=1e-5)
     t = torch.from_numpy(t_then)

@@ -37,34 +37,45 @@ def test_losses():
 
 
 def test_make_pairs_time_target_z():
-    img = np.zeros((3, 2, 8, 8, 1), np.float32)  # T Z Y X C
-    planes, pairs, how = n2n.make_pairs(img, "TZYXC", "auto", None)
-    assert how == "time" and len(planes) == 6 and len(pairs) == 2 * 2 * 2
+    # T=3, Z=2: planes numbered T-major; a second acquisition's planes follow the image's
+    pairs, how = n2n.make_pairs("TZ", (3, 2), "auto", False)
+    assert how == "time" and len(pairs) == 2 * 2 * 2
     assert (0, 2) in pairs and (2, 0) in pairs  # (t0, z0) <-> (t1, z0)
-    planes, pairs, how = n2n.make_pairs(img, "TZYXC", "z", None)
+    pairs, how = n2n.make_pairs("TZ", (3, 2), "z", False)
     assert how == "z" and (0, 1) in pairs and len(pairs) == 3 * 2
-    planes, pairs, how = n2n.make_pairs(img[0, 0], "YXC", "auto", img[1, 0])
+    pairs, how = n2n.make_pairs("", (), "auto", True)
     assert how == "target" and pairs == [(0, 1), (1, 0)]
     with pytest.raises(ValueError, match="needs pairs"):
-        n2n.make_pairs(img[0, 0], "YXC", "auto", None)
+        n2n.make_pairs("", (), "auto", False)
     with pytest.raises(ValueError, match="at least 2 planes"):
-        n2n.make_pairs(img[:1], "TZYXC", "time", None)
+        n2n.make_pairs("TZ", (1, 2), "time", False)
 
 
-def test_sampler_aligns_pairs():
+def test_sampler_aligns_pairs_on_the_device():
+    from napari_ssl_restore.engine.train import PatchSampler
+
     rng = np.random.default_rng(0)
-    base = rng.random((20, 24, 1)).astype(np.float32)
-    sampler = n2n.PatchSampler([base, base + 1], [(0, 1)], 8, rng, augment=True)
-    src, tgt = sampler.sample(16)
-    np.testing.assert_allclose(tgt, src + 1, rtol=1e-6)
+    base = torch.from_numpy(rng.random((1, 1, 20, 24)).astype(np.float32))
+    field = torch.cat([base, base + 1])
+    sampler = PatchSampler([field, field], [(0, 1)], 8, rng, augment=True)
+    src, tgt = sampler(16)
+    assert src.shape == (16, 1, 8, 8)
+    torch.testing.assert_close(tgt, src + 1)  # same window, same flip and rotation
+
+
+def test_patch_larger_than_the_image(pair):
     with pytest.raises(ValueError, match="larger than the image"):
-        n2n.PatchSampler([base], [(0, 0)], 32, rng, True)
+        restore(pair["image"][:12, :12], "noise2noise", target=pair["target"][:12, :12], steps=2,
+                **TINY)
 
 
 def test_lr_ramp_down():
-    assert n2n._lr_factor(10, 100) == 1.0
-    assert n2n._lr_factor(100, 100) == pytest.approx(0.0, abs=1e-9)
-    assert 0 < n2n._lr_factor(85, 100) < 1
+    from napari_ssl_restore.engine.train import cosine_rampdown
+
+    factor = cosine_rampdown(100, 0.3)
+    assert factor(10) == 1.0 and factor(70) == 1.0
+    assert factor(100) == pytest.approx(0.0, abs=1e-9)
+    assert 0 < factor(85) < 1
 
 
 def test_train_reduces_error_deterministic_no_inplace(pair):
@@ -108,18 +119,15 @@ def test_time_lapse_pairs_and_output_shape(axes, shape):
 
 
 def test_tiled_prediction_matches_single_tile(pair):
+    from napari_ssl_restore.core.models import build
+    from napari_ssl_restore.engine.predict import Predictor
+
     ckpt_out = restore(pair["image"], "noise2noise", target=pair["target"], steps=5,
                        full_output=True, **TINY)
-    from napari_ssl_restore.core.models import build
-
     net = build(ckpt_out["model"]).eval()
-    plane = np.random.default_rng(1).random((50, 44, 1)).astype(np.float32)
-    big = n2n.predict_plane(net, plane, n2n.Params(tile_size=512, **{k: v for k, v in TINY.items()
-                                                                       if k != "device"}),
-                            torch.device("cpu"))
-    small = n2n.predict_plane(net, plane, n2n.Params(tile_size=24, tile_overlap=8,
-                                                     **{k: v for k, v in TINY.items()
-                                                        if k != "device"}), torch.device("cpu"))
+    plane = np.random.default_rng(1).random((1, 50, 44, 1)).astype(np.float32)
+    big = Predictor(net, "cpu", tile=512, multiple=2 ** net.depth)(plane)[0]
+    small = Predictor(net, "cpu", tile=24, overlap=8, multiple=2 ** net.depth)(plane)[0]
     # interior agrees closely; seams are blended
     assert np.abs(big - small)[8:-8, 8:-8].mean() < 0.02
 

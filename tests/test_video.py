@@ -11,7 +11,8 @@ torch = pytest.importorskip("torch")
 from napari_ssl_restore import restore  # noqa: E402
 from napari_ssl_restore.core import models  # noqa: E402
 from napari_ssl_restore.data import add_noise, moving_scene, noisy_video  # noqa: E402
-from napari_ssl_restore.methods import _video  # noqa: E402
+from napari_ssl_restore.methods import frame2frame as f2f  # noqa: E402
+from napari_ssl_restore.methods import restore_from_restored as rfr  # noqa: E402
 
 FAST = {"frame2frame": {"steps_per_frame": 2, "epochs": 1, "patch_size": 32, "batch_size": 2},
         "restore-from-restored": {"steps_per_frame": 2, "epochs": 1, "patch_size": 32,
@@ -112,18 +113,18 @@ def test_flow_and_warp_recover_a_known_motion():
     img = data.camera()[100:228, 100:228].astype(np.float32)[..., None] / 255
     moved = ndi.shift(img, (1.5, -2.0, 0), order=3, mode="nearest")
     for method in ("tvl1", "ilk"):
-        flow = _video.optical_flow(img, moved, method)
+        flow = f2f.optical_flow(img, moved, method)
         inner = (slice(16, -16), slice(16, -16))
         assert abs(np.median(flow[0][inner]) - 1.5) < 0.2
         assert abs(np.median(flow[1][inner]) + 2.0) < 0.2
-        warped, inside = _video.warp(moved, flow)
+        warped, inside = f2f.warp(moved, flow)
         err = np.abs(warped - img)[inner].mean()
         assert err < 0.25 * np.abs(moved - img)[inner].mean()
     flow = np.zeros((2, 20, 20), np.float32)
     flow[1] = 5.0  # samples 5 px to the right: the last 5 columns come from outside
-    _, inside = _video.warp(np.zeros((20, 20, 1), np.float32), flow)
+    _, inside = f2f.warp(np.zeros((20, 20, 1), np.float32), flow)
     assert not inside[:, 15:].any() and inside[:, :15].all()
-    mask = _video.occlusion_mask(flow, np.zeros((20, 20, 1)), np.zeros((20, 20, 1)), inside,
+    mask = f2f.occlusion_mask(flow, np.zeros((20, 20, 1)), np.zeros((20, 20, 1)), inside,
                                  divergence=0.75, warp_error=0.1, dilation=1)
     assert not mask[:, 14:].any() and mask[:, :14].all()
 
@@ -134,10 +135,11 @@ def test_noise_model_estimation(kind):
     kw = {"gaussian": {"sigma": 0.1}, "poisson-gaussian": {"sigma": 0.05, "poisson": 30.0},
           "correlated": {"sigma": 0.1, "correlation": 1.0}}[kind]
     noisy = add_noise(clean, **kw)
-    model = _video.estimate_noise(noisy[..., None], clean[..., None], "auto", True)
+    model = rfr.estimate_noise(noisy[..., None], clean[..., None], "auto", True)
     assert model.offset == pytest.approx(kw["sigma"] ** 2, rel=0.2)
     assert model.gain == pytest.approx(1 / kw.get("poisson", np.inf), abs=0.006)
-    synth = model.sample(clean[..., None], np.random.default_rng(1))[..., 0]
+    gen = torch.Generator().manual_seed(1)
+    synth = model.sample(torch.from_numpy(clean[:, None].astype(np.float32)), gen)[:, 0].numpy()
     real = noisy - clean
 
     def corr(a):
@@ -196,16 +198,15 @@ def test_video_methods_need_frames():
 @pytest.mark.parametrize("method", VIDEO_METHODS)
 def test_online_stop_keeps_frames_done_and_says_so(method):
     video = noisy_video(n_frames=4, size=32, sigma=0.1, seed=1)["image"]
-    calls = {"n": 0}
+    steps = []
 
-    def should_stop():  # polled after each step: frame 0 (1 step), frame 1 (2 + 1), then frame 2
-        calls["n"] += 1
-        return calls["n"] > 5
+    def should_stop():  # while fine-tuning on the third frame
+        return bool(steps) and steps[-1].message.startswith("frame 3/4:")
 
-    out = restore(video, method, axes="TYX", mode="online", should_stop=should_stop,
-                  full_output=True, **FAST[method])
+    out = restore(video, method, axes="TYX", mode="online", progress=steps.append,
+                  should_stop=should_stop, full_output=True, **FAST[method])
     prov = out["provenance"]
-    assert prov["stopped"] and 0 < prov["planes_done"] < 4
+    assert prov["stopped"] and prov["planes_done"] == 2
     done = prov["planes_done"]
     np.testing.assert_allclose(out["image"][done:], video[done:], atol=1e-5)
     assert not np.allclose(out["image"][:done], video[:done], atol=1e-3)
@@ -216,7 +217,7 @@ def test_offline_stop_during_fine_tuning_still_restores_every_frame():
     steps = []
     out = restore(video, "restore-from-restored", axes="TYX", mode="offline", epochs=50,
                   patch_size=32, batch_size=1, progress=steps.append,
-                  should_stop=lambda: len(steps) > 8, full_output=True)
+                  should_stop=lambda: "fine-tuning" in steps[-1].message, full_output=True)
     prov = out["provenance"]
     assert prov["stopped"] and prov["planes_done"] == 3 and prov["steps"] < 150
     assert not np.allclose(out["image"], video, atol=1e-3)
@@ -228,8 +229,8 @@ def test_stop_while_refreshing_round_two_keeps_the_first_round():
     video = noisy_video(n_frames=3, size=32, sigma=0.1, seed=2)["image"]
     steps = []
 
-    def should_stop():  # round 1: 3 pseudo-clean + 3 steps; stop in round 2's pseudo-clean pass
-        return len(steps) >= 8
+    def should_stop():  # in round 2's pseudo-clean pass
+        return steps[-1].message.startswith("round 2/2: pseudo-clean")
 
     out = restore(video, "restore-from-restored", axes="TYX", mode="offline", epochs=1, rounds=2,
                   patch_size=32, batch_size=1, progress=steps.append, should_stop=should_stop,

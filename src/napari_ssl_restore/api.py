@@ -1,12 +1,16 @@
 """The Python API: :func:`restore` dispatches to any registered method.
 
-The same two steps serve every front end: :func:`prepare` checks and normalises the input into a
-:class:`Job`; :func:`execute` is the generator that runs it (yielding progress) and returns the named
-outputs in the caller's axes, dtype and range, with a provenance record.
+The same two steps serve every front end: :func:`prepare` checks the input and opens it as lazy
+planes (:mod:`napari_ssl_restore.engine.planes`) into a :class:`Job`; :func:`execute` is the generator
+that runs it (yielding progress), writing every output plane by plane into preallocated stores in the
+caller's axes, dtype and range, and returns them with a provenance record. Nothing holds the whole
+stack as float32: a time-lapse larger than RAM streams from disk to disk.
 """
 from __future__ import annotations
 
 import dataclasses
+import os
+import tempfile
 from typing import Any, Callable
 
 import numpy as np
@@ -14,28 +18,35 @@ import numpy as np
 from .core import axes as _axes
 from .core.device import check_device_name
 from .core.io import provenance as _provenance
-from .core.normalize import Scaling, check_image, percentile_scaling, range_scaling
+from .core.normalize import Scaling, check_image
 from .core.params import validate
 from .core.progress import Step, drive
 from .core.registry import MethodResult, MethodSpec, RunContext, get_method, list_methods
+from .engine.planes import (IN_MEMORY_BYTES, OutputSpec, Outputs, Planes, Source, StoreFactory,
+                            ZarrStores, is_lazy, numpy_store, open_array, scaling_for)
 
 __all__ = ["restore", "list_methods", "prepare", "execute", "Job"]
 
 
 @dataclasses.dataclass
 class Job:
-    """A checked, normalised request, ready for :func:`execute`."""
+    """A checked request, ready for :func:`execute`; the image is read lazily, plane by plane."""
 
     spec: MethodSpec
     params: Any
-    layout: _axes.Layout
+    source: Source
     scaling: Scaling
-    image: np.ndarray
-    """Canonical ``[T][Z]YXC`` float32 in the normalised range (a new array, never the input)."""
-    extras: dict[str, np.ndarray]
+    planes: Planes
+    """Normalised float32 ``(H, W, C)`` planes of the image, read on demand."""
+    extras: dict[str, Any]
+    """Extra inputs: :class:`Planes` for a second acquisition of the image, arrays otherwise."""
     device: str
     seed: int
     float_output: bool
+
+    @property
+    def layout(self) -> _axes.Layout:
+        return self.source.layout
 
 
 def guess_axes(shape: tuple[int, ...], *, video: bool = False, rgb: bool | None = None) -> str:
@@ -47,83 +58,99 @@ def guess_axes(shape: tuple[int, ...], *, video: bool = False, rgb: bool | None 
 
 def prepare(data, method: str, *, axes: str | None = None, device: str = "auto", seed: int = 0,
             float_output: bool = False, **kwargs: Any) -> Job:
-    """Validate everything up front so that errors surface before any work starts."""
+    """Validate everything up front so that errors surface before any work starts.
+
+    ``data`` is an array (numpy, dask, zarr) or a path to a TIFF/zarr file; nothing but a bounded
+    sample of its planes is read here.
+    """
     spec = get_method(method)
-    arr = check_image(data)
-    if axes is None:
-        axes = guess_axes(arr.shape, video=spec.video)
+    arr, stated = open_array(data)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer; got {seed!r}.")
     device = check_device_name(device)
+    if not (hasattr(arr, "shape") and hasattr(arr, "dtype")):
+        arr = check_image(arr)  # lists and other array-likes
+    if axes is None:
+        axes = stated or guess_axes(tuple(arr.shape), video=spec.video)
+    source = Source(arr, axes)
+    source.check()
 
-    extras: dict[str, np.ndarray] = {}
+    extras: dict[str, Any] = {}
+    like: dict[str, Source] = {}
     for inp in spec.inputs:
         value = kwargs.pop(inp.name, None)
         if value is None:
             if inp.required:
                 raise ValueError(f"{spec.name} needs {inp.name}=: {inp.doc}")
             continue
-        if np.asarray(value).dtype == bool:
+        if inp.like_image:
+            other, _ = open_array(value)
+            if tuple(other.shape) != tuple(arr.shape):
+                raise ValueError(
+                    f"{inp.name} has shape {tuple(other.shape)} but the image has shape "
+                    f"{tuple(arr.shape)}; {inp.name} must be another acquisition of the same field, "
+                    "with the same shape.")
+            like[inp.name] = Source(other, source.layout.axes, name=inp.name)
+            like[inp.name].check()
+        elif np.asarray(value).dtype == bool:
             extras[inp.name] = np.asarray(value).copy()
         else:
             extras[inp.name] = check_image(value, name=inp.name).copy()
-        if inp.like_image and extras[inp.name].shape != arr.shape:
-            raise ValueError(
-                f"{inp.name} has shape {extras[inp.name].shape} but the image has shape {arr.shape}; "
-                f"{inp.name} must be another acquisition of the same field, with the same shape."
-            )
     params = spec.make_params(**kwargs)
     validate(params)
 
-    canon, layout = _axes.to_canonical(arr, axes)
-    if spec.video and "T" not in layout.axes:
+    if spec.video and "T" not in source.layout.axes:
         raise ValueError(
-            f"{spec.title} works on time-lapses and needs a T axis; got axes {layout.axes!r} for shape "
-            f"{arr.shape}. Pick a time-lapse layer or set axes='TYX'."
+            f"{spec.title} works on time-lapses and needs a T axis; got axes {source.layout.axes!r} "
+            f"for shape {tuple(arr.shape)}. Pick a time-lapse layer or set axes='TYX'."
         )
-    scaling = range_scaling(arr) if spec.scaling == "range" else percentile_scaling(arr)
-    image = scaling.forward(canon)  # always a new float32 array: the input is never touched
-    for inp in spec.inputs:
-        if inp.like_image and inp.name in extras:
-            extras[inp.name] = np.ascontiguousarray(
-                scaling.forward(_axes.to_canonical(extras[inp.name], layout.axes)[0]))
-    return Job(spec, params, layout, scaling, np.ascontiguousarray(image), extras, device,
-               int(seed), bool(float_output))
+    scaling = scaling_for(source, spec.scaling)
+    for name, other in like.items():  # in the image's units, so the two compare
+        extras[name] = Planes(other, scaling)
+    return Job(spec, params, source, scaling, Planes(source, scaling), extras, device, int(seed),
+               bool(float_output))
 
 
-def _finish(job: Job, result: MethodResult) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for spec_out in job.spec.outputs:
-        if spec_out.name not in result.outputs:
-            continue
-        value = np.asarray(result.outputs[spec_out.name])
-        if spec_out.kind == "image":
-            value = job.scaling.inverse(_axes.from_canonical(value, job.layout),
-                                        as_float=job.float_output)
-        elif spec_out.kind == "map":
-            value = _axes.from_canonical(value, job.layout, channels=False).astype(np.float32)
-        elif spec_out.kind == "labels":
-            value = _axes.from_canonical(value, job.layout, channels=False).astype(np.int32)
-        elif spec_out.kind == "value":
+def default_stores(job: Job) -> StoreFactory:
+    """numpy for in-memory inputs whose outputs fit comfortably; else zarr in a temporary folder."""
+    if job.source.in_memory and job.source.nbytes <= IN_MEMORY_BYTES:
+        return numpy_store
+    return ZarrStores(tempfile.mkdtemp(prefix="napari-ssl-restore-"))
+
+
+def execute(job: Job, *, stores: StoreFactory | None = None, keep=None):
+    """Generator: run a prepared job, yielding :class:`Step` events; return the outputs dict.
+
+    Every per-plane output is written into a store made by ``stores`` (default
+    :func:`default_stores`) in the caller's axes and dtype; ``keep`` names the outputs worth storing
+    (default: all). Planes a Stop left are filled in (:meth:`Outputs.finish`).
+    """
+    ctx = RunContext(device=job.device, seed=job.seed, axes=job.layout.canonical,
+                     scale=job.scaling.scale, offset=job.scaling.offset)
+    out = Outputs(job.source, job.scaling, [OutputSpec(o.name, o.kind) for o in job.spec.outputs],
+                  factory=stores or default_stores(job), float_output=job.float_output, keep=keep)
+    result = yield from job.spec.run(job.planes, job.params, ctx, out, **job.extras)
+    out.finish(job.planes)
+    return _finish(job, result, out)
+
+
+def _finish(job: Job, result: MethodResult, out: Outputs) -> dict[str, Any]:
+    outputs: dict[str, Any] = dict(out.results())
+    for spec_out in job.spec.outputs:  # whole values (e.g. the airlight), in input units
+        if spec_out.kind == "value" and spec_out.name in result.outputs:
+            value = np.asarray(result.outputs[spec_out.name])
             value = (value * job.scaling.scale + job.scaling.offset).astype(np.float32)
             if not job.layout.has_channels and value.ndim and value.shape[-1] == 1:
                 value = value[..., 0]
-        out[spec_out.name] = value
-    out.update(result.artifacts)
+            outputs[spec_out.name] = value
+    ordered = {o.name: outputs[o.name] for o in job.spec.outputs if o.name in outputs}
+    ordered.update(result.artifacts)
     params = dataclasses.asdict(job.params)
-    primary = result.primary or job.spec.primary.name
-    out["provenance"] = _provenance(job.spec.name, params, seed=job.seed, device=job.device,
-                                    axes=job.layout.axes,
-                                    extra={**result.info, "primary_output": primary})
-    return out
-
-
-def execute(job: Job):
-    """Generator: run a prepared job, yielding :class:`Step` events; return the outputs dict."""
-    ctx = RunContext(device=job.device, seed=job.seed, axes=job.layout.canonical,
-                     scale=job.scaling.scale, offset=job.scaling.offset)
-    result = yield from job.spec.run(job.image, job.params, ctx, **job.extras)
-    return _finish(job, result)
+    primary = result.primary or job.spec.primary_name(job.params)
+    ordered["provenance"] = _provenance(job.spec.name, params, seed=job.seed, device=job.device,
+                                        axes=job.layout.axes,
+                                        extra={**result.info, "primary_output": primary})
+    return ordered
 
 
 def restore(
@@ -137,14 +164,17 @@ def restore(
     full_output: bool = False,
     float_output: bool = False,
     should_stop: Callable[[], bool] | None = None,
+    out: str | os.PathLike | None = None,
     **params: Any,
 ):
     """Restore ``data`` with a registered method.
 
     Parameters
     ----------
-    data : array_like, shape matching ``axes``
-        Image, stack or time-lapse (numpy, dask or a napari layer's data). Never modified.
+    data : array_like or path, shape matching ``axes``
+        Image, stack or time-lapse: numpy, dask or zarr array, a napari layer's data, or the path of
+        a ``.tif``/``.ome.tif``/``.zarr``/``.ome.zarr`` file. Never modified. Lazy inputs are read
+        plane by plane, so a stack larger than RAM works.
     method : str
         A name from :func:`list_methods`, e.g. ``"dcp"``.
     axes : str, optional
@@ -164,13 +194,18 @@ def restore(
     should_stop : callable, optional
         Polled between steps; return True to stop (optimisation methods then return their best
         estimate so far, closed-form methods raise ``Cancelled``).
+    out : path, optional
+        A new folder to write the outputs to, as zarr arrays (``<out>/image.zarr`` ...); the result
+        is then a dask array backed by them. Lazy inputs (dask, zarr, files) get such a folder in
+        the temporary directory when ``out`` is not given.
     **params
         The method's parameters and extra inputs (``mask=``, ``psf=``, ``target=`` ...).
 
     Returns
     -------
-    ndarray or dict
-        The restored image in the input's shape and axis order (or the dict, see ``full_output``).
+    ndarray, dask array or dict
+        The restored image in the input's shape and axis order (or the dict, see ``full_output``):
+        numpy for in-memory inputs, a dask array over the written zarr store for lazy ones.
 
     Examples
     --------
@@ -192,9 +227,33 @@ def restore(
         def progress(step: Step) -> None:  # noqa: F811 - deliberate rebinding to the tqdm adapter
             bar.n = round(100 * step.fraction)
             bar.set_postfix_str(step.message, refresh=True)
+    stores = None
+    if out is not None:
+        stores = _stores_at(out)
+    elif is_lazy(data):
+        stores = ZarrStores(tempfile.mkdtemp(prefix="napari-ssl-restore-"))
     try:
-        out = drive(execute(job), progress=progress or None, should_stop=should_stop)
+        res = drive(execute(job, stores=stores), progress=progress or None, should_stop=should_stop)
     finally:
         if bar is not None:
             bar.close()
-    return out if full_output else out[out["provenance"]["primary_output"]]
+    res = {k: (_as_dask(v) if _is_zarr(v) else v) for k, v in res.items()}
+    return res if full_output else res[res["provenance"]["primary_output"]]
+
+
+def _is_zarr(value) -> bool:
+    return type(value).__module__.startswith("zarr")
+
+
+def _as_dask(value):
+    import dask.array as da
+
+    return da.from_zarr(value)
+
+
+def _stores_at(folder) -> StoreFactory:
+    """Outputs as zarr arrays in ``folder`` (``<folder>/<output>.zarr``)."""
+    folder = os.fspath(folder)
+    if os.path.exists(folder) and os.listdir(folder):
+        raise ValueError(f"out={folder!r} exists and is not empty; give a new folder.")
+    return ZarrStores(folder)

@@ -43,8 +43,11 @@ def _build_parser() -> argparse.ArgumentParser:
     methods.required = True
     for spec in all_methods():
         mp = methods.add_parser(spec.name, help=spec.title, description=spec.title)
-        mp.add_argument("input", metavar="INPUT", help="input TIFF file")
-        mp.add_argument("-o", "--output", required=True, help="output TIFF file")
+        mp.add_argument("input", metavar="INPUT",
+                        help="input .tif/.ome.tif or .zarr/.ome.zarr (read plane by plane)")
+        mp.add_argument("-o", "--output", required=True,
+                        help="output .tif/.ome.tif (BigTIFF when large) or .zarr/.ome.zarr "
+                             "(OME-Zarr, one chunk per plane), written plane by plane")
         mp.add_argument("--axes", help="axes of INPUT, e.g. YX, ZYX, TYX, YXC (default: from the "
                                        "file's metadata, else guessed from the shape)")
         mp.add_argument("--device", default="auto", choices=DEVICE_CHOICES + tuple(
@@ -53,14 +56,14 @@ def _build_parser() -> argparse.ArgumentParser:
         mp.add_argument("--float", dest="float_output", action="store_true",
                         help="write float32 instead of the input's dtype")
         mp.add_argument("--all-outputs", action="store_true",
-                        help="also write every secondary output as OUTPUT_<name>.tif")
+                        help="also write every secondary output as OUTPUT_<name> (same format)")
         mp.add_argument("--overwrite", action="store_true",
                         help="replace OUTPUT (and OUTPUT_<name>.tif) if they exist; the input is "
                              "never overwritten")
         for inp in spec.inputs:
             mp.add_argument(f"--{inp.name.replace('_', '-')}", dest=f"input_{inp.name}",
                             metavar="FILE", required=inp.required,
-                            help=_help(f"TIFF file: {inp.doc}"))
+                            help=_help(f"TIFF or zarr file: {inp.doc}"))
         group = mp.add_argument_group(f"{spec.name} parameters")
         for p in spec.param_info:
             extra = f" One of: {', '.join(map(str, p.choices))}." if p.choices else ""
@@ -95,15 +98,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .api import execute, prepare
-    from .core.io import atomic_paths, check_outputs, choose_axes, read_image, write_image
+    from .core.io import (FileStores, atomic_paths, check_outputs, choose_axes, read_image,
+                          split_suffix)
     from .core.params import coerce
     from .core.progress import drive
     from .core.registry import get_method
+    from .engine.planes import open_array
 
     spec = get_method(args.method)
-    out_path = Path(args.output)
-    if out_path.suffix.lower() not in (".tif", ".tiff"):
-        raise UsageError(f"output {args.output!r} must end in .tif or .tiff")
+    try:
+        base, suffix = split_suffix(args.output)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     kwargs = {}
     for p in spec.param_info:
         text = getattr(args, f"param_{p.name}")
@@ -114,38 +120,39 @@ def _cmd_run(args: argparse.Namespace) -> int:
         path = getattr(args, f"input_{inp.name}")
         if path is not None:
             inputs.append(path)
-    secondary = [o for o in spec.outputs if o.kind != "value"] if args.all_outputs else []
-    # every file this run may write, checked before any work (the primary is chosen by the task)
-    planned = [out_path] + [out_path.with_name(f"{out_path.stem}_{o.name}{out_path.suffix}")
-                            for o in secondary]
-    check_outputs(planned, inputs=inputs, overwrite=args.overwrite)
-    data, stated = read_image(args.input)
-    axes = args.axes or choose_axes(data.shape, stated, video=spec.video, source=args.input)
+    params = spec.make_params(**kwargs)
+    primary = spec.primary_name(params)
+    # every file this run writes, checked before any work: the primary output and, with
+    # --all-outputs, each other per-plane output as OUTPUT_<name>.<suffix>
+    names = [primary] + ([o.name for o in spec.outputs if o.kind != "value" and o.name != primary]
+                         if args.all_outputs else [])
+    files = {name: args.output if name == primary else f"{base}_{name}{suffix}" for name in names}
+    check_outputs(list(files.values()), inputs=inputs, overwrite=args.overwrite)
+    data, stated = open_array(args.input)  # read lazily, plane by plane
+    axes = args.axes or choose_axes(tuple(data.shape), stated, video=spec.video,
+                                    source=args.input)
     for inp in spec.inputs:
         path = getattr(args, f"input_{inp.name}")
-        if path is not None:
-            kwargs[inp.name] = read_image(path)[0]
+        if path is not None:  # a second acquisition streams like the image; masks are small
+            kwargs[inp.name] = open_array(path)[0] if inp.like_image else read_image(path)[0]
     job = prepare(data, spec.name, axes=axes, device=args.device, seed=args.seed,
                   float_output=args.float_output, **kwargs)
-    with tqdm(total=100, desc=spec.name, unit="%", file=sys.stderr, leave=False,
-              disable=None) as bar:
+    written = []
+    with atomic_paths(list(files.values())) as temps, \
+            tqdm(total=100, desc=spec.name, unit="%", file=sys.stderr, leave=False,
+                 disable=None) as bar:
+        stores = FileStores(dict(zip(files, temps)),
+                            {name: split_suffix(path)[1] for name, path in files.items()})
+
         def progress(step):
             bar.n = round(100 * step.fraction)
             bar.set_postfix_str(step.message, refresh=True)
 
-        outputs = drive(execute(job), progress=progress)
-    prov = dict(outputs["provenance"], input=os.path.abspath(args.input))
-    primary = prov["primary_output"]
-    files = [(out_path, primary)] + [
-        (path, o.name) for path, o in zip(planned[1:], secondary)
-        if o.name != primary and o.name in outputs]
-    with atomic_paths([path for path, _ in files]) as temps:
-        for tmp, (path, name) in zip(temps, files):
-            kind = next(o.kind for o in spec.outputs if o.name == name)
-            axes_out = job.layout.axes if kind == "image" else job.layout.axes.replace("C", "")
-            write_image(tmp, outputs[name], axes=axes_out,
-                        prov=prov if name == primary else dict(prov, output=name))
-    print("wrote " + ", ".join(str(path) for path, _ in files))
+        outputs = drive(execute(job, stores=stores, keep=names), progress=progress)
+        prov = dict(outputs["provenance"], input=os.path.abspath(args.input))
+        stores.close(prov, primary)
+        written = [files[name] for name in names if name in stores.paths and name in outputs]
+    print("wrote " + ", ".join(written))
     return 0
 
 

@@ -292,6 +292,8 @@ class RestoreWidget(QWidget):
                 continue
             if isinstance(src, napari.layers.Shapes):
                 extras[inp.name] = src.to_masks(mask_shape=np.shape(layer.data)[-2:]).any(axis=0)
+            elif inp.like_image:  # another acquisition of the image: streamed like it
+                extras[inp.name] = src.data[0] if getattr(src, "multiscale", False) else src.data
             else:
                 extras[inp.name] = np.asarray(src.data)
         return extras
@@ -307,11 +309,11 @@ class RestoreWidget(QWidget):
         if layer is None:
             show_error(f"{self.spec.name}: add or select an image layer first.")
             return None
-        if getattr(layer, "multiscale", False):
-            show_error(f"{layer.name!r} is multiscale: pick a single-resolution layer.")
-            return None
+        # the layer's data as it is (numpy, dask, zarr; a multiscale layer's full resolution):
+        # lazy data streams plane by plane and its results come back as lazy layers
+        data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
         try:
-            job = prepare(np.asarray(layer.data), self.spec.name, axes=self.axes.value or None,
+            job = prepare(data, self.spec.name, axes=self.axes.value or None,
                           device=self.device.value, seed=int(self.seed.value),
                           float_output=self.float_output.value,
                           **self._extra_values(layer), **self._param_values())
@@ -505,6 +507,10 @@ class RestoreWidget(QWidget):
             if not out.layer or out.name not in result:
                 continue
             data = result[out.name]
+            if not isinstance(data, np.ndarray):  # a zarr store on disk: a lazy layer
+                import dask.array as da
+
+                data = da.from_zarr(data)
             name = f"{layer.name} {self.spec.name}"
             if out.name != primary:
                 name += f" {out.name}"

@@ -12,6 +12,7 @@ import contextlib
 import datetime
 import json
 import os
+import shutil
 import uuid
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -181,7 +182,7 @@ def check_outputs(outputs: Sequence[str | os.PathLike], *, inputs: Sequence[str 
         folder = os.path.dirname(os.path.abspath(out))
         if not os.path.isdir(folder):
             raise ValueError(f"output folder {folder!r} does not exist; create it first.")
-        if os.path.isdir(out):
+        if os.path.isdir(out) and not out.lower().rstrip("/" + os.sep).endswith(".zarr"):
             raise ValueError(f"output {out!r} is a folder; give a file name.")
         if os.path.exists(out) and not overwrite:
             raise ValueError(f"output {out!r} already exists; pass --overwrite to replace it, or "
@@ -192,6 +193,9 @@ def check_outputs(outputs: Sequence[str | os.PathLike], *, inputs: Sequence[str 
 def atomic_paths(paths: Sequence[str | os.PathLike]) -> Iterator[list[str]]:
     """Temporary paths, one per target in the target's own folder, renamed over the targets only
     when the block completes; on an error or interrupt they are removed and the targets untouched.
+    Targets may be files or folders (a zarr store): a folder replaced with ``--overwrite`` goes only
+    once the new one is in place. A temporary path never written (an output the run did not
+    produce) leaves its target as it was.
     """
     targets = [os.path.abspath(os.fspath(p)) for p in paths]
     tag = uuid.uuid4().hex[:8]
@@ -200,8 +204,114 @@ def atomic_paths(paths: Sequence[str | os.PathLike]) -> Iterator[list[str]]:
     try:
         yield temps
         for tmp, target in zip(temps, targets):
-            os.replace(tmp, target)
+            if not os.path.exists(tmp):
+                continue
+            if os.path.isdir(target) and not os.path.islink(target):
+                old = f"{tmp}.old"
+                os.replace(target, old)
+                os.replace(tmp, target)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, target)
     finally:
         for tmp in temps:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(tmp)
+            _remove(tmp)
+
+
+def _remove(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+
+
+# --- outputs written plane by plane (the CLI's large results) ------------------------------------
+
+OUTPUT_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".ome.zarr", ".zarr")
+
+
+def split_suffix(path: str | os.PathLike) -> tuple[str, str]:
+    """``("out", ".ome.zarr")`` for ``out.ome.zarr``; the suffix must be one we write."""
+    path = os.fspath(path).rstrip("/" + os.sep)
+    for suffix in OUTPUT_SUFFIXES:
+        if path.lower().endswith(suffix):
+            return path[: -len(suffix)], path[-len(suffix):]
+    raise ValueError(f"output {path!r} must end in .tif, .tiff, .ome.tif, .zarr or .ome.zarr.")
+
+
+def plane_chunks(shape: tuple, axes: str) -> tuple:
+    """One chunk per plane: 1 along T and Z, whole along Y, X and C."""
+    return tuple(1 if a in "TZ" else s for a, s in zip(axes, shape))
+
+
+def create_zarr(path: str, shape: tuple, dtype, axes: str, *, ome: bool = False):
+    """A zarr array at ``path`` chunked per plane; with ``ome`` an OME-Zarr (NGFF 0.4, zarr format 2)
+    image whose level ``0`` is the array (returned). The axes are recorded in both cases."""
+    import zarr
+
+    if not ome:
+        arr = zarr.create_array(path, shape=shape, chunks=plane_chunks(shape, axes), dtype=dtype,
+                                zarr_format=2, overwrite=True, fill_value=0)
+        arr.attrs["axes"] = axes
+        return arr
+    group = zarr.open_group(path, mode="w", zarr_format=2)
+    arr = group.create_array("0", shape=shape, chunks=plane_chunks(shape, axes), dtype=dtype,
+                             fill_value=0)
+    kinds = {"T": "time", "Z": "space", "Y": "space", "X": "space", "C": "channel"}
+    group.attrs["multiscales"] = [{
+        "version": "0.4", "name": os.path.basename(path).split(".")[0],
+        "axes": [{"name": a.lower(), "type": kinds[a]} for a in axes],
+        "datasets": [{"path": "0", "coordinateTransformations": [
+            {"type": "scale", "scale": [1.0] * len(axes)}]}],
+    }]
+    group.attrs["axes"] = axes
+    return arr
+
+
+class FileStores:
+    """Outputs written plane by plane straight to files: ``paths`` maps an output name to the
+    (temporary) file it goes to — a memory-mapped TIFF (BigTIFF when large) or an OME-Zarr store,
+    by suffix. :meth:`close` records the provenance and the axes and flushes everything."""
+
+    def __init__(self, paths: Mapping[str, str], suffixes: Mapping[str, str]):
+        self.paths = dict(paths)
+        self.suffixes = dict(suffixes)
+        self.stores: dict[str, Any] = {}
+        self.axes: dict[str, str] = {}
+
+    def __call__(self, name: str, shape: tuple, dtype, axes: str):
+        import tifffile
+
+        path = self.paths[name]
+        self.axes[name] = axes
+        if self.suffixes[name].endswith(".zarr"):
+            store = create_zarr(path, shape, dtype, axes, ome=True)
+        else:
+            nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+            rgb = axes.endswith("C") and shape[-1] in (3, 4) and np.dtype(dtype) == np.uint8
+            store = tifffile.memmap(path, shape=shape, dtype=dtype, metadata={"axes": axes},
+                                    photometric="rgb" if rgb else "minisblack",
+                                    bigtiff=nbytes > 2**32 - 2**25)
+        self.stores[name] = store
+        return store
+
+    def close(self, provenance: Mapping[str, Any], primary: str) -> None:
+        """Flush every store and write its provenance (TIFF description / zarr attributes)."""
+        import tifffile
+
+        for name, store in self.stores.items():
+            prov = dict(provenance) if name == primary else dict(provenance, output=name)
+            path = self.paths[name]
+            if self.suffixes[name].endswith(".zarr"):
+                import zarr
+
+                zarr.open_group(path, mode="r+").attrs[PROVENANCE_KEY] = _jsonable(prov)
+            else:
+                store.flush()
+                shape = list(store.shape)
+                del store
+                desc = json.dumps({"shape": shape, "axes": self.axes[name],
+                                   PROVENANCE_KEY: _jsonable(prov)})
+                tifffile.tiffcomment(path, desc)
+        self.stores.clear()

@@ -8,38 +8,51 @@ import numpy as np
 _SUPPORTED_KINDS = "uif"  # unsigned, signed integer, float; bool/complex/object are refused
 
 
-def check_image(data, *, name: str = "image") -> np.ndarray:
-    """Return ``data`` as an ndarray after checking it is a usable image.
-
-    Refuses non-arrays, empty arrays, fewer than 2 dimensions, unsupported dtypes (bool, complex,
-    object, strings) and NaN/inf values, each with a message that says how to fix it. The input is
-    never copied or modified here.
+def check_kind(data, *, name: str = "image") -> None:
+    """Check that ``data`` (numpy, dask, zarr: anything with ``shape`` and ``dtype``) can be an
+    image, without reading its values: refuses unsupported dtypes (bool, complex, object,
+    strings), empty arrays and fewer than 2 dimensions, each with a message that says how to fix it.
     """
-    if hasattr(data, "compute") and not isinstance(data, np.ndarray):  # dask / lazy arrays
+    if not (hasattr(data, "shape") and hasattr(data, "dtype")):
+        raise TypeError(f"{name} must be an array (numpy, dask, zarr or a napari layer's data); got "
+                        f"{type(data).__name__}.")
+    dtype, shape = np.dtype(data.dtype), tuple(data.shape)
+    if dtype.kind not in _SUPPORTED_KINDS:
+        raise TypeError(
+            f"{name} has dtype {dtype}, which is not an intensity image. Convert it to an integer "
+            "or float type first (e.g. image.astype(np.float32))."
+        )
+    if int(np.prod(shape, dtype=np.int64)) == 0:
+        raise ValueError(f"{name} is empty (shape {shape}); pick a layer that contains data.")
+    if len(shape) < 2:
+        raise ValueError(
+            f"{name} must have at least 2 dimensions (Y, X); got shape {shape}. Reshape a "
+            "flattened image back to (rows, columns) first."
+        )
+
+
+def check_finite(n_bad: int, *, name: str = "image") -> None:
+    """Refuse an image with ``n_bad`` NaN or infinite values."""
+    if n_bad:
+        raise ValueError(
+            f"{name} contains {n_bad} NaN or infinite value(s). Replace them first, e.g. "
+            "np.nan_to_num(image, nan=0.0), or crop them away."
+        )
+
+
+def check_image(data, *, name: str = "image") -> np.ndarray:
+    """Return ``data`` as an ndarray after checking it is a usable image (small inputs: masks,
+    PSFs, scribbles). Lazy arrays are read whole; the input is never modified."""
+    if hasattr(data, "compute") and not isinstance(data, np.ndarray):  # dask
         data = data.compute()
     try:
         arr = np.asarray(data)
     except Exception as exc:  # noqa: BLE001 - anything that is not array-like
         raise TypeError(f"{name} must be an array (numpy, dask or a napari layer's data); got "
                         f"{type(data).__name__}: {exc}") from None
-    if arr.dtype.kind not in _SUPPORTED_KINDS:
-        raise TypeError(
-            f"{name} has dtype {arr.dtype}, which is not an intensity image. Convert it to an integer "
-            "or float type first (e.g. image.astype(np.float32))."
-        )
-    if arr.size == 0:
-        raise ValueError(f"{name} is empty (shape {arr.shape}); pick a layer that contains data.")
-    if arr.ndim < 2:
-        raise ValueError(
-            f"{name} must have at least 2 dimensions (Y, X); got shape {arr.shape}. Reshape a "
-            "flattened image back to (rows, columns) first."
-        )
-    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-        n_bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
-        raise ValueError(
-            f"{name} contains {n_bad} NaN or infinite value(s). Replace them first, e.g. "
-            "np.nan_to_num(image, nan=0.0), or crop them away."
-        )
+    check_kind(arr, name=name)
+    if arr.dtype.kind == "f":
+        check_finite(int(arr.size - np.count_nonzero(np.isfinite(arr))), name=name)
     return arr
 
 

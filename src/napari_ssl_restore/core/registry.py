@@ -101,7 +101,10 @@ class MethodSpec:
     task: str
     params: type
     run: Callable[..., Any]
-    """Generator ``run(image, params, ctx, **extra_inputs)`` yielding Steps, returning MethodResult."""
+    """Generator ``run(planes, params, ctx, out, **extra_inputs)`` yielding Steps and returning a
+    MethodResult: ``planes`` are the image's lazy normalised planes
+    (:class:`~napari_ssl_restore.engine.planes.Planes`), ``out`` the preallocated per-plane outputs
+    (``out["image"][i] = plane``); whole values (an airlight) and provenance go in the result."""
     function: str
     outputs: tuple[Output, ...]
     inputs: tuple[ExtraInput, ...] = ()
@@ -111,6 +114,11 @@ class MethodSpec:
     uses_torch: bool = False
     demo: Callable[[], list[Mapping[str, Any]]] | None = None
     """Returns samples ``{"image", "axes", "name", "params", ["clean"], **extra_inputs}`` for ``demo``."""
+    primary_of: Callable[[Any], str] | None = None
+    """The name of the primary output for given ``Params`` when it depends on them (the task)."""
+
+    def primary_name(self, params) -> str:
+        return self.primary_of(params) if self.primary_of is not None else self.outputs[0].name
 
     @property
     def param_info(self) -> list[ParamInfo]:

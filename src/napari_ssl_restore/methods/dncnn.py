@@ -19,8 +19,9 @@ import dataclasses
 import numpy as np
 
 from ..core.params import param
-from ..core.progress import Step
 from ..core.registry import MethodResult, MethodSpec, Output, RunContext
+from ..engine.planes import Outputs, Planes
+from ..engine.video import TILE_DOC
 from ._public import public_function
 
 
@@ -33,8 +34,7 @@ class Params:
     model: str = param("", "Model to apply: empty for the shipped blind DnCNN, or a .pt saved by "
                            "this plugin (Noise2Noise, Frame2Frame, Restore-from-Restored).",
                        widget="open_file")
-    tile_size: int = param(512, "Tile side for prediction (limits memory on large images).",
-                           min=32, max=8192, advanced=True)
+    tile_size: int = param(0, TILE_DOC, min=0, max=8192, advanced=True)
     tile_overlap: int = param(32, "Overlap of prediction tiles, blended smoothly.", min=0,
                               max=1024, advanced=True)
     ensemble: bool = param(False, "Average the model's output over the 8 rotations/flips of each "
@@ -42,31 +42,31 @@ class Params:
                                   "network passes per frame.")
 
     def __post_init__(self):
-        if self.tile_overlap >= self.tile_size:
+        if self.tile_size and self.tile_overlap >= self.tile_size:
             raise ValueError("DnCNN: tile_overlap must be smaller than tile_size.")
 
 
-def run(image: np.ndarray, params: Params, ctx: RunContext):
-    """Denoise every plane (Z, T) of ``image`` with the pretrained model."""
-    import torch
-
-    from ..core.axes import as_planes
+def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs):
+    """Denoise every plane (Z, T) with the pretrained model, in batches on the device."""
     from ..core.device import resolve_device
-    from ._video import load_denoiser, predict
+    from ..engine.predict import Predictor, predict_planes
+    from ..engine.video import load_denoiser
 
     device = resolve_device(ctx.device)
-    torch.manual_seed(ctx.seed)
-    planes = as_planes(image)
-    den, ckpt = load_denoiser(params.model, image.shape[-1], device)
-    out = np.empty_like(planes)
-    for i, plane in enumerate(planes):
-        out[i] = predict(den, plane, device, params.tile_size, params.tile_overlap,
-                         params.ensemble)
-        yield Step(i + 1, len(planes), f"denoising plane {i + 1}/{len(planes)}")
+    den, ckpt = load_denoiser(params.model, planes.c, device)
+    predictor = Predictor(den, device, tile=params.tile_size, overlap=params.tile_overlap,
+                          ensemble=params.ensemble)
+
+    def write(i: int, plane: np.ndarray) -> None:
+        out["image"][i] = plane
+
+    yield from predict_planes(predictor, lambda i: planes[i], range(len(planes)), write,
+                              label="denoising")
     prov = ckpt.get("provenance", {})
     info = {"device": str(device), "model": params.model or prov.get("shipped", ""),
-            "model_sha256": prov.get("sha256", ""), "architecture": ckpt["architecture"]}
-    return MethodResult({"image": out.reshape(image.shape)}, info)
+            "model_sha256": prov.get("sha256", ""), "architecture": ckpt["architecture"],
+            "tile": predictor.tile}
+    return MethodResult({}, info)
 
 
 def _demo() -> list[dict]:

@@ -39,8 +39,9 @@ pyramid; Zhang et al. 2018) and a mask regulariser per task complete the objecti
   airlight drifts up along it, past the true one on three of four (``learn_airlight=False`` keeps
   DCP's estimate).
 
-The optimisation is DIP's own loop (:func:`napari_ssl_restore.methods.dip.fit`) with three
-generators; stacks are processed plane by plane with the generators warm-started.
+The optimisation is the engine's network-as-prior fit (:func:`napari_ssl_restore.engine.prior.fit`)
+with three generators, and DCP's operators come from :mod:`napari_ssl_restore.core.haze`; stacks
+stream plane by plane with the generators warm-started.
 """
 from __future__ import annotations
 
@@ -49,13 +50,15 @@ from typing import Literal
 
 import numpy as np
 
-from ..core.axes import as_planes, plane_maps
+from ..core import haze
+from ..core.axes import plane_maps
+from ..core.operators import total_variation
 from ..core.params import param
 from ..core.progress import StopRequested
 from ..core.registry import ExtraInput, MethodResult, MethodSpec, Output, RunContext
-from . import dcp
+from ..engine.planes import Outputs, Planes
+from ..engine.prior import FitParams, fit, make_code, make_nets, too_early
 from ._public import public_function
-from .dip import FitParams, fit, make_code, make_net, too_early, total_variation
 
 TASKS = ("segment", "separate", "dehaze")
 TASK_ITERATIONS = {"segment": 2000, "separate": 3000, "dehaze": 4000}
@@ -196,19 +199,19 @@ def unmix(mix1, mix2, matrix, swapped=False):
 
 # --- the generator -------------------------------------------------------------------------------
 
-def run(image: np.ndarray, params: Params, ctx: RunContext, hints=None, second=None):
-    """Fit a Double-DIP decomposition to every plane of a canonical ``[T][Z]YXC`` image."""
+def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs, hints=None,
+        second: Planes | None = None):
+    """Fit a Double-DIP decomposition to every plane, each written as it is done."""
     import torch
 
     from ..core.device import resolve_device
 
     device = resolve_device(ctx.device)
-    planes = as_planes(image)
-    n, h, w, c = planes.shape
+    n, (h, w), c = len(planes), planes.hw, planes.c
     task = params.task
     hint_maps = None
     if task == "segment" and hints is not None:
-        hint_maps = plane_maps(hints, image.shape, name="hints",
+        hint_maps = plane_maps(hints, planes.shape, name="hints",
                                hint="paint the scribbles on a Labels layer of the image's size "
                                     "(1 = foreground, 2 = background).")
     if hint_maps is not None and not np.isin(np.unique(hint_maps), (0, 1, 2)).all():
@@ -217,16 +220,15 @@ def run(image: np.ndarray, params: Params, ctx: RunContext, hints=None, second=N
         raise ValueError(f"second= (a second mixture of the same two layers) is for "
                          f"task='separate', not {task!r}; drop it or set task='separate'.")
     two = second is not None
-    planes2 = as_planes(second) if two else None
+    planes2 = second
+    if two:  # planes the Stop leaves: each mixture keeps its own
+        out.fill_from("layer2", second)
+        out.fill_from("unmixed2", second)
 
-    torch.manual_seed(ctx.seed)
     gen = torch.Generator(device=device).manual_seed(ctx.seed)
-    def make_nets():
-        """Generators for y1, (y2,) m: two layers + mask, or clear image + transmission."""
-        out_channels = (c, 1) if task == "dehaze" else (c, c) if two else (c, c, 1)
-        return [make_net(params, k, device) for k in out_channels]
-
-    nets = make_nets()
+    # generators for y1, (y2,) m: two layers + mask, or clear image + transmission
+    out_channels = (c, 1) if task == "dehaze" else (c, c) if two else (c, c, 1)
+    nets = make_nets(params, out_channels, device, seed=ctx.seed)
     codes = [make_code(params, (h, w), gen, device) for _ in nets]
     airlight = None
     if task == "dehaze":
@@ -237,41 +239,32 @@ def run(image: np.ndarray, params: Params, ctx: RunContext, hints=None, second=N
         # mixture k = A[k, 0] * y1 + A[k, 1] * y2, A = softplus(raw) >= 0, constant over the field
         # (spectral bleed-through is); initially each mixture mostly holds its own layer, and the
         # second row is scaled to the second mixture's brightness (it shares the image's scaling)
-        ratio = float(np.clip(planes2.mean() / max(float(planes.mean()), 1e-6), 0.05, 20.0))
+        picks = planes.source.sample_indices()
+        mean1 = np.mean([planes[i].mean() for i in picks])
+        mean2 = np.mean([planes2[i].mean() for i in picks])
+        ratio = float(np.clip(mean2 / max(float(mean1), 1e-6), 0.05, 20.0))
         init = torch.tensor([[1.0, 0.25], [0.25 * ratio, ratio]], device=device)
         mixing = torch.nn.Parameter(_mixing_raw(init))
         extra = [mixing]
 
     iters = params.plane_iterations(n)
     total = sum(iters)
-    keys = ("image", "layer1", "layer2") + (("unmixed1", "unmixed2") if two else ())
-    out = {k: np.empty((n, h, w, c), np.float32) for k in keys}
-    mask_out = np.empty((n, h, w), np.float32)
-    airlights = np.empty((n, c), np.float32)
+    airlights = np.full((n, c), np.nan, np.float32)  # planes a Stop leaves have none
     info: dict = {"stop_iterations": [], "stopped": False, "planes_done": 0,
                   "primary_output": PRIMARY[task], "device": str(device)}
     step0 = 0
-
-    def fill_unreached(start: int) -> None:
-        """Planes a Stop left: the input (each mixture its own), an empty mask, no airlight."""
-        info["planes_done"] = start
-        for j in range(start, n):
-            for k in out:
-                out[k][j] = planes2[j] if two and k in ("layer2", "unmixed2") else planes[j]
-            mask_out[j] = 0
-            airlights[j] = np.nan
-
     for i in range(n):
         if i > 0 and not params.warm_start:  # a fresh fit per plane, as documented
-            nets = make_nets()
+            nets = make_nets(params, out_channels, device, seed=ctx.seed + i)
             if two:
                 with torch.no_grad():
                     mixing.copy_(_mixing_raw(init))
         plane = planes[i]
         target = torch.from_numpy(np.ascontiguousarray(plane.transpose(2, 0, 1)))[None].to(device)
         if two:
+            plane2 = planes2[i]
             target2 = torch.from_numpy(
-                np.ascontiguousarray(planes2[i].transpose(2, 0, 1)))[None].to(device)
+                np.ascontiguousarray(plane2.transpose(2, 0, 1)))[None].to(device)
 
             def render(outs):
                 y1, y2 = outs
@@ -289,9 +282,10 @@ def run(image: np.ndarray, params: Params, ctx: RunContext, hints=None, second=N
                         + params.exclusion_weight * exclusion_loss(r["layer1"], r["layer2"]))
         elif task == "dehaze":
             planar = np.ascontiguousarray(plane.transpose(2, 0, 1))
-            _, t_dcp, a0 = dcp.dehaze_plane(planar, dcp.Params(
-                patch_size=params.patch_size, refine=params.guided_radius > 0,
-                guided_radius=max(params.guided_radius, 1), t0=params.t0))
+            _, t_dcp, a0 = haze.dehaze_plane(planar, patch_size=params.patch_size,
+                                             refine=params.guided_radius > 0,
+                                             guided_radius=max(params.guided_radius, 1),
+                                             t0=params.t0)
             t_dcp = torch.from_numpy(t_dcp)[None, None].to(device)
             with torch.no_grad():
                 airlight.copy_(torch.from_numpy(a0).view(1, c, 1, 1))
@@ -343,16 +337,15 @@ def run(image: np.ndarray, params: Params, ctx: RunContext, hints=None, second=N
         if plane_info["stopped"] and not plane_info["meaningful"]:
             if i == 0:
                 raise StopRequested(too_early(plane_info, params))
-            info["stopped"] = True
-            fill_unreached(i)
+            info["stopped"] = True  # this plane and the rest: filled by the engine
             break
         mask = est["mask"][0, 0].float().cpu().numpy()
         if task == "dehaze":
             a = airlight.detach().clamp(0, 1).view(c).cpu().numpy()
             if params.guided_radius > 0:
                 planar = np.ascontiguousarray(plane.transpose(2, 0, 1))
-                mask = dcp.fast_guided_filter(dcp.gray(planar), mask.astype(np.float32),
-                                              params.guided_radius, 1e-3, 1)
+                mask = haze.fast_guided_filter(haze.gray(planar), mask.astype(np.float32),
+                                               params.guided_radius, 1e-3, 1)
             mask = np.clip(mask, 0, 1)
             j = (plane - a) / np.maximum(mask, params.t0)[..., None] + a
             out["image"][i] = np.clip(j, 0, 1)
@@ -368,31 +361,24 @@ def run(image: np.ndarray, params: Params, ctx: RunContext, hints=None, second=N
             out["layer1"][i] = est[first][0].permute(1, 2, 0).float().cpu().numpy()
             out["layer2"][i] = est[second_key][0].permute(1, 2, 0).float().cpu().numpy()
             if two:
-                out["unmixed1"][i], out["unmixed2"][i] = unmix(plane, planes2[i], a,
+                out["unmixed1"][i], out["unmixed2"][i] = unmix(plane, plane2, a,
                                                                swapped=first == "other1")
-            out["image"][i] = est["recon"][0].permute(1, 2, 0).float().cpu().numpy()
-        mask_out[i] = mask
+            if task == "segment":
+                out["labels"][i] = (mask > params.threshold).astype(np.int32)
+            else:
+                out["image"][i] = est["recon"][0].permute(1, 2, 0).float().cpu().numpy()
+        out["mask"][i] = mask
         info["stop_iterations"].append(plane_info["stop_iteration"])
         info["planes_done"] = i + 1
         step0 += iters[i]
         if plane_info["stopped"]:
             info["stopped"] = True
-            fill_unreached(i + 1)
             break
 
-    lead, shape = image.shape[:-3], image.shape
-    outputs = {"mask": mask_out.reshape(shape[:-1])}
+    outputs = {}
     if task == "dehaze":
-        outputs["image"] = out["image"].reshape(shape)
+        lead = planes.lead
         outputs["airlight"] = airlights.reshape(lead + (c,)) if lead else airlights[0]
-    else:
-        for k in ("layer1", "layer2", "unmixed1", "unmixed2"):
-            if k in out:
-                outputs[k] = out[k].reshape(shape)
-        if task == "segment":
-            outputs["labels"] = (mask_out > params.threshold).astype(np.int32).reshape(shape[:-1])
-        else:
-            outputs["image"] = out["image"].reshape(shape)
     return MethodResult(outputs, info, primary=PRIMARY[task])
 
 
@@ -438,6 +424,7 @@ SPEC = MethodSpec(
     scaling="range",
     uses_torch=True,
     demo=_demo,
+    primary_of=lambda params: PRIMARY[params.task],
 )
 
 decompose_double_dip = public_function(

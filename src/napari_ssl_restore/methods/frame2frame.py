@@ -12,8 +12,9 @@ out of the L1 loss (dilated). Adam, lr 5e-5, as in the paper.
   on its pair with the previous restored frame and is then restored by the model as it is. The first
   frame has no predecessor and is restored by the starting model.
 - ``mode='offline'``: flows for every consecutive pair from the starting model's denoised video (the
-  first frame pairs with the second), ``epochs`` passes over all pairs, then every frame is restored
-  by the final model.
+  first frame pairs with the second), ``epochs`` passes over the pairs, then every frame is restored
+  by the final model. A movie too long for the training memory trains on pairs spread evenly over
+  it (all of them in a movie of a few hundred 512² frames); every frame is restored.
 
 Deviation: training uses random crops (``patch_size``, ``batch_size``) of the frame pair instead of
 the whole frame, so large frames fit on a CPU; the starting model is this project's shipped DnCNN
@@ -25,12 +26,14 @@ import dataclasses
 from typing import Literal
 
 import numpy as np
+from scipy import ndimage as ndi
 
 from ..core.params import param
-from ..core.progress import Step
+from ..core.progress import Step, StopRequested
 from ..core.registry import MethodSpec, Output, RunContext
+from ..engine.planes import Outputs, Planes
+from ..engine.video import OFFLINE, ONLINE, VideoParams, demo_samples
 from ._public import public_function
-from ._video import OFFLINE, ONLINE, VideoParams, demo_samples
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,83 +66,151 @@ class Params(VideoParams):
         self._check_video("Frame2Frame")
 
 
-def _masked_l1(pred, target):
-    y, m = target
-    return (m * (pred - y).abs()).sum() / (m.sum() * pred.shape[1]).clamp_min(1.0)
+def _masked_l1(pred, target, mask):
+    return (mask * (pred - target).abs()).sum() / (mask.sum() * pred.shape[1]).clamp_min(1.0)
 
 
-def _pair(frames, denoised, t, s, p, params):
-    """Target (previous noisy frame warped onto frame t) and mask, from denoised frames."""
-    from ._video import occlusion_mask, optical_flow, warp
+# --- optical flow, warping and occlusions ----------------------------------------------------------
 
-    flow = optical_flow(denoised(t, p), denoised(s, p), params.flow)
-    warped, inside = warp(frames[s, p], flow)
-    warped_den, _ = warp(denoised(s, p), flow)
-    mask = occlusion_mask(flow, warped_den, denoised(t, p), inside,
+def optical_flow(reference: np.ndarray, moving: np.ndarray, method: str = "tvl1") -> np.ndarray:
+    """Flow ``(2, H, W)`` (rows, columns) with ``moving[r + v_r, c + v_c] ≈ reference[r, c]``.
+
+    Computed on the channel mean of two (denoised) ``(H, W, C)`` frames with scikit-image's TV-L1
+    (Zach, Pock, Bischof 2007) or iterative Lucas-Kanade.
+    """
+    from skimage import registration
+
+    a = reference.mean(axis=-1) if reference.ndim == 3 else reference
+    b = moving.mean(axis=-1) if moving.ndim == 3 else moving
+    if method == "tvl1":
+        return np.asarray(registration.optical_flow_tvl1(a, b), np.float32)
+    if method == "ilk":
+        return np.asarray(registration.optical_flow_ilk(a, b, radius=7), np.float32)
+    raise ValueError(f"unknown flow method {method!r}; use 'tvl1' or 'ilk'.")
+
+
+def warp(image: np.ndarray, flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Backward-warp ``(H, W, C)`` ``image`` by ``flow`` with bilinear ``grid_sample``.
+
+    Returns the warped image and a boolean map of pixels that sampled inside the frame.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    h, w = image.shape[:2]
+    rr, cc = np.mgrid[0:h, 0:w].astype(np.float32)
+    r, c = rr + flow[0], cc + flow[1]
+    inside = (r >= 0) & (r <= h - 1) & (c >= 0) & (c <= w - 1)
+    grid = np.stack([2 * c / max(w - 1, 1) - 1, 2 * r / max(h - 1, 1) - 1], axis=-1)
+    x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32))[None]
+    with torch.no_grad():
+        y = F.grid_sample(x, torch.from_numpy(grid)[None], mode="bilinear",
+                          padding_mode="border", align_corners=True)
+    return y[0].numpy().transpose(1, 2, 0), inside
+
+
+def occlusion_mask(flow: np.ndarray, warped_denoised: np.ndarray, denoised: np.ndarray,
+                   inside: np.ndarray, *, divergence: float, warp_error: float,
+                   dilation: int) -> np.ndarray:
+    """Pixels to train on: not occluded and inside the frame.
+
+    Occluded: flow divergence magnitude above ``divergence`` (Ehret et al. use ~0.75) or a warping
+    error of the denoised frames above ``warp_error`` (normalised intensity), dilated by ``dilation``
+    pixels.
+    """
+    div = np.gradient(flow[0], axis=0) + np.gradient(flow[1], axis=1)
+    err = np.abs(warped_denoised - denoised).mean(axis=-1)
+    bad = (np.abs(div) > divergence) | (err > warp_error) | ~inside
+    if dilation > 0 and bad.any():
+        bad = ndi.binary_dilation(bad, iterations=dilation)
+    return ~bad
+
+
+def _pair(noisy, noisy_prev, denoised, denoised_prev, params):
+    """Target (the previous noisy frame warped onto this one) and mask, from denoised frames."""
+    flow = optical_flow(denoised, denoised_prev, params.flow)
+    warped, inside = warp(noisy_prev, flow)
+    warped_den, _ = warp(denoised_prev, flow)
+    mask = occlusion_mask(flow, warped_den, denoised, inside,
                           divergence=params.divergence_threshold,
                           warp_error=params.warp_error_threshold, dilation=params.mask_dilation)
     return warped, mask.astype(np.float32)[..., None]
 
 
-def run(image: np.ndarray, params: Params, ctx: RunContext):
+# --- the generator ---------------------------------------------------------------------------------
+
+def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs):
     """Fine-tune the starting denoiser on the time-lapse by Frame2Frame, then restore it."""
     import time
 
-    from ._video import (fine_tune, finish, make_optimizer, online, predict, predict_all,
-                         restore_all, start, tensor_sampler)
+    import torch
 
-    if image.shape[0] < 2:
+    from ..engine.train import TRAIN_BYTES, PatchSampler, planes_within, spread, to_device
+    from ..engine.video import finish, online, predict_some, restore_all, start, tune
+
+    if planes.n_frames < 2:
         raise ValueError("Frame2Frame needs at least 2 frames along T to pair them; got 1. Use "
                          "dncnn or restore-from-restored for a single image.")
-    device, rng, frames, den, base, info = start(image, params, ctx)
-    n_t, n_p = frames.shape[:2]
+    r = start(planes, params, ctx)
+    depth, n = planes.n_depth, len(planes)
     flow_seconds = 0.0
 
     if params.mode == "online":
-        def make_sampler(t, p, out):
+        def make_sampler(i, previous):
             nonlocal flow_seconds
-            if t == 0:
+            if previous is None:  # the first frame: nothing to pair it with
                 return None
-            current = predict(den, frames[t, p], device, params.tile_size, params.tile_overlap)
+            current = r.predict(planes[i])
             tf = time.perf_counter()
-            target, mask = _pair(frames, lambda i, q: current if i == t else out[i, q], t, t - 1,
-                                 p, params)
+            target, mask = _pair(planes[i], planes[i - depth], current, previous, params)
             flow_seconds += time.perf_counter() - tf
-            return tensor_sampler(rng, device, [frames[t, p]], [target, mask], params.patch_size)
+            fields = [to_device(x[None], r.device) for x in (planes[i], target, mask)]
+            return PatchSampler(fields, [(0, 0, 0)], params.patch_size, r.rng)
 
-        out, run_info = yield from online(frames, den, device, params, make_sampler=make_sampler,
-                                          loss_fn=_masked_l1, lr=params.learning_rate,
-                                          steps_per_frame=params.steps_per_frame,
-                                          shape=image.shape)
-        info.update(run_info)
+        r.info.update((yield from online(r, out, params, make_sampler=make_sampler,
+                                         loss_fn=_masked_l1, lr=params.learning_rate,
+                                         steps_per_frame=params.steps_per_frame)))
     else:
-        n = n_t * n_p
-        pairs = [(t, t - 1 if t else 1, p) for t in range(n_t) for p in range(n_p)]
-        steps = params.epochs * len(pairs)
-        total = n + len(pairs) + steps + n
-        denoised, _, _ = yield from predict_all(
-            frames, den, device, params, step0=0, total=total,
-            label="denoising with the starting model:", on_stop="cancel")
-        samplers = []
-        for i, (t, s, p) in enumerate(pairs):
+        # every consecutive pair (the first frame pairs with the second); a long movie trains on
+        # pairs spread over it, as many as TRAIN_BYTES holds (noisy, target, mask per pair)
+        pairs = [(t, t - 1 if t else 1, p) for t in range(planes.n_frames) for p in range(depth)]
+        plane_bytes = int(np.prod(planes.hw)) * planes.c * 4
+        chosen = [pairs[k] for k in spread(len(pairs), planes_within(TRAIN_BYTES, plane_bytes, 3))]
+        needed = sorted({planes.frame_index(t, p) for t, _, p in chosen}
+                        | {planes.frame_index(s, p) for _, s, p in chosen})
+        steps = params.epochs * len(chosen)
+        total = len(needed) + len(chosen) + steps + n
+        denoised, stopped = yield from predict_some(
+            r, needed, step0=0, total=total, label="denoising with the starting model:",
+            stoppable=True)
+        if stopped:
+            raise StopRequested()  # nothing fine-tuned yet: the run ends without a result
+        noisy, targets, masks = [], [], []
+        for k, (t, s, p) in enumerate(chosen):
+            i, j = planes.frame_index(t, p), planes.frame_index(s, p)
             tf = time.perf_counter()
-            target, mask = _pair(frames, lambda a, q: denoised[a, q], t, s, p, params)
+            target, mask = _pair(planes[i], planes[j], denoised[i], denoised[j], params)
             flow_seconds += time.perf_counter() - tf
-            samplers.append(tensor_sampler(rng, device, [frames[t, p]], [target, mask],
-                                           params.patch_size))
-            yield Step(n + i + 1, total, f"optical flow {i + 1}/{len(pairs)}")
+            noisy.append(planes[i])
+            targets.append(target)
+            masks.append(mask)
+            yield Step(len(needed) + k + 1, total, f"optical flow {k + 1}/{len(chosen)}")
         del denoised
-        opt = make_optimizer(den, params.learning_rate)
-        done_steps, loss, stopped = yield from fine_tune(
-            den, opt, samplers, steps, _masked_l1, rng, params.batch_size, step0=n + len(pairs),
-            total=total, label="fine-tuning")
-        out, done, stopped_late = yield from restore_all(
-            frames, den, device, params, step0=n + len(pairs) + steps, total=total,
-            shape=image.shape, stoppable=not stopped)
-        info.update(steps=done_steps, final_loss=loss, stopped=stopped or stopped_late,
-                    planes_done=done, pairs=len(pairs))
-    info["flow_seconds"] = round(flow_seconds, 3)
-    return finish(out, image, den, base, params, ctx, info, method="frame2frame")
+        fields = [to_device(np.stack(x), r.device) for x in (noisy, targets, masks)]
+        del noisy, targets, masks
+        sampler = PatchSampler(fields, [(k, k, k) for k in range(len(chosen))], params.patch_size,
+                               r.rng)
+        opt = torch.optim.Adam(r.den.parameters(), lr=params.learning_rate)
+        k0 = len(needed) + len(chosen)
+        loop = yield from tune(r, opt, sampler, _masked_l1, steps, params.batch_size, step0=k0,
+                               total=total, label="fine-tuning step")
+        del fields, sampler
+        done, stopped_late = yield from restore_all(r, out, step0=k0 + steps, total=total,
+                                                    stoppable=not loop.stopped)
+        r.info.update(steps=loop.steps, final_loss=loop.loss, stopped=loop.stopped or stopped_late,
+                      planes_done=done, pairs=len(chosen), pairs_total=len(pairs))
+    r.info["flow_seconds"] = round(flow_seconds, 3)
+    return finish(r, params, ctx, method="frame2frame")
 
 
 SPEC = MethodSpec(

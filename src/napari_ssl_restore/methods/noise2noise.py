@@ -8,22 +8,25 @@ adjacent planes of a finely sampled Z-stack. Loss by noise type: L2 (Gaussian, P
 (median-type noise: multiplicative Bernoulli, text overlays), annealed L0 (random-valued impulses).
 
 Training samples random patches with random flips and 90° rotations (the same for both images of a
-pair), uses Adam with a cosine ramp-down of the learning rate over the last 30 % of the steps, and
-reports the loss on a fixed, held-out set of validation patches. Prediction runs the network over
-every plane in overlapping, blended tiles, so any image size fits in memory.
+pair), cropped and augmented on the device, uses Adam with a cosine ramp-down of the learning rate
+over the last 30 % of the steps, and reports the loss on a fixed set of validation patches drawn
+before training. A long stack trains on pairs spread evenly over it, as many as the training memory
+holds. Prediction streams every plane through the engine's batched predictor (overlapping, blended
+tiles), so any image size fits in memory. Loop, sampler, schedule and predictor are the engine's
+(:mod:`napari_ssl_restore.engine`); this module declares the settings, the pairs and the loss.
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 from typing import Literal
 
 import numpy as np
 
 from ..core.params import param
-from ..core.progress import Step, StopRequested, Ticker
+from ..core.progress import StopRequested
 from ..core.registry import ExtraInput, MethodResult, MethodSpec, Output, RunContext
+from ..engine.planes import Outputs, Planes
 from ._public import public_function
 
 logger = logging.getLogger(__name__)
@@ -73,8 +76,9 @@ class Params:
     validation_fraction: float = param(0.1, "Share of patches held out to report a validation "
                                             "loss (never trained on).", min=0.0, max=0.5,
                                        step=0.05, when=TRAIN, advanced=True)
-    tile_size: int = param(512, "Tile side for prediction (limits memory on large images).",
-                           min=32, max=8192, advanced=True)
+    tile_size: int = param(0, "Largest tile side for prediction; 0 = chosen from the device's "
+                              "memory (whole planes where they fit).", min=0, max=8192,
+                           advanced=True)
     tile_overlap: int = param(32, "Overlap of prediction tiles, blended smoothly.", min=0,
                               max=1024, advanced=True)
     preview_every: int = param(100, "Training steps between previews (prediction on a crop).",
@@ -87,7 +91,7 @@ class Params:
             raise ValueError(f"Noise2Noise: patch_size must be a multiple of 2**depth = {mult}; "
                              f"got {self.patch_size}. Use "
                              f"{max(mult, round(self.patch_size / mult) * mult)}.")
-        if self.tile_overlap >= self.tile_size:
+        if self.tile_size and self.tile_overlap >= self.tile_size:
             raise ValueError("Noise2Noise: tile_overlap must be smaller than tile_size.")
         if self.mode == "apply" and not self.model:
             raise ValueError("Noise2Noise: mode='apply' needs model= (a .pt file saved by a "
@@ -109,191 +113,71 @@ def n2n_loss(pred, target, kind: str, progress: float = 0.0):
     return torch.mean((diff.abs() + 1e-8) ** max(gamma, 1e-3))
 
 
-# --- pairs and patches ---------------------------------------------------------------------------
+# --- pairs ---------------------------------------------------------------------------------------
 
-def make_pairs(image: np.ndarray, axes: str, pairing: str,
-               target: np.ndarray | None) -> tuple[list[np.ndarray], list[tuple[int, int]], str]:
-    """Planes and (source, target) index pairs for training, from a canonical ``[T][Z]YXC`` image."""
-    lead = axes[:-3]
+def make_pairs(lead_axes: str, lead_shape: tuple[int, ...], pairing: str,
+               has_target: bool) -> tuple[list[tuple[int, int]], str]:
+    """(source, target) plane pairs for training, and the pairing used.
+
+    Planes are numbered over the image (``0 .. n-1``, canonical T-major order) and then the
+    second acquisition (``n .. 2n-1``). ``lead_axes``/``lead_shape`` are the image's T/Z axes.
+    """
+    lead = lead_axes
+    n = int(np.prod(lead_shape, dtype=int))
     if pairing == "auto":
-        pairing = "target" if target is not None else ("time" if "T" in lead else "none")
+        pairing = "target" if has_target else ("time" if "T" in lead else "none")
     if pairing == "none":
         raise ValueError(
             "Noise2Noise needs pairs of noisy images: give target= (a second acquisition of the "
             "same field; --target FILE), or a time-lapse (axes with T, e.g. 'TYX'), or set "
             "pairing='z' for adjacent Z planes. To denoise with a saved model, use mode='apply'."
         )
-    planes = list(image.reshape((-1,) + image.shape[-3:]))
     pairs: list[tuple[int, int]] = []
     if pairing == "target":
-        if target is None:
+        if not has_target:
             raise ValueError("pairing='target' needs target= (a second acquisition of the field).")
-        n = len(planes)
-        planes += list(target.reshape((-1,) + target.shape[-3:]))
         for i in range(n):
             pairs += [(i, n + i), (n + i, i)]
-        return planes, pairs, pairing
+        return pairs, pairing
     axis = "T" if pairing == "time" else "Z"
     if axis not in lead:
         raise ValueError(f"pairing={pairing!r} needs a {axis} axis; the image has axes "
-                         f"{axes.replace('C', '')!r}. Set axes (e.g. '{axis}YX') or use target=.")
-    sizes = image.shape[:-3]
+                         f"{(lead + 'YX')!r}. Set axes (e.g. '{axis}YX') or use target=.")
     k = lead.index(axis)
-    if sizes[k] < 2:
+    if lead_shape[k] < 2:
         raise ValueError(f"Noise2Noise needs at least 2 planes along {axis} to make pairs; got "
-                         f"{sizes[k]}. Pick a stack or give target=.")
-    index = np.arange(len(planes)).reshape(sizes)
-    a = np.take(index, np.arange(sizes[k] - 1), axis=k).ravel()
-    b = np.take(index, np.arange(1, sizes[k]), axis=k).ravel()
+                         f"{lead_shape[k]}. Pick a stack or give target=.")
+    index = np.arange(n).reshape(lead_shape)
+    a = np.take(index, np.arange(lead_shape[k] - 1), axis=k).ravel()
+    b = np.take(index, np.arange(1, lead_shape[k]), axis=k).ravel()
     for i, j in zip(a, b):
         pairs += [(int(i), int(j)), (int(j), int(i))]
-    return planes, pairs, pairing
+    return pairs, pairing
 
 
-class PatchSampler:
-    """Random aligned crops of pairs (with the same random flip/rotation), on a NumPy generator."""
-
-    def __init__(self, planes, pairs, patch: int, rng: np.random.Generator, augment: bool):
-        h, w = planes[0].shape[:2]
-        if min(h, w) < patch:
-            raise ValueError(f"patch_size {patch} is larger than the image ({h}x{w}); choose a "
-                             f"patch_size of at most {min(h, w)} (a multiple of 2**depth).")
-        self.planes, self.pairs, self.patch, self.rng, self.augment = planes, pairs, patch, rng, augment
-
-    def sample(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        p = self.patch
-        h, w = self.planes[0].shape[:2]
-        src = np.empty((n, p, p, self.planes[0].shape[2]), np.float32)
-        tgt = np.empty_like(src)
-        for b in range(n):
-            i, j = self.pairs[self.rng.integers(len(self.pairs))]
-            y, x = self.rng.integers(0, h - p + 1), self.rng.integers(0, w - p + 1)
-            a, c = self.planes[i][y:y + p, x:x + p], self.planes[j][y:y + p, x:x + p]
-            if self.augment:
-                k = int(self.rng.integers(4))
-                a, c = np.rot90(a, k), np.rot90(c, k)
-                if self.rng.integers(2):
-                    a, c = a[:, ::-1], c[:, ::-1]
-            src[b], tgt[b] = a, c
-        return src, tgt
-
-
-def auto_steps(planes, pairs, patch: int, batch: int) -> int:
+def auto_steps(hw: tuple[int, int], n_pairs: int, patch: int, batch: int) -> int:
     """About 20 passes over the distinct patches of the pairs, clipped to [300, 3000]."""
-    h, w = planes[0].shape[:2]
-    distinct = len(pairs) * max(1, (h // patch) * (w // patch))
+    distinct = n_pairs * max(1, (hw[0] // patch) * (hw[1] // patch))
     return int(np.clip(round(20 * distinct / batch), 300, 3000))
-
-
-def _lr_factor(step: int, total: int) -> float:
-    """1 for the first 70 % of training, then a cosine ramp down to 0 (the paper's ramp-down)."""
-    start = 0.7 * total
-    if step <= start:
-        return 1.0
-    return 0.5 * (1 + math.cos(math.pi * (step - start) / max(total - start, 1)))
-
-
-# --- training ------------------------------------------------------------------------------------
-
-def train(net, sampler: PatchSampler, params: Params, device, *, total: int, grand_total: int,
-          preview_plane: np.ndarray | None = None):
-    """Train ``net`` on patches from ``sampler`` for ``total`` steps; a generator of Steps.
-
-    Returns ``{"steps", "train_loss", "val_loss", "stopped"}``. A :class:`StopRequested` thrown in at
-    a yield ends training early and keeps the network as it is.
-    """
-    import torch
-
-    n_val = int(round(params.validation_fraction * max(8, 4 * params.batch_size)))
-    val = None
-    if n_val:
-        val = tuple(torch.from_numpy(v).permute(0, 3, 1, 2).contiguous().to(device)
-                    for v in sampler.sample(n_val))
-    opt = torch.optim.Adam(net.parameters(), lr=params.learning_rate, betas=(0.9, 0.99))
-    amp = params.mixed_precision and device.type == "cuda"
-    crop = _preview_crop(preview_plane) if preview_plane is not None else None
-    train_loss = val_loss = float("nan")
-    running = None
-    step, stopped = 0, False
-    ticker = Ticker()
-    net.train()
-    try:
-        for step in range(1, total + 1):
-            for group in opt.param_groups:
-                group["lr"] = params.learning_rate * _lr_factor(step, total)
-            src, tgt = sampler.sample(params.batch_size)
-            x = torch.from_numpy(src).permute(0, 3, 1, 2).contiguous().to(device)
-            y = torch.from_numpy(tgt).permute(0, 3, 1, 2).contiguous().to(device)
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
-                pred = net(x)
-            loss = n2n_loss(pred.float(), y, params.loss, step / total)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            value = float(loss.detach())
-            running = value if running is None else 0.95 * running + 0.05 * value
-            preview_due = step % params.preview_every == 0 or step == total
-            if ticker.due() or preview_due:
-                preview = None
-                if preview_due:
-                    net.eval()
-                    if val is not None:
-                        with torch.no_grad():
-                            val_loss = float(n2n_loss(net(val[0]), val[1], params.loss,
-                                                      step / total))
-                    if crop is not None:
-                        preview = predict_plane(net, crop, params, device)
-                    net.train()
-                train_loss = running
-                yield Step(step, grand_total,
-                           f"training step {step}/{total}, loss {train_loss:.3e}"
-                           + (f", validation {val_loss:.3e}" if val is not None else ""),
-                           preview, {"loss": train_loss, "val_loss": val_loss, "step": step})
-    except StopRequested:
-        stopped = True
-        logger.info("training stopped after %d steps; keeping that model", step)
-    net.eval()
-    return {"steps": step, "train_loss": running if running is not None else train_loss,
-            "val_loss": val_loss, "stopped": stopped}
-
-
-# --- prediction ----------------------------------------------------------------------------------
-
-def predict_plane(net, plane: np.ndarray, params: Params, device) -> np.ndarray:
-    """Denoise one ``(H, W, C)`` plane with overlapping tiles."""
-    import torch
-
-    from ..core.axes import from_tensor, to_tensor
-    from ..core.tiling import predict_tiled
-    from ..nets.unet import pad_to_multiple
-
-    mult = 2 ** net.depth
-    amp = params.mixed_precision and device.type == "cuda"
-
-    def fn(tile: np.ndarray) -> np.ndarray:
-        x, (h, w) = pad_to_multiple(to_tensor(tile[None], device), mult)
-        with torch.no_grad(), torch.autocast(device_type=device.type, dtype=torch.bfloat16,
-                                             enabled=amp):
-            y = net(x)
-        return from_tensor(y[..., :h, :w])[0]
-
-    return predict_tiled(plane, fn, tile=params.tile_size, overlap=params.tile_overlap)
 
 
 # --- the generator -------------------------------------------------------------------------------
 
-def run(image: np.ndarray, params: Params, ctx: RunContext, target=None):
-    """Train (or load) a Noise2Noise U-Net, then denoise every plane of ``image``."""
+def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs,
+        target: Planes | None = None):
+    """Train (or load) a Noise2Noise U-Net, then denoise every plane, streamed."""
     import torch
 
     from ..core.device import resolve_device
     from ..core.models import build, checkpoint, load_checkpoint, save_model
+    from ..engine.predict import Predictor, predict_into
+    from ..engine.train import (TRAIN_BYTES, PatchSampler, planes_within, seeded_init, spread,
+                                to_device)
     from ..nets.unet import UNet
 
     device = resolve_device(ctx.device)
-    torch.manual_seed(ctx.seed)
     rng = np.random.default_rng(ctx.seed)
-    c = image.shape[-1]
+    c, n = planes.c, len(planes)
     ckpt = load_checkpoint(params.model) if params.model else None
     if ckpt is not None:
         if ckpt["config"]["in_channels"] != c:
@@ -301,20 +185,38 @@ def run(image: np.ndarray, params: Params, ctx: RunContext, target=None):
                              f"channel(s) but the image has {c}.")
         net = build(ckpt, device)
     else:
-        net = UNet(c, c, params.features, params.depth).to(device)
+        with seeded_init(ctx.seed):
+            net = UNet(c, c, params.features, params.depth)
+        net = net.to(device)
     info: dict = {"device": str(device), "trained_steps": 0, "stopped": False}
     if ckpt is not None:
         info["model_loaded"] = params.model
+    amp = params.mixed_precision and device.type == "cuda"
 
-    stopped = False
+    stopped, total = False, 0
     if params.mode == "train":
-        planes, pairs, pairing = make_pairs(image, ctx.axes, params.pairing, target)
-        info["pairing"], info["pairs"] = pairing, len(pairs)
-        sampler = PatchSampler(planes, pairs, params.patch_size, rng, params.augment)
-        total = params.steps or auto_steps(planes, pairs, params.patch_size, params.batch_size)
-        grand_total = total + int(np.prod(image.shape[:-3], dtype=int))
-        fit = yield from train(net, sampler, params, device, total=total, grand_total=grand_total,
-                               preview_plane=planes[pairs[0][0]])
+        pairs, pairing = make_pairs(planes.axes[:-3], planes.lead, params.pairing,
+                                    target is not None)
+        if min(planes.hw) < params.patch_size:
+            raise ValueError(f"patch_size {params.patch_size} is larger than the image "
+                             f"({planes.hw[0]}x{planes.hw[1]}); choose a patch_size of at most "
+                             f"{min(planes.hw)} (a multiple of 2**depth).")
+        # a long stack trains on pairs spread over it, as many as TRAIN_BYTES holds
+        plane_bytes = int(np.prod(planes.hw)) * c * 4
+        chosen = [pairs[k] for k in spread(len(pairs), planes_within(TRAIN_BYTES, plane_bytes, 2))]
+        needed = sorted({g for pair in chosen for g in pair})
+        where = {g: k for k, g in enumerate(needed)}
+        field = to_device(np.stack([planes[g] if g < n else target[g - n] for g in needed]),
+                          device)
+        sampler = PatchSampler([field, field], [(where[a], where[b]) for a, b in chosen],
+                               params.patch_size, rng, augment=params.augment)
+        info.update(pairing=pairing, pairs=len(chosen), pairs_total=len(pairs))
+        total = params.steps or auto_steps(planes.hw, len(chosen), params.patch_size,
+                                           params.batch_size)
+        fit = yield from _train(net, sampler, params, total=total, grand_total=total + n,
+                                preview_plane=planes[chosen[0][0]] if chosen[0][0] < n
+                                else target[chosen[0][0] - n], amp=amp)
+        del field, sampler
         stopped = fit["stopped"]
         useful = min(MIN_USEFUL_STEPS, total)
         if stopped and ckpt is None and fit["steps"] < useful:
@@ -331,21 +233,70 @@ def run(image: np.ndarray, params: Params, ctx: RunContext, target=None):
             info["model_saved"] = save_model(ckpt_out, params.save_model)
     else:
         ckpt_out = ckpt
-        grand_total = int(np.prod(image.shape[:-3], dtype=int))
-        total = 0
 
+    predictor = Predictor(net, device, tile=params.tile_size, overlap=params.tile_overlap,
+                          multiple=2 ** net.depth, amp=amp)
+
+    def write(i: int, plane: np.ndarray) -> None:
+        out["image"][i] = plane
+
+    done, stopped_late = yield from predict_into(
+        predictor, lambda i: planes[i], n, write, step0=total, total=total + n,
+        label="denoising" if not stopped else "stopped: denoising with the model so far,",
+        stoppable=not stopped)
+    info.update(planes_done=done, stopped=stopped or stopped_late)
+    return MethodResult({}, info, {"model": ckpt_out})
+
+
+def _train(net, sampler, params: Params, *, total: int, grand_total: int, preview_plane, amp):
+    """Train ``net`` on ``sampler``'s pairs for ``total`` steps on the engine's loop; a generator.
+
+    Returns ``{"steps", "train_loss", "val_loss", "stopped"}``; a Stop keeps the network as it is.
+    """
+    import torch
+
+    from ..engine.predict import Predictor
+    from ..engine.train import cosine_rampdown, optimise
+
+    n_val = int(round(params.validation_fraction * max(8, 4 * params.batch_size)))
+    val = sampler(n_val) if n_val else None
+    opt = torch.optim.Adam(net.parameters(), lr=params.learning_rate, betas=(0.9, 0.99))
+    crop = _preview_crop(preview_plane)
+    preview_net = Predictor(net, sampler.fields[0].device, multiple=2 ** net.depth, amp=amp)
+    state = {"val": float("nan")}
+    device_type = sampler.fields[0].device.type
+
+    def validation(it: int) -> float:
+        if val is None:
+            return float("nan")
+        net.eval()
+        with torch.inference_mode():
+            value = float(n2n_loss(net(val[0]), val[1], params.loss, it / total))
+        net.train()
+        return value
+
+    def step(it: int):
+        src, tgt = sampler(params.batch_size)
+        with torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=amp):
+            pred = net(src)
+        return n2n_loss(pred.float(), tgt, params.loss, it / total)
+
+    def describe(it: int, loss: float):
+        return (f"training step {it}/{total}, loss {loss:.3e}"
+                + (f", validation {state['val']:.3e}" if val is not None else ""),
+                {"loss": loss, "val_loss": state["val"], "step": it})
+
+    def preview(it: int):
+        state["val"] = validation(it)
+        return preview_net(crop[None])[0]
+
+    net.train()
+    loop = yield from optimise(step, opt, total, lr_factor=cosine_rampdown(total, 0.3),
+                               describe=describe, preview=preview,
+                               preview_every=params.preview_every, total=grand_total)
     net.eval()
-    planes_in = image.reshape((-1,) + image.shape[-3:])
-    out = np.empty_like(planes_in)
-    for i, plane in enumerate(planes_in):
-        out[i] = predict_plane(net, plane, params, device)
-        if not stopped:  # after a Stop, predict without yielding (the stop is already honoured)
-            try:
-                yield Step(total + i + 1, grand_total, f"denoising plane {i + 1}/{len(planes_in)}")
-            except StopRequested:
-                stopped = True
-                info["stopped"] = True
-    return MethodResult({"image": out.reshape(image.shape)}, info, {"model": ckpt_out})
+    return {"steps": loop.steps, "train_loss": loop.loss, "val_loss": validation(loop.steps),
+            "stopped": loop.stopped}
 
 
 def _preview_crop(plane: np.ndarray, size: int = 256) -> np.ndarray:

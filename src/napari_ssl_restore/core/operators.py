@@ -1,0 +1,79 @@
+"""Known forward operators ``H`` for restoration through a physical model, and a regulariser.
+
+Deep Image Prior fits ``H(f(z)) ≈ y`` and the physics-based methods ask ``H(G(y)) ≈ y``: ``H`` is a
+PSF blur (deconvolution), an anti-aliased downsampling (super-resolution), a mask (inpainting) or
+the identity (denoising). Torch functions on ``(N, C, H, W)`` tensors, reflect-padded (a zero border
+darkens the edges, which is not what a microscope does).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+# --- operators -----------------------------------------------------------------------------------
+
+def lanczos_kernel(factor: int, a: int = 3) -> np.ndarray:
+    """1-D Lanczos-``a`` anti-aliasing kernel for downsampling by ``factor`` (length ``2 a factor``)."""
+    k = 2 * a * factor
+    pad_left = (k - factor) // 2
+    offsets = (np.arange(k) - pad_left - (factor - 1) / 2) / factor
+    w = np.sinc(offsets) * np.sinc(offsets / a)
+    w[np.abs(offsets) >= a] = 0
+    return (w / w.sum()).astype(np.float32)
+
+
+def downsample(x, factor: int):
+    """Anti-aliased downsampling of ``(N, C, H, W)`` by an integer ``factor`` (Lanczos-3, reflect)."""
+    import torch
+    import torch.nn.functional as F
+
+    if factor == 1:
+        return x
+    k1 = torch.from_numpy(lanczos_kernel(factor)).to(x.device, x.dtype)
+    k = k1.numel()
+    pl = (k - factor) // 2
+    pr = k - factor - pl
+    c = x.shape[1]
+    x = F.pad(x, (pl, pr, pl, pr), mode="reflect" if min(x.shape[-2:]) > max(pl, pr) else "replicate")
+    x = F.conv2d(x, k1.view(1, 1, 1, k).expand(c, 1, 1, k), stride=(1, factor), groups=c)
+    return F.conv2d(x, k1.view(1, 1, k, 1).expand(c, 1, k, 1), stride=(factor, 1), groups=c)
+
+
+def gaussian_psf(sigma: float) -> np.ndarray:
+    """Normalised 2-D Gaussian PSF of std ``sigma`` pixels, ``2 ceil(3 sigma) + 1`` wide."""
+    r = max(1, math.ceil(3 * sigma))
+    ax = np.arange(-r, r + 1, dtype=np.float64)
+    g = np.exp(-0.5 * (ax / sigma) ** 2)
+    psf = np.outer(g, g)
+    return (psf / psf.sum()).astype(np.float32)
+
+
+def check_psf(psf: np.ndarray) -> np.ndarray:
+    """A usable 2-D PSF: non-negative, normalised to sum 1, odd-sized (padded if needed)."""
+    psf = np.asarray(psf, dtype=np.float64)
+    psf = np.squeeze(psf)
+    if psf.ndim != 2:
+        raise ValueError(f"psf must be a 2-D image (Y, X); got shape {psf.shape}. For a 3-D PSF, "
+                         "pass its in-focus plane.")
+    if (psf < 0).any() or psf.sum() <= 0:
+        raise ValueError("psf must be non-negative with a positive sum; subtract the background "
+                         "and clip negative values first.")
+    pad = [(0, 1 - s % 2) for s in psf.shape]
+    psf = np.pad(psf, pad)
+    return (psf / psf.sum()).astype(np.float32)
+
+
+def blur(x, psf):
+    """Convolve ``(N, C, H, W)`` with a ``(kh, kw)`` PSF tensor (reflect padding, per channel)."""
+    import torch.nn.functional as F
+
+    c = x.shape[1]
+    kh, kw = psf.shape
+    mode = "reflect" if min(x.shape[-2:]) > max(kh, kw) // 2 else "replicate"
+    x = F.pad(x, (kw // 2, kw // 2, kh // 2, kh // 2), mode=mode)
+    return F.conv2d(x, psf.flip(0, 1).view(1, 1, kh, kw).expand(c, 1, kh, kw), groups=c)
+
+
+def total_variation(x):
+    return (x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (x[..., :, 1:] - x[..., :, :-1]).abs().mean()

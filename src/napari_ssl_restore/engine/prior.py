@@ -1,0 +1,229 @@
+"""The network-as-prior machinery (Deep Image Prior and what builds on it), written once.
+
+A randomly initialised generator ``f`` fed a fixed random code ``z`` and fitted to one degraded image
+reproduces structure long before noise (Ulyanov et al. 2018). :func:`fit` fits one or several such
+generators at once — DIP fits one, Double-DIP three coupled ones — on the engine's training loop,
+with the paper's practicalities: fresh noise on the code every step (``reg_noise_std``), an
+exponential moving average of the outputs (``output_averaging``, +~1 dB), and early stopping
+without ground truth from the running variance of recent outputs (after ES-WMV/ES-EMV, Wang et al.
+2021: the variance reaches its minimum near peak quality).
+
+Early stopping runs on the device: the running variance, the best estimate and the iteration at
+which it was seen are updated without reading the device back; once ``es_patience`` iterations
+pass without a new minimum the best estimate is frozen, and the loop, which asks every 25
+iterations, ends. The result is the estimate at the variance minimum, as if checked every step.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from ..core.params import param
+from .train import optimise, seeded_init
+
+@dataclasses.dataclass(frozen=True)
+class FitParams:
+    """Settings of the DIP optimisation and generator, shared by every DIP-based method."""
+
+    early_stop: bool = param(True, "Stop automatically near peak quality (running variance of the "
+                                   "outputs, no ground truth needed) and return the best estimate.")
+    es_window: int = param(100, "Early stopping: number of recent iterations the running variance "
+                                "averages over (ES-WMV: 100).", min=2, max=10_000, advanced=True)
+    es_patience: int = param(500, "Early stopping: stop once the variance has not reached a new "
+                                  "minimum for this many iterations.", min=1, max=100_000, advanced=True)
+    learning_rate: float = param(0.01, "Adam learning rate (paper: 0.01).", min=1e-6, max=1.0,
+                                 step=0.001, advanced=True)
+    reg_noise_std: float = param(1 / 30, "Std of the fresh noise added to the network input at "
+                                         "every iteration (paper: 1/30 denoising, 0.03 otherwise); "
+                                         "0 = off.", min=0.0, max=1.0, step=0.005, advanced=True)
+    output_averaging: float = param(0.99, "Exponential moving average of the outputs (paper: "
+                                          "0.99, worth ~1 dB); 0 = return the raw output.",
+                                    min=0.0, max=0.9999, step=0.01, advanced=True)
+    input_depth: int = param(32, "Channels of the random input code z (paper: 32).", min=1, max=512, advanced=True)
+    channels: int = param(128, "Feature channels at every scale (paper: 128). 64 is ~4x faster "
+                               "on a CPU at some cost in quality.", min=4, max=512, advanced=True)
+    depth: int = param(5, "Number of scales of the hourglass (paper: 5).", min=1, max=8, advanced=True)
+    skip_channels: int = param(4, "Channels of each skip connection (paper: 4).", min=0, max=256, advanced=True)
+    upsample_mode: Literal["bilinear", "nearest"] = param(
+        "bilinear", "Upsampling in the decoder (paper: bilinear).", choices=("bilinear", "nearest"), advanced=True)
+    warm_start: bool = param(True, "Stacks: start each plane from the previous plane's networks "
+                                   "(about 3x faster; measured ~3 dB worse on a noisy test stack, "
+                                   "see README). Off: a fresh fit of max_iter per plane.")
+    warm_iter_fraction: float = param(0.25, "Stacks: planes after the first start from the previous "
+                                            "plane's networks and run this fraction of max_iter "
+                                            "(1 = a full fit per plane).",
+                                      min=0.01, max=1.0, step=0.05, advanced=True)
+    preview_every: int = param(50, "Iterations between preview updates in napari.", min=1,
+                               max=100_000, advanced=True)
+    mixed_precision: bool = param(True, "Use bfloat16 autocast on CUDA (ignored on the CPU).", advanced=True)
+
+    def plane_iterations(self, n: int) -> list[int]:
+        """Iterations for each of ``n`` planes: the first gets ``iterations()``, warm-started ones
+        ``warm_iter_fraction`` of it."""
+        first = self.iterations()
+        later = max(1, round(first * self.warm_iter_fraction)) if self.warm_start else first
+        return [first] + [later] * (n - 1)
+
+
+class EarlyStop:
+    """Running-variance early stopping on the device (after ES-EMV, Wang et al. 2021).
+
+    An exponentially weighted mean and variance of the recent outputs (constant memory): the
+    variance falls while the network fits structure and rises once it fits noise. The estimate at
+    the variance minimum is kept; ``patience`` iterations without a new minimum freeze it.
+    """
+
+    def __init__(self, window: int, patience: int):
+        self.alpha = 2.0 / (window + 1)
+        self.window = window
+        self.patience = patience
+        self.mean = None
+        self.best: dict | None = None
+
+    def update(self, it: int, output, estimate: dict) -> None:
+        """Feed iteration ``it``'s raw ``output``; ``estimate`` is what to keep if it is the best."""
+        import torch
+
+        output = output.detach()
+        if self.mean is None:
+            dev = output.device
+            self.mean = output.clone()
+            self.var = torch.zeros((), device=dev)
+            self.best_var = torch.full((), float("inf"), device=dev)
+            self.best_iter = torch.full((), -1, dtype=torch.long, device=dev)
+            self.stop_iter = torch.full((), -1, dtype=torch.long, device=dev)
+            self.frozen = torch.zeros((), dtype=torch.bool, device=dev)
+            self.best = {k: v.detach().clone() for k, v in estimate.items()}
+            return
+        delta = output - self.mean
+        self.mean.add_(delta, alpha=self.alpha)
+        self.var = (1 - self.alpha) * (self.var + self.alpha * delta.pow(2).mean())
+        if it < self.window:
+            return
+        better = (self.var < self.best_var) & ~self.frozen
+        self.best_var = torch.where(better, self.var, self.best_var)
+        self.best_iter = torch.where(better, torch.full_like(self.best_iter, it), self.best_iter)
+        for k, v in estimate.items():
+            self.best[k].copy_(torch.where(better, v.detach(), self.best[k]))
+        now = (self.best_iter >= 0) & (it - self.best_iter > self.patience) & ~self.frozen
+        self.stop_iter = torch.where(now, torch.full_like(self.stop_iter, it), self.stop_iter)
+        self.frozen = self.frozen | now
+
+    @property
+    def found(self) -> bool:
+        """Whether a best estimate exists (reads the device)."""
+        return self.mean is not None and int(self.best_iter) >= 0
+
+    def finished(self) -> bool:
+        return self.mean is not None and bool(self.frozen)
+
+
+def make_nets(params: FitParams, out_channels, device, *, seed: int, sigmoid: bool = True):
+    """Skip/hourglass generators, one per entry of ``out_channels``, initialised reproducibly from
+    ``seed`` (one after the other, from one seeded generator)."""
+    import torch
+
+    from ..nets.skip import SkipNet
+
+    with seeded_init(seed):
+        nets = [SkipNet(params.input_depth, k, params.channels, params.depth,
+                        params.skip_channels, params.upsample_mode, sigmoid=sigmoid)
+                for k in out_channels]
+    nets = [net.to(device) for net in nets]
+    if device.type == "cuda":
+        nets = [net.to(memory_format=torch.channels_last) for net in nets]
+    return nets
+
+
+def make_net(params: FitParams, out_channels: int, device, *, seed: int, sigmoid: bool = True):
+    """One generator (see :func:`make_nets`)."""
+    return make_nets(params, [out_channels], device, seed=seed, sigmoid=sigmoid)[0]
+
+
+def make_code(params: FitParams, shape: tuple[int, int], generator, device):
+    """The fixed random input ``z``: uniform noise scaled by 0.1, as in the paper."""
+    import torch
+
+    z = torch.rand((1, params.input_depth) + tuple(shape), generator=generator, device=device) * 0.1
+    return z.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else z
+
+
+def fit(nets, codes, render, objective, params: FitParams, iterations: int, *, generator,
+        step0: int, total: int, label: str, watch: str, extra_parameters=(), preview_keys=()):
+    """Fit one or several generators; a generator of Steps on the engine's training loop.
+
+    Each iteration feeds every ``nets[k]`` its code ``codes[k]`` (plus fresh ``reg_noise_std``
+    noise), ``render`` turns their outputs into named tensors, ``objective`` turns those into the
+    loss, and Adam updates the networks (and ``extra_parameters``). Every rendered tensor is averaged
+    over iterations (``output_averaging``); early stopping watches ``rendered[watch]``. Previews show
+    ``rendered[watch]``, or a dict of the ``preview_keys`` tensors when given. Returns ``(estimates,
+    info)``: the averaged tensors (at the variance minimum with early stopping), and
+    ``{"stop_iteration", "best_iteration", "stopped", "final_loss", "meaningful"}``. A Stop ends the
+    fit and returns the best estimates so far.
+    """
+    import torch
+
+    device = codes[0].device
+    amp = params.mixed_precision and device.type == "cuda"
+    trainable = [p for net in nets for p in net.parameters()] + list(extra_parameters)
+    opt = torch.optim.Adam(trainable, lr=params.learning_rate)
+    es = EarlyStop(params.es_window, params.es_patience) if params.early_stop else None
+    state: dict = {"avg": None, "rendered": None}
+
+    def step(it):
+        outs = []
+        for net, z in zip(nets, codes):
+            if params.reg_noise_std > 0:
+                z = z + params.reg_noise_std * torch.randn(z.shape, generator=generator,
+                                                           device=device, dtype=z.dtype)
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+                outs.append(net(z).float())
+        state["rendered"] = render(outs)
+        return objective(state["rendered"])
+
+    def after(it):
+        with torch.no_grad():
+            rendered, avg = state["rendered"], state["avg"]
+            if avg is None or params.output_averaging == 0:
+                state["avg"] = {k: v.detach().clone() for k, v in rendered.items()}
+            else:
+                for k, v in rendered.items():
+                    avg[k].mul_(params.output_averaging).add_(v.detach(),
+                                                              alpha=1 - params.output_averaging)
+            if es is not None:
+                es.update(it, rendered[watch], state["avg"])
+        state["rendered"] = None
+
+    def describe(it, loss):
+        best = f", best@{int(es.best_iter)}" if es is not None and es.found else ""
+        metrics = {"loss": loss, "iteration": it,
+                   "es_variance": float(es.var) if es is not None and es.mean is not None
+                   else float("nan")}
+        return f"{label} iter {it}/{iterations}, loss {loss:.3e}{best}".strip(), metrics
+
+    def show(t):
+        return t[0].permute(1, 2, 0).float().cpu().numpy()
+
+    def preview(it):
+        avg = state["avg"]
+        return {k: show(avg[k]) for k in preview_keys} if preview_keys else show(avg[watch])
+
+    loop = yield from optimise(step, opt, iterations, after_step=after,
+                               finished=(lambda it: es.finished()) if es is not None else None,
+                               describe=describe, preview=preview,
+                               preview_every=params.preview_every, step0=step0, total=total)
+    found = es is not None and es.found
+    estimates = es.best if found else state["avg"]
+    stop_at = int(es.stop_iter) if es is not None and es.finished() else loop.steps
+    meaningful = found or (es is None and loop.steps >= min(params.es_window, iterations))
+    return estimates, {"stop_iteration": stop_at,
+                       "best_iteration": int(es.best_iter) if found else loop.steps,
+                       "stopped": loop.stopped, "final_loss": loop.loss, "meaningful": meaningful}
+
+
+def too_early(plane_info: dict, params: FitParams) -> str:
+    """Why a fit stopped at its first plane has nothing to keep (the Stop's message)."""
+    needed = (f"early stopping keeps its first estimate after {params.es_window} iterations"
+              if params.early_stop else f"an estimate needs {params.es_window} iterations")
+    return (f"Stopped at iteration {plane_info['stop_iteration']}, before a usable estimate "
+            f"({needed}); nothing was kept.")

@@ -1,0 +1,307 @@
+"""What the pretrained-denoiser methods share: the denoiser (shipped or saved), its settings, and the
+two ways of fine-tuning it on a time-lapse — online, sweeping T, and offline — on the engine's
+training loop and batched predictor. ``dncnn`` applies the denoiser; Frame2Frame and
+Restore-from-Restored declare only their training pairs and loss (flow and occlusion masks; the
+noise model).
+
+A time-lapse arrives as canonical planes ``T[Z]YXC``: frame ``t`` at depth ``p`` is plane
+``t * Z + p`` (:meth:`Planes.frame_index`), every Z plane being its own movie and all of them
+sharing one network. Frames are restored in ``T``-major order, so "frames done" is a prefix of the
+output, and streamed: memory is bounded by the frames a step needs and the training frames (spread
+over the movie within :data:`napari_ssl_restore.engine.train.TRAIN_BYTES`), not by ``T``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Callable, Literal
+
+import numpy as np
+
+from ..core.params import param
+from ..core.progress import Step, StopRequested, unrestored
+from .planes import Outputs, Planes
+from .predict import Predictor, predict_into, predict_planes
+from .train import optimise
+
+logger = logging.getLogger(__name__)
+
+ONLINE = {"mode": ("online",)}
+OFFLINE = {"mode": ("offline",)}
+PREVIEW_BYTES = 256 * 2**20
+"""A movie up to this size is previewed whole (frames replaced as they are restored); a larger one
+frame by frame."""
+
+
+# --- the denoiser --------------------------------------------------------------------------------
+
+def _wrap(net, channels: int):
+    """A module running ``net`` on ``channels``-channel images (folding C into the batch for
+    single-channel models, padding for U-Nets), differentiable so it can be fine-tuned."""
+    import torch
+
+    from ..nets.unet import pad_to_multiple
+
+    class Denoiser(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+            self.fold = net.config["in_channels"] == 1 and channels > 1
+            self.multiple = 2 ** net.depth if hasattr(net, "depth") else 1
+
+        def forward(self, x):
+            n, c, h, w = x.shape
+            if self.fold:
+                x = x.reshape(n * c, 1, h, w)
+            if self.multiple > 1:
+                x, _ = pad_to_multiple(x, self.multiple)
+            y = self.net(x)[..., :h, :w]
+            return y.reshape(n, c, h, w) if self.fold else y
+
+    return Denoiser()
+
+
+def load_denoiser(model: str, channels: int, device):
+    """The denoiser to start from: a saved model (``model`` path) or the shipped blind DnCNN.
+
+    Returns ``(module, checkpoint)``. Any model the project saves works (a Noise2Noise U-Net, a
+    fine-tuned DnCNN); a single-channel model runs channel by channel on multichannel images.
+    """
+    from ..core.models import build, load_checkpoint, shipped_model
+
+    ckpt = load_checkpoint(model) if model else shipped_model()
+    cin = ckpt["config"]["in_channels"]
+    if cin not in (1, channels):
+        raise ValueError(f"model {model or 'shipped'!r} expects {cin} channel(s) but the image has "
+                         f"{channels}; use a single-channel or a {channels}-channel model.")
+    net = build(ckpt, device)
+    net.eval()
+    return _wrap(net, channels), ckpt
+
+
+def save_checkpoint(den, base_ckpt: dict, *, method: str, params, seed: int, info: dict) -> dict:
+    """A checkpoint of the (fine-tuned) network, recording what it started from."""
+    from ..core.models import checkpoint
+
+    start = base_ckpt.get("provenance", {})
+    return checkpoint(den.net, architecture=base_ckpt["architecture"],
+                      normalization=base_ckpt.get("normalization", {}),
+                      provenance={"method": method, "params": dataclasses.asdict(params),
+                                  "seed": seed, "started_from": start.get("shipped")
+                                  or start.get("method", "a saved model"), **info})
+
+
+# --- settings shared by the video methods --------------------------------------------------------
+
+TILE_DOC = ("Largest tile side for prediction; 0 = chosen from the device's memory (whole frames "
+            "where they fit).")
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoParams:
+    """Settings shared by Frame2Frame and Restore-from-Restored."""
+
+    mode: Literal["online", "offline"] = param(
+        "offline", "'offline': fine-tune on the whole time-lapse, then restore every frame. "
+                   "'online': sweep forward through T, fine-tuning a few steps on each frame and "
+                   "restoring it with the model as it is then (frames appear one by one).",
+        choices=("online", "offline"))
+    model: str = param("", "Denoiser to start from: empty for the shipped blind DnCNN, or a .pt "
+                           "saved by this plugin (e.g. a Noise2Noise model).", widget="open_file")
+    save_model: str = param("", "Save the fine-tuned model here (.pt) to reuse it with dncnn or "
+                                "as a starting point.", widget="save_file")
+    patch_size: int = param(128, "Side of the training crops (whole frames when smaller).",
+                            min=16, max=4096, advanced=True)
+    batch_size: int = param(4, "Crops per fine-tuning step.", min=1, max=256, advanced=True)
+    tile_size: int = param(0, TILE_DOC, min=0, max=8192, advanced=True)
+    tile_overlap: int = param(32, "Overlap of prediction tiles, blended smoothly.", min=0,
+                              max=1024, advanced=True)
+
+    def _check_video(self, title: str):
+        if self.tile_size and self.tile_overlap >= self.tile_size:
+            raise ValueError(f"{title}: tile_overlap must be smaller than tile_size.")
+
+
+# --- a run ---------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Run:
+    """What every video run starts with."""
+
+    device: object
+    rng: np.random.Generator
+    planes: Planes
+    den: object
+    base: dict
+    predictor: Predictor
+    info: dict
+
+    @property
+    def n(self) -> int:
+        return len(self.planes)
+
+    def label(self, i: int) -> str:
+        t, p = divmod(i, self.planes.n_depth)
+        return f"frame {t + 1}/{self.planes.n_frames}" + (
+            f" plane {p + 1}/{self.planes.n_depth}" if self.planes.n_depth > 1 else "")
+
+    def predict(self, plane: np.ndarray) -> np.ndarray:
+        """One ``(H, W, C)`` plane through the current model."""
+        return self.predictor(plane[None])[0]
+
+
+def start(planes: Planes, params, ctx) -> Run:
+    """Device, seeded generators, the starting denoiser and its predictor."""
+    from ..core.device import resolve_device
+
+    device = resolve_device(ctx.device)
+    den, base = load_denoiser(params.model, planes.c, device)
+    predictor = Predictor(den, device, tile=params.tile_size, overlap=params.tile_overlap)
+    info = {"device": str(device), "mode": params.mode, "frames": planes.n_frames,
+            "_t0": time.perf_counter()}
+    return Run(device, np.random.default_rng(ctx.seed), planes, den, base, predictor, info)
+
+
+def finish(run: Run, params, ctx, *, method: str):
+    """The result of a video run: timing, the fine-tuned checkpoint (saved when asked)."""
+    from ..core.models import save_model
+    from ..core.registry import MethodResult
+
+    info = run.info
+    info["seconds"] = round(time.perf_counter() - info.pop("_t0"), 3)
+    ckpt = save_checkpoint(run.den, run.base, method=method, params=params, seed=ctx.seed,
+                           info={"steps": info.get("steps", 0)})
+    if params.save_model:
+        info["model_saved"] = save_model(ckpt, params.save_model)
+    return MethodResult({}, info, {"model": ckpt})
+
+
+def _partial(done: int, n: int) -> None:
+    logger.warning("stopped after %d/%d frame planes: %s returned unrestored "
+                   "(full_output=True reports planes_done)", done, n, unrestored(done, n))
+
+
+class Movie:
+    """The preview of a run: the whole movie, frames replaced as they are restored (small movies),
+    or the frame just restored (large ones)."""
+
+    def __init__(self, planes: Planes):
+        self.planes = planes
+        nbytes = len(planes) * int(np.prod(planes.hw)) * planes.c * 4
+        self.whole = planes.stack() if nbytes <= PREVIEW_BYTES else None
+
+    def show(self, i: int, plane: np.ndarray) -> np.ndarray:
+        if self.whole is None:
+            return plane
+        self.whole[i] = plane
+        return self.whole.reshape(self.planes.shape)
+
+
+def tune(run: Run, opt, sample: Callable[[int], tuple], loss_fn, steps: int, batch_size: int, *,
+         step0: int, total: int, label: str):
+    """``steps`` fine-tuning steps on batches from ``sample(batch_size)``: the engine's loop.
+
+    A generator; returns its :class:`~napari_ssl_restore.engine.train.LoopResult` (a Stop keeps the
+    model as it is).
+    """
+    den = run.den
+    den.train()
+
+    def step(_it):
+        x, *targets = sample(batch_size)
+        return loss_fn(den(x), *targets)
+
+    return (yield from optimise(step, opt, steps, step0=step0, total=total, label=label))
+
+
+def online(run: Run, out: Outputs, params, *, make_sampler, loss_fn, lr: float,
+           steps_per_frame: int):
+    """Sweep forward through T: for every frame, ``steps_per_frame`` fine-tuning steps on batches
+    from ``make_sampler(i, previous)`` (``None``: no training on that frame; ``previous`` is the
+    restored previous frame at the same depth, or ``None``), then restore the frame with the model as
+    it is. A generator; returns the run's info. A Stop keeps the frames restored so far.
+    """
+    import torch
+
+    movie = Movie(run.planes)
+    opt = torch.optim.Adam(run.den.parameters(), lr=lr)
+    n = run.n
+    depth = run.planes.n_depth
+    total = n * (steps_per_frame + 1)
+    previous: dict[int, np.ndarray] = {}
+    done, steps, loss = 0, 0, float("nan")
+    for i in range(n):
+        p = i % depth
+        sampler = make_sampler(i, previous.get(p))
+        label = run.label(i)
+        if sampler is not None:
+            loop = yield from tune(run, opt, sampler, loss_fn, steps_per_frame, params.batch_size,
+                                   step0=i * (steps_per_frame + 1), total=total,
+                                   label=f"{label}: step")
+            steps += loop.steps
+            loss = loop.loss
+            if loop.stopped:
+                _partial(done, n)
+                return {"stopped": True, "planes_done": done, "steps": steps}
+        restored = run.predict(run.planes[i])
+        out["image"][i] = restored
+        previous[p] = restored
+        done += 1
+        try:
+            yield Step((i + 1) * (steps_per_frame + 1), total, f"{label} restored",
+                       movie.show(i, restored), {"frame": i // depth})
+        except StopRequested:
+            if done < n:
+                _partial(done, n)
+                return {"stopped": True, "planes_done": done, "steps": steps}
+    return {"stopped": False, "planes_done": done, "steps": steps, "final_loss": loss}
+
+
+def restore_all(run: Run, out: Outputs, *, step0: int, total: int, stoppable: bool):
+    """Restore every frame with the final model into ``out["image"]``, the filling movie as the
+    preview. A generator; returns ``(done, stopped)``. With ``stoppable`` a Stop keeps the frames
+    done; without (after a Stop during fine-tuning) every frame is restored, progress still shown.
+    """
+    movie = Movie(run.planes)
+
+    def write(i: int, plane: np.ndarray) -> None:
+        out["image"][i] = plane
+        movie.show(i, plane)
+
+    what = "restoring" if stoppable else "stopped: restoring with the model so far,"
+    done, stopped = yield from predict_into(
+        run.predictor, lambda i: run.planes[i], run.n, write, step0=step0, total=total,
+        label=what, stoppable=stoppable,
+        preview=None if movie.whole is None else lambda: movie.whole.reshape(run.planes.shape))
+    if stopped and done < run.n:
+        _partial(done, run.n)
+    return done, stopped
+
+
+def predict_some(run: Run, indices, *, step0: int, total: int, label: str, stoppable: bool):
+    """The current model's output for the planes ``indices`` (a bounded set: training frames), as a
+    dict. A generator; returns ``(outputs, stopped)``; a Stop is honoured only when ``stoppable``."""
+    results: dict[int, np.ndarray] = {}
+
+    def write(i: int, plane: np.ndarray) -> None:
+        results[i] = plane
+
+    steps = predict_planes(run.predictor, lambda i: run.planes[i], indices, write,
+                           step0=step0, total=total, label=label)
+    for step in steps:
+        try:
+            yield step
+        except StopRequested:
+            if stoppable:
+                steps.close()
+                return results, True
+    return results, False
+
+
+def demo_samples() -> list[dict]:
+    """The demo of the fine-tuning video methods: a short Poisson-Gaussian time-lapse, offline."""
+    from ..data import noisy_video
+
+    s = noisy_video(n_frames=6, size=128, sigma=25 / 255, poisson=30.0)
+    return [{**s, "params": {"mode": "offline", "epochs": 5}}]
