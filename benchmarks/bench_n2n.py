@@ -57,23 +57,21 @@ def q(clean, x):
 
 
 def n2c(noisy, clean, steps, seed=0):
-    """The same U-Net and training loop, with clean targets (upper bound N2N should reach)."""
-    import torch
+    """The same U-Net, loop and sampler, with clean targets (upper bound N2N should reach)."""
+    from napari_ssl_restore.core.progress import drive
+    from napari_ssl_restore.engine.predict import Predictor
+    from napari_ssl_restore.engine.train import PatchSampler, seeded_init, to_device
 
-    torch.manual_seed(seed)
     sc = percentile_scaling(noisy)
     a, c = sc.forward(noisy)[..., None], sc.forward(clean)[..., None]
     params = n2n.Params(steps=steps)
-    net = UNet(1, 1, params.features, params.depth)
-    sampler = n2n.PatchSampler([a, c], [(0, 1)], params.patch_size, np.random.default_rng(seed),
-                               True)
-    gen = n2n.train(net, sampler, params, torch.device("cpu"), total=steps, grand_total=steps)
-    try:
-        while True:
-            next(gen)
-    except StopIteration:
-        pass
-    out = n2n.predict_plane(net, a, params, torch.device("cpu"))[..., 0]
+    with seeded_init(seed):
+        net = UNet(1, 1, params.features, params.depth)
+    sampler = PatchSampler([to_device(a[None], "cpu"), to_device(c[None], "cpu")], [(0, 0)],
+                           params.patch_size, np.random.default_rng(seed), augment=True)
+    drive(n2n._train(net, sampler, params, total=steps, grand_total=steps, preview_plane=a,
+                     amp=False))
+    out = Predictor(net, "cpu", multiple=2 ** net.depth)(a[None])[0, ..., 0]
     return sc.inverse(out, as_float=True)
 
 

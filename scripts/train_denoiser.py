@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Train the blind Gaussian denoiser that napari-ssl-restore ships (``dncnn``).
 
-Reproducible (seeded NumPy and torch, single process) and offline: the training images are
+Reproducible (seeded NumPy and torch, single process) and offline; it trains on the engine's loop
+(:func:`napari_ssl_restore.engine.train.optimise`): the training images are
 scikit-image's bundled photographs and scans plus synthetic fluorescence fields made by
 ``napari_ssl_restore.data.cells``. ``camera``, ``coins``, ``moon`` and ``cell`` are **held out**
 (never trained on) so the README can report PSNR on images the model has not seen.
@@ -197,45 +198,51 @@ def main(argv=None) -> int:
     from napari_ssl_restore.core.models import checkpoint, save_model
     from napari_ssl_restore.nets.dncnn import DnCNN
 
-    torch.manual_seed(args.seed)
+    from napari_ssl_restore.engine.train import optimise, seeded_init
+
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick its kernels
     rng = np.random.default_rng(args.seed)
     patches = Patches(_gray_images(rng, args.synthetic), args.patch, rng)
-    net = DnCNN(1, 1, args.features, args.depth).to(device)
+    with seeded_init(args.seed):
+        net = DnCNN(1, 1, args.features, args.depth)
+    net = net.to(device)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    steps = args.steps
-    t0 = time.time()
-    running = None
-    step = 0
-    while step < steps:
-        step += 1
-        for g in opt.param_groups:
-            g["lr"] = learning_rate(step, steps)
+
+    def step(_it):
         clean = torch.from_numpy(patches.sample(args.batch_size))
         sigma = torch.from_numpy(rng.uniform(0, args.sigma_max / 255.0, (args.batch_size, 1, 1, 1))
                                  .astype(np.float32))
         noise = sigma * torch.from_numpy(rng.standard_normal(clean.shape).astype(np.float32))
         clean, noisy = clean.to(device), (clean + noise).to(device)
-        loss = torch.mean((net(noisy) - clean) ** 2)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        value = loss.item()
-        running = value if running is None else 0.98 * running + 0.02 * value
-        if step == 10:
-            t10 = time.time()  # the first steps include start-up costs (CUDA context, cuDNN)
-        if step == WARM_STEPS and args.time_budget > 0:
-            per_step = (time.time() - t10) / (WARM_STEPS - 10)
-            left = args.time_budget - (time.time() - t0)
-            steps = WARM_STEPS + max(0, int(left / per_step))
-            print(f"{per_step * 1000:.1f} ms/step: {steps} steps fit in {args.time_budget:.0f} s",
-                  flush=True)
-        if step % 100 == 0 or step == steps:
-            print(f"step {step}/{steps}  loss {running:.3e}  {time.time() - t0:.0f} s",
-                  flush=True)
+        return torch.mean((net(noisy) - clean) ** 2)
+
+    def run(n: int, first: int, total: int) -> None:
+        """Steps ``first + 1 .. first + n`` of ``total`` on the engine's training loop."""
+        last = [0.0]
+        for report in optimise(step, opt, n, step0=first, total=total,
+                               lr_factor=lambda it: learning_rate(first + it, total) / 1e-3):
+            if time.time() - last[0] > 5 or report.step == report.total:
+                last[0] = time.time()
+                print(f"step {report.step}/{report.total}  loss {report.metrics['loss']:.3e}  "
+                      f"{time.time() - t0:.0f} s", flush=True)
+
+    t0 = time.time()
+    steps = args.steps
+    if args.time_budget > 0:  # time the warm-up (its first 10 steps include start-up costs)
+        run(10, 0, steps)
+        t10 = time.time()
+        run(WARM_STEPS - 10, 10, steps)
+        per_step = (time.time() - t10) / (WARM_STEPS - 10)
+        left = args.time_budget - (time.time() - t0)
+        steps = WARM_STEPS + max(0, int(left / per_step))
+        print(f"{per_step * 1000:.1f} ms/step: {steps} steps fit in {args.time_budget:.0f} s",
+              flush=True)
+        run(steps - WARM_STEPS, WARM_STEPS, steps)
+    else:
+        run(steps, 0, steps)
     seconds = time.time() - t0
     scores = held_out_psnr(net, device=device)
     print("held-out PSNR (dB) by sigma:", json.dumps(scores))

@@ -1,11 +1,11 @@
-"""normalize, params, progress, device, tiling and io."""
+"""normalize, params, progress, device and io."""
 import json
 import logging
 
 import numpy as np
 import pytest
 
-from napari_ssl_restore.core import io, normalize, progress, tiling
+from napari_ssl_restore.core import io, normalize, progress
 from napari_ssl_restore.core.device import resolve_device
 from napari_ssl_restore.core.params import coerce, describe, param, validate
 
@@ -128,30 +128,6 @@ def test_device_resolution_falls_back_to_cpu(caplog):
         assert "falling back" in caplog.text
     with pytest.raises(ValueError, match="Unknown device"):
         resolve_device("tpu")
-
-
-@pytest.mark.parametrize("scale", [1, 2])
-@pytest.mark.parametrize("shape,tile,overlap", [((50, 70, 1), 16, 4), ((13, 9, 3), 32, 8),
-                                                ((64, 64, 2), 24, 0)])
-def test_tiled_prediction_matches_whole_image(shape, tile, overlap, scale, rng):
-    plane = rng.random(shape).astype(np.float32)
-
-    def fn(t):  # a pointwise "network": tiling must be exact for it
-        out = np.sqrt(t) * 2 + 1
-        return np.repeat(np.repeat(out, scale, 0), scale, 1)
-
-    calls = []
-    out = tiling.predict_tiled(plane, fn, tile=tile, overlap=overlap, scale=scale,
-                               callback=lambda d, n: calls.append((d, n)))
-    np.testing.assert_allclose(out, fn(plane), rtol=1e-5)
-    assert calls[-1][0] == calls[-1][1]
-
-
-def test_tiling_validates():
-    with pytest.raises(ValueError, match="overlap"):
-        tiling.tile_starts(100, 16, 16)
-    assert tiling.tile_starts(10, 16, 4) == [0]
-    assert tiling.tile_starts(40, 16, 4)[-1] == 24
 
 
 def test_io_round_trip_with_provenance(tmp_path, rng):

@@ -24,3 +24,19 @@ def test_package_import_is_light():
     mods = _modules_after("import napari_ssl_restore")
     assert "torch" not in mods
     assert "napari" not in mods
+
+
+def test_methods_never_import_each_other():
+    """A method module declares only what is its own; shared machinery lives in core/ and engine/."""
+    import ast
+    from pathlib import Path
+
+    import napari_ssl_restore.methods as methods
+
+    folder = Path(methods.__file__).parent
+    names = {p.stem for p in folder.glob("*.py")} - {"__init__", "_public"}
+    for path in folder.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                imported = {node.module} if node.module else {a.name for a in node.names}
+                assert not imported & names, f"{path.name} imports {imported & names}"

@@ -410,3 +410,21 @@ def test_frame2frame_online_fills_the_preview_and_stop_keeps_frames_done(make_na
     np.testing.assert_allclose(out.data[2:], stack[2:], atol=1e-5)
     np.testing.assert_array_equal(src.data, before)
 
+
+
+def test_a_dask_layer_streams_and_comes_back_lazy(make_napari_viewer, qtbot):
+    import dask.array as da
+
+    data = (np.random.default_rng(0).random((4, 48, 48)) * 3000).astype(np.uint16)
+    viewer = make_napari_viewer()
+    viewer.add_image(da.from_array(data, chunks=(1, 48, 48)), name="lazy",
+                     axis_labels=("t", "y", "x"))
+    _, widget = open_dock(viewer, "dcp")
+    run_and_wait(qtbot, widget)
+    out = viewer.layers["lazy dcp"]
+    assert type(out.data).__module__.startswith("dask")  # over the written zarr store
+    np.testing.assert_array_equal(np.asarray(out.data),
+                                  __import__("napari_ssl_restore").restore(data, "dcp",
+                                                                           axes="TYX"))
+    widget.estimate(sync=True)
+    assert "working memory" in widget.status.value and "s/plane" in widget.status.value

@@ -118,15 +118,16 @@ def default_stores(job: Job) -> StoreFactory:
     return ZarrStores(tempfile.mkdtemp(prefix="napari-ssl-restore-"))
 
 
-def execute(job: Job, *, stores: StoreFactory | None = None, keep=None):
+def execute(job: Job, *, stores: StoreFactory | None = None, keep=None, previews: bool = True):
     """Generator: run a prepared job, yielding :class:`Step` events; return the outputs dict.
 
     Every per-plane output is written into a store made by ``stores`` (default
     :func:`default_stores`) in the caller's axes and dtype; ``keep`` names the outputs worth storing
-    (default: all). Planes a Stop left are filled in (:meth:`Outputs.finish`).
+    (default: all). Planes a Stop left are filled in (:meth:`Outputs.finish`). ``previews=False``
+    when nobody shows them (the CLI): methods then make none.
     """
     ctx = RunContext(device=job.device, seed=job.seed, axes=job.layout.canonical,
-                     scale=job.scaling.scale, offset=job.scaling.offset)
+                     scale=job.scaling.scale, offset=job.scaling.offset, previews=previews)
     out = Outputs(job.source, job.scaling, [OutputSpec(o.name, o.kind) for o in job.spec.outputs],
                   factory=stores or default_stores(job), float_output=job.float_output, keep=keep)
     result = yield from job.spec.run(job.planes, job.params, ctx, out, **job.extras)
@@ -205,7 +206,8 @@ def restore(
     -------
     ndarray, dask array or dict
         The restored image in the input's shape and axis order (or the dict, see ``full_output``):
-        numpy for in-memory inputs, a dask array over the written zarr store for lazy ones.
+        numpy for in-memory inputs up to 1 GiB, a dask array over the written zarr store for lazy
+        ones and larger ones (so the result does not double the memory a stack takes).
 
     Examples
     --------
@@ -233,7 +235,8 @@ def restore(
     elif is_lazy(data):
         stores = ZarrStores(tempfile.mkdtemp(prefix="napari-ssl-restore-"))
     try:
-        res = drive(execute(job, stores=stores), progress=progress or None, should_stop=should_stop)
+        res = drive(execute(job, stores=stores, previews=callable(progress) and bar is None),
+                    progress=progress or None, should_stop=should_stop)
     finally:
         if bar is not None:
             bar.close()

@@ -57,6 +57,9 @@ def _build_parser() -> argparse.ArgumentParser:
                         help="write float32 instead of the input's dtype")
         mp.add_argument("--all-outputs", action="store_true",
                         help="also write every secondary output as OUTPUT_<name> (same format)")
+        mp.add_argument("--dry-run", action="store_true",
+                        help="check everything, print the planes, the files, the estimated "
+                             "working memory and time per plane, and stop without writing")
         mp.add_argument("--overwrite", action="store_true",
                         help="replace OUTPUT (and OUTPUT_<name>.tif) if they exist; the input is "
                              "never overwritten")
@@ -137,6 +140,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
             kwargs[inp.name] = open_array(path)[0] if inp.like_image else read_image(path)[0]
     job = prepare(data, spec.name, axes=axes, device=args.device, seed=args.seed,
                   float_output=args.float_output, **kwargs)
+    if args.dry_run:
+        from .engine.estimate import estimate
+
+        print(f"{args.input}: {tuple(data.shape)} {data.dtype}, axes {job.layout.axes}, read "
+              "plane by plane")
+        for line in estimate(job, outputs_in_memory=False).lines():
+            print(line)
+        print("would write " + ", ".join(files.values()))
+        return 0
     written = []
     with atomic_paths(list(files.values())) as temps, \
             tqdm(total=100, desc=spec.name, unit="%", file=sys.stderr, leave=False,
@@ -148,7 +160,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             bar.n = round(100 * step.fraction)
             bar.set_postfix_str(step.message, refresh=True)
 
-        outputs = drive(execute(job, stores=stores, keep=names), progress=progress)
+        outputs = drive(execute(job, stores=stores, keep=names, previews=False),
+                        progress=progress)
         prov = dict(outputs["provenance"], input=os.path.abspath(args.input))
         stores.close(prov, primary)
         written = [files[name] for name in names if name in stores.paths and name in outputs]

@@ -121,6 +121,7 @@ class RestoreWidget(QWidget):
         self._token: StopToken | None = None
         self._previews: dict = {}
         self._live = False  # previews are shown only while a run is live
+        self._started = 0.0  # when the run began (time.monotonic)
         self._pbar = None
         self.last_result: dict | None = None
 
@@ -151,13 +152,17 @@ class RestoreWidget(QWidget):
         self.advanced_form = Container(widgets=[*advanced, self.device, self.seed,
                                                 self.float_output])
         self.run_button = PushButton(name="run", text="Run")
+        self.estimate_button = PushButton(name="estimate", text="Estimate",
+                                          tooltip="Estimate the working memory and the time "
+                                                  "per plane (a short probe run on a crop), "
+                                                  "without running.")
         self.stop_button = PushButton(name="stop", text="Stop", enabled=False,
                                       tooltip="Stop at the next step. Optimisation methods keep "
                                               "their best result so far; others add nothing.")
         self.progress = ProgressBar(name="progress", label="progress", value=0, min=0, max=1000)
         self.status = Label(name="status", value="ready")
-        buttons = Container(widgets=[self.run_button, self.stop_button], layout="horizontal",
-                            labels=False)
+        buttons = Container(widgets=[self.run_button, self.stop_button, self.estimate_button],
+                            layout="horizontal", labels=False)
         for label in (self.title, self.status):  # long titles/messages wrap instead of widening
             label.native.setWordWrap(True)
             label.native.setSizePolicy(QSizePolicy.Policy.Expanding,
@@ -189,6 +194,7 @@ class RestoreWidget(QWidget):
             self.params[name].changed.connect(self._update_visibility)
         self.run_button.changed.connect(lambda: self.run())
         self.stop_button.changed.connect(self.stop)
+        self.estimate_button.changed.connect(lambda: self.estimate())
         layers = napari_viewer.layers
         layers.events.inserted.connect(self._refresh)
         layers.events.removed.connect(self._refresh)
@@ -298,17 +304,14 @@ class RestoreWidget(QWidget):
                 extras[inp.name] = np.asarray(src.data)
         return extras
 
-    def run(self, sync: bool = False):
-        """Start the method on the selected layer (in a thread unless ``sync``); return the worker."""
+    def _prepare(self):
+        """The job for the selected layer and settings, or None (the error shown)."""
         from napari.utils.notifications import show_error
 
-        if self._worker is not None:
-            show_error("A run is already in progress: Stop it first.")
-            return None
         layer = self.image.value
         if layer is None:
             show_error(f"{self.spec.name}: add or select an image layer first.")
-            return None
+            return None, None
         # the layer's data as it is (numpy, dask, zarr; a multiscale layer's full resolution):
         # lazy data streams plane by plane and its results come back as lazy layers
         data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
@@ -320,6 +323,48 @@ class RestoreWidget(QWidget):
         except (ValueError, TypeError) as exc:
             show_error(str(exc))
             self.status.value = f"error: {exc}"
+            return None, None
+        return job, layer
+
+    def estimate(self, sync: bool = False):
+        """Show the estimated working memory and time per plane in the status line."""
+        from napari.qt.threading import create_worker
+
+        from ..api import default_stores
+        from ..engine.estimate import estimate
+        from ..engine.planes import numpy_store
+
+        if self._worker is not None:
+            return None
+        job, _layer = self._prepare()
+        if job is None:
+            return None
+        in_memory = default_stores(job) is numpy_store
+        self.status.value = "estimating (a short probe run on a crop)..."
+
+        def work():
+            return "; ".join(estimate(job, outputs_in_memory=in_memory).lines())
+
+        if sync:
+            self.status.value = work()
+            return None
+        worker = create_worker(work, _start_thread=False)
+        worker.returned.connect(lambda text: setattr(self.status, "value", text))
+        worker.errored.connect(self._on_error)
+        self.estimate_button.enabled = False
+        worker.finished.connect(lambda: setattr(self.estimate_button, "enabled", True))
+        worker.start()
+        return worker
+
+    def run(self, sync: bool = False):
+        """Start the method on the selected layer (in a thread unless ``sync``); return the worker."""
+        from napari.utils.notifications import show_error
+
+        if self._worker is not None:
+            show_error("A run is already in progress: Stop it first.")
+            return None
+        job, layer = self._prepare()
+        if job is None:
             return None
 
         self._token = StopToken()
@@ -364,20 +409,32 @@ class RestoreWidget(QWidget):
 
     def _set_running(self, running: bool, layer=None) -> None:
         self.run_button.enabled = not running
+        self.estimate_button.enabled = not running
         self.stop_button.enabled = running
         self._live = running
         if running:
+            import time
+
             from napari.utils import progress
 
+            self._started = time.monotonic()
             self.progress.value = 0
             self.status.value = f"running {self.spec.name} on {layer.name!r}..."
             self._pbar = progress(total=1000, desc=f"{self.spec.name}: {layer.name}")
 
     def _on_step(self, step: Step) -> None:
+        import time
+
         value = round(1000 * step.fraction)
         self.progress.value = value
         if self._token is None or not self._token.is_set():  # keep "stopping..." once asked
-            self.status.value = step.message
+            elapsed = time.monotonic() - self._started
+            left = ""
+            if elapsed > 5 and 0.01 < step.fraction < 1:
+                seconds = elapsed * (1 - step.fraction) / step.fraction
+                left = (f" · about {seconds / 60:.0f} min left" if seconds >= 90
+                        else f" · about {seconds:.0f} s left")
+            self.status.value = step.message + left
         pbar = self._pbar  # local: updating it can process events that close it
         if pbar is not None:
             pbar.set_description(f"{self.spec.name}: {step.message}")
@@ -486,6 +543,7 @@ class RestoreWidget(QWidget):
             self._pbar.close()
             self._pbar = None
         self.run_button.enabled = True
+        self.estimate_button.enabled = True
         self.stop_button.enabled = False
 
     def _add_layers(self, result: dict, layer, job) -> list:

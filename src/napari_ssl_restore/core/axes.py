@@ -3,8 +3,8 @@
 Every entry point takes an axes string such as ``"YX"``, ``"ZYX"``, ``"TYX"``, ``"TZYX"``, ``"YXC"`` or
 ``"TYXC"``: ``T`` is time (the frame axis of video methods), ``Z`` depth, ``Y``/``X`` the image plane and
 ``C`` channels (RGB or a few fluorescence channels). Methods see data in one canonical layout — the
-present axes in ``T Z Y X C`` order, always with a ``C`` axis — and results go back to the caller's own
-order (:func:`to_canonical` / :func:`from_canonical`).
+present axes in ``T Z Y X C`` order, always with a ``C`` axis — read plane by plane, and results go
+back to the caller's own order (:mod:`napari_ssl_restore.engine.planes`).
 """
 from __future__ import annotations
 
@@ -91,54 +91,6 @@ def check_axes(axes: str, shape: tuple[int, ...]) -> str:
             f"axes={infer_axes(shape) if 2 <= len(shape) <= 4 else 'TZYX'!r}."
         )
     return up
-
-
-def to_canonical(data: np.ndarray, axes: str) -> tuple[np.ndarray, Layout]:
-    """Transpose ``data`` to the canonical ``[T][Z]YXC`` layout (a view where possible)."""
-    layout = Layout(axes=check_axes(axes, data.shape), shape=tuple(data.shape))
-    present = [a for a in CANONICAL if a in layout.axes]
-    out = np.transpose(data, [layout.axes.index(a) for a in present])
-    if not layout.has_channels:
-        out = out[..., np.newaxis]
-    return out, layout
-
-
-def from_canonical(array: np.ndarray, layout: Layout, *, channels: bool = True) -> np.ndarray:
-    """Inverse of :func:`to_canonical` for a result array in canonical layout.
-
-    Spatial sizes may differ from the input's (super-resolution). With ``channels=False`` the array has
-    no ``C`` axis (a map such as a transmission or a mask) and the result has the caller's axes minus C.
-    """
-    canonical = layout.canonical if channels else layout.canonical.replace("C", "")
-    target = layout.axes if channels else layout.axes.replace("C", "")
-    if channels and not layout.has_channels:
-        if array.shape[-1] != 1:
-            # the method produced channels the input did not have: keep them last
-            target = target + "C"
-        else:
-            array = array[..., 0]
-            canonical = canonical[:-1]
-    if array.ndim != len(canonical):
-        raise ValueError(f"internal error: result has {array.ndim} dims, expected {canonical!r}")
-    return np.transpose(array, [canonical.index(a) for a in target])
-
-
-def as_planes(array: np.ndarray) -> np.ndarray:
-    """Reshape a canonical ``[T][Z]YXC`` array to ``(N, Y, X, C)`` planes (a view)."""
-    return array.reshape((-1,) + array.shape[-3:])
-
-
-def to_tensor(planes: np.ndarray, device=None):
-    """``(N, Y, X, C)`` numpy planes -> ``(N, C, H, W)`` float32 torch tensor on ``device``."""
-    import torch
-
-    t = torch.from_numpy(np.ascontiguousarray(planes, dtype=np.float32)).permute(0, 3, 1, 2)
-    return t.contiguous().to(device) if device is not None else t.contiguous()
-
-
-def from_tensor(tensor) -> np.ndarray:
-    """``(N, C, H, W)`` torch tensor -> ``(N, Y, X, C)`` float32 numpy planes."""
-    return tensor.detach().float().permute(0, 2, 3, 1).cpu().numpy()
 
 
 def plane_maps(maps: np.ndarray, image_shape: tuple[int, ...], *, name: str, hint: str) -> np.ndarray:

@@ -290,9 +290,9 @@ class FileStores:
         else:
             nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
             rgb = axes.endswith("C") and shape[-1] in (3, 4) and np.dtype(dtype) == np.uint8
-            store = tifffile.memmap(path, shape=shape, dtype=dtype, metadata={"axes": axes},
-                                    photometric="rgb" if rgb else "minisblack",
-                                    bigtiff=nbytes > 2**32 - 2**25)
+            store = _ReleasingMemmap(tifffile.memmap(
+                path, shape=shape, dtype=dtype, metadata={"axes": axes},
+                photometric="rgb" if rgb else "minisblack", bigtiff=nbytes > 2**32 - 2**25))
         self.stores[name] = store
         return store
 
@@ -308,10 +308,40 @@ class FileStores:
 
                 zarr.open_group(path, mode="r+").attrs[PROVENANCE_KEY] = _jsonable(prov)
             else:
-                store.flush()
                 shape = list(store.shape)
+                store.close()
                 del store
                 desc = json.dumps({"shape": shape, "axes": self.axes[name],
                                    PROVENANCE_KEY: _jsonable(prov)})
                 tifffile.tiffcomment(path, desc)
         self.stores.clear()
+
+
+class _ReleasingMemmap:
+    """A memory-mapped TIFF's data that hands every plane written back to the page cache.
+
+    Written pages of a file mapping count as the process's resident memory until the kernel
+    reclaims them; flushing each plane and advising the kernel it is not needed
+    (``MADV_DONTNEED``, a no-op where the platform lacks it) keeps resident memory flat however
+    large the file. The data is safe: it was flushed first.
+    """
+
+    def __init__(self, array):
+        self.array = array
+        self.shape, self.dtype = array.shape, array.dtype
+
+    def __setitem__(self, index, value) -> None:
+        import mmap
+
+        self.array[index] = value
+        self.array.flush()
+        raw = getattr(self.array, "_mmap", None)
+        if raw is not None and hasattr(raw, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+            raw.madvise(mmap.MADV_DONTNEED)
+
+    def __getitem__(self, index):
+        return self.array[index]
+
+    def close(self) -> None:
+        self.array.flush()
+        del self.array

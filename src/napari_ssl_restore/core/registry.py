@@ -90,6 +90,9 @@ class RunContext:
     scale: float = 1.0
     """Intensity units per normalised unit, to report values such as the airlight in input units."""
     offset: float = 0.0
+    previews: bool = True
+    """Whether anyone shows previews (the widget, a progress callback); when not, methods make none
+    (a video's whole-movie preview would hold the movie in memory)."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -136,6 +136,7 @@ class Run:
     base: dict
     predictor: Predictor
     info: dict
+    previews: bool = True
 
     @property
     def n(self) -> int:
@@ -160,7 +161,8 @@ def start(planes: Planes, params, ctx) -> Run:
     predictor = Predictor(den, device, tile=params.tile_size, overlap=params.tile_overlap)
     info = {"device": str(device), "mode": params.mode, "frames": planes.n_frames,
             "_t0": time.perf_counter()}
-    return Run(device, np.random.default_rng(ctx.seed), planes, den, base, predictor, info)
+    return Run(device, np.random.default_rng(ctx.seed), planes, den, base, predictor, info,
+               ctx.previews)
 
 
 def finish(run: Run, params, ctx, *, method: str):
@@ -184,14 +186,17 @@ def _partial(done: int, n: int) -> None:
 
 class Movie:
     """The preview of a run: the whole movie, frames replaced as they are restored (small movies),
-    or the frame just restored (large ones)."""
+    the frame just restored (large ones), or nothing when nobody shows previews (the CLI)."""
 
-    def __init__(self, planes: Planes):
+    def __init__(self, planes: Planes, shown: bool):
         self.planes = planes
+        self.shown = shown
         nbytes = len(planes) * int(np.prod(planes.hw)) * planes.c * 4
-        self.whole = planes.stack() if nbytes <= PREVIEW_BYTES else None
+        self.whole = planes.stack() if shown and nbytes <= PREVIEW_BYTES else None
 
-    def show(self, i: int, plane: np.ndarray) -> np.ndarray:
+    def show(self, i: int, plane: np.ndarray) -> np.ndarray | None:
+        if not self.shown:
+            return None
         if self.whole is None:
             return plane
         self.whole[i] = plane
@@ -224,7 +229,7 @@ def online(run: Run, out: Outputs, params, *, make_sampler, loss_fn, lr: float,
     """
     import torch
 
-    movie = Movie(run.planes)
+    movie = Movie(run.planes, run.previews)
     opt = torch.optim.Adam(run.den.parameters(), lr=lr)
     n = run.n
     depth = run.planes.n_depth
@@ -263,7 +268,7 @@ def restore_all(run: Run, out: Outputs, *, step0: int, total: int, stoppable: bo
     preview. A generator; returns ``(done, stopped)``. With ``stoppable`` a Stop keeps the frames
     done; without (after a Stop during fine-tuning) every frame is restored, progress still shown.
     """
-    movie = Movie(run.planes)
+    movie = Movie(run.planes, run.previews)
 
     def write(i: int, plane: np.ndarray) -> None:
         out["image"][i] = plane
