@@ -10,7 +10,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["restore", "list_methods", "dehaze_dcp", "restore_dip", "denoise_noise2noise",
+__all__ = ["restore", "list_methods", "batch", "dehaze_dcp", "restore_dip", "denoise_noise2noise",
            "decompose_double_dip", "denoise_dncnn", "denoise_frame2frame",
            "denoise_restore_from_restored", "__version__"]
 
@@ -29,6 +29,8 @@ _FUNCTIONS = {
 def __getattr__(name: str) -> Any:
     if name in ("restore", "list_methods"):
         return getattr(importlib.import_module("napari_ssl_restore.api"), name)
+    if name == "batch":
+        return importlib.import_module("napari_ssl_restore.batching").batch
     if name in _FUNCTIONS:
         return getattr(importlib.import_module(_FUNCTIONS[name]), name)
     raise AttributeError(f"module 'napari_ssl_restore' has no attribute {name!r}")

@@ -25,7 +25,7 @@ from .core.registry import MethodResult, MethodSpec, RunContext, get_method, lis
 from .engine.planes import (IN_MEMORY_BYTES, OutputSpec, Outputs, Planes, Source, StoreFactory,
                             ZarrStores, is_lazy, numpy_store, open_array, scaling_for)
 
-__all__ = ["restore", "list_methods", "prepare", "execute", "Job"]
+__all__ = ["restore", "list_methods", "prepare", "execute", "Job", "output_files", "write_files"]
 
 
 @dataclasses.dataclass
@@ -57,11 +57,14 @@ def guess_axes(shape: tuple[int, ...], *, video: bool = False, rgb: bool | None 
 
 
 def prepare(data, method: str, *, axes: str | None = None, device: str = "auto", seed: int = 0,
-            float_output: bool = False, **kwargs: Any) -> Job:
+            float_output: bool = False, chunk: tuple[int, int] | None = None,
+            **kwargs: Any) -> Job:
     """Validate everything up front so that errors surface before any work starts.
 
     ``data`` is an array (numpy, dask, zarr) or a path to a TIFF/zarr file; nothing but a bounded
-    sample of its planes is read here.
+    sample of its planes is read here. ``chunk=(start, stop)`` restores only those entries of the
+    first T/Z axis, with the whole stack's normalisation and shared estimates, so that chunks
+    restored apart (``batch``) add up to the whole stack's result.
     """
     spec = get_method(method)
     arr, stated = open_array(data)
@@ -105,9 +108,14 @@ def prepare(data, method: str, *, axes: str | None = None, device: str = "auto",
             f"for shape {tuple(arr.shape)}. Pick a time-lapse layer or set axes='TYX'."
         )
     scaling = scaling_for(source, spec.scaling)
+    planes = Planes(source, scaling)
+    if chunk is not None:
+        planes = planes.chunk(*chunk)
+        source = planes.source
     for name, other in like.items():  # in the image's units, so the two compare
-        extras[name] = Planes(other, scaling)
-    return Job(spec, params, source, scaling, Planes(source, scaling), extras, device, int(seed),
+        extras[name] = Planes(other, scaling) if chunk is None else \
+            Planes(other, scaling).chunk(*chunk)
+    return Job(spec, params, source, scaling, planes, extras, device, int(seed),
                bool(float_output))
 
 
@@ -133,6 +141,44 @@ def execute(job: Job, *, stores: StoreFactory | None = None, keep=None, previews
     result = yield from job.spec.run(job.planes, job.params, ctx, out, **job.extras)
     out.finish(job.planes)
     return _finish(job, result, out)
+
+
+def output_files(job: Job, output: str | os.PathLike, *, all_outputs: bool = False) -> dict[str, str]:
+    """The files a run of ``job`` writes to ``output``: the primary output there and, with
+    ``all_outputs``, every other per-plane output as ``OUTPUT_<name>.<suffix>``."""
+    from .core.io import split_suffix
+
+    output = os.fspath(output)
+    base, suffix = split_suffix(output)
+    primary = job.spec.primary_name(job.params)
+    names = [primary] + ([o.name for o in job.spec.outputs if o.kind != "value" and o.name != primary]
+                         if all_outputs else [])
+    return {name: output if name == primary else f"{base}_{name}{suffix}" for name in names}
+
+
+def write_files(job: Job, files: dict[str, str], *, input_path: str | os.PathLike | None = None,
+                progress: Callable[[Step], None] | None = None,
+                should_stop: Callable[[], bool] | None = None,
+                provenance: dict[str, Any] | None = None) -> list[str]:
+    """Run ``job`` writing its outputs plane by plane straight to ``files`` (from
+    :func:`output_files`): TIFF (memory-mapped, BigTIFF when large) or OME-Zarr by suffix, each
+    through a temporary name renamed when complete, so a crash or a Stop leaves nothing half
+    written. The provenance (plus ``provenance``) goes into each file. Returns the files written."""
+    from .core.io import FileStores, atomic_paths, split_suffix
+
+    names = list(files)
+    primary = job.spec.primary_name(job.params)
+    with atomic_paths(list(files.values())) as temps:
+        stores = FileStores(dict(zip(files, temps)),
+                            {name: split_suffix(path)[1] for name, path in files.items()})
+        outputs = drive(execute(job, stores=stores, keep=names, previews=False),
+                        progress=progress, should_stop=should_stop)
+        prov = dict(outputs["provenance"], **(provenance or {}))
+        if input_path is not None:
+            prov["input"] = os.path.abspath(input_path)
+        stores.close(prov, primary)
+        written = [files[name] for name in names if name in stores.paths and name in outputs]
+    return written
 
 
 def _finish(job: Job, result: MethodResult, out: Outputs) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""The ``napari-ssl-restore`` command: ``list``, ``run METHOD INPUT -o OUTPUT`` and ``demo``.
+"""The ``napari-ssl-restore`` command: ``list``, ``run METHOD INPUT -o OUTPUT``, ``batch METHOD
+INPUT... -o OUTDIR`` (dask.distributed) and ``demo``.
 
 Built from the registry: every method gets a ``run`` sub-command whose flags are its ``Params`` fields
 (``_`` -> ``-``) and its extra inputs (``--mask FILE``, ``--psf FILE`` ...). Bad input ends with exit
@@ -33,7 +34,7 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="napari-ssl-restore",
                      description="Self-supervised image and video restoration for microscopy.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="{list,run,demo}")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="{list,run,batch,demo}")
     sub.required = True
 
     sub.add_parser("list", help="list the methods, one name per line with its title")
@@ -67,11 +68,51 @@ def _build_parser() -> argparse.ArgumentParser:
             mp.add_argument(f"--{inp.name.replace('_', '-')}", dest=f"input_{inp.name}",
                             metavar="FILE", required=inp.required,
                             help=_help(f"TIFF or zarr file: {inp.doc}"))
-        group = mp.add_argument_group(f"{spec.name} parameters")
-        for p in spec.param_info:
-            extra = f" One of: {', '.join(map(str, p.choices))}." if p.choices else ""
-            group.add_argument(p.flag, dest=f"param_{p.name}", metavar="VALUE", default=None,
-                               help=_help(f"{p.doc}{extra} (default: {p.default})"))
+        _add_params(mp, spec)
+
+    batch = sub.add_parser(
+        "batch", help="restore many files, or one long stack in chunks, on dask.distributed",
+        description="Restore many files (or globs), or a long TIFF/OME-Zarr in chunks of planes, "
+                    "as dask.distributed tasks: on a running cluster (--scheduler) or a "
+                    "LocalCluster started here. Reruns skip complete outputs. Needs "
+                    "`pip install \"napari-ssl-restore[distributed]\"`.")
+    bmethods = batch.add_subparsers(dest="method", parser_class=_Parser, metavar="METHOD")
+    bmethods.required = True
+    for spec in all_methods():
+        mp = bmethods.add_parser(spec.name, help=spec.title, description=spec.title)
+        mp.add_argument("inputs", metavar="INPUT", nargs="+",
+                        help="files (.tif/.ome.tif/.zarr/.ome.zarr) or quoted globs ('raw/*.tif')")
+        mp.add_argument("-o", "--output", required=True, metavar="OUTDIR",
+                        help="output folder (made if missing): <stem>_<method>.<suffix> per "
+                             "file; one <stem>_<method>.ome.zarr per chunked stack")
+        where = mp.add_mutually_exclusive_group()
+        where.add_argument("--scheduler", metavar="ADDRESS",
+                           help="a running dask scheduler (tcp://host:8786); default: start a "
+                                "LocalCluster")
+        where.add_argument("--workers", type=int, metavar="N",
+                           help="LocalCluster workers (default: one per GPU, else half the "
+                                "cores); torch threads are split between them")
+        mp.add_argument("--chunk-planes", type=int, metavar="N",
+                        help="split each input into chunks of N entries of its first T (else Z) "
+                             "axis, written into one OME-Zarr store")
+        mp.add_argument("--train-per-chunk", action="store_true",
+                        help="allow chunks of methods that train on the whole stack (each chunk "
+                             "then trains on its own planes)")
+        mp.add_argument("--axes", help="axes of every INPUT (default: each file's metadata)")
+        mp.add_argument("--device", default="auto", choices=DEVICE_CHOICES + tuple(
+            f"cuda:{i}" for i in range(8)), help="torch device (default: auto)")
+        mp.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+        mp.add_argument("--float", dest="float_output", action="store_true",
+                        help="write float32 instead of the input's dtype")
+        mp.add_argument("--overwrite", action="store_true",
+                        help="redo outputs that exist (default: skip those complete from an "
+                             "earlier run with the same settings)")
+        for inp in spec.inputs:
+            if not inp.like_image:  # a per-input second acquisition cannot be batched
+                mp.add_argument(f"--{inp.name.replace('_', '-')}", dest=f"input_{inp.name}",
+                                metavar="FILE", required=inp.required,
+                                help=_help(f"TIFF file used for every input: {inp.doc}"))
+        _add_params(mp, spec)
 
     demo = sub.add_parser("demo", help="run the methods on bundled/synthetic data and write TIFFs "
                                        "and a PNG comparison figure (no network, no display)")
@@ -81,6 +122,15 @@ def _build_parser() -> argparse.ArgumentParser:
                       help="only these methods (default: all)")
     demo.add_argument("--device", default="auto", help="torch device (default: auto)")
     return parser
+
+
+def _add_params(parser: argparse.ArgumentParser, spec) -> None:
+    """One ``--flag VALUE`` per field of the method's ``Params``."""
+    group = parser.add_argument_group(f"{spec.name} parameters")
+    for p in spec.param_info:
+        extra = f" One of: {', '.join(map(str, p.choices))}." if p.choices else ""
+        group.add_argument(p.flag, dest=f"param_{p.name}", metavar="VALUE", default=None,
+                           help=_help(f"{p.doc}{extra} (default: {p.default})"))
 
 
 def _help(text: str) -> str:
@@ -100,37 +150,18 @@ def _cmd_list() -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .api import execute, prepare
-    from .core.io import (FileStores, atomic_paths, check_outputs, choose_axes, read_image,
-                          split_suffix)
-    from .core.params import coerce
-    from .core.progress import drive
+    from .api import output_files, prepare, write_files
+    from .core.io import check_outputs, choose_axes, read_image, split_suffix
     from .core.registry import get_method
     from .engine.planes import open_array
 
     spec = get_method(args.method)
     try:
-        base, suffix = split_suffix(args.output)
+        split_suffix(args.output)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    kwargs = {}
-    for p in spec.param_info:
-        text = getattr(args, f"param_{p.name}")
-        if text is not None:
-            kwargs[p.name] = coerce(spec.params, p.name, text)
-    inputs = [args.input]
-    for inp in spec.inputs:
-        path = getattr(args, f"input_{inp.name}")
-        if path is not None:
-            inputs.append(path)
-    params = spec.make_params(**kwargs)
-    primary = spec.primary_name(params)
-    # every file this run writes, checked before any work: the primary output and, with
-    # --all-outputs, each other per-plane output as OUTPUT_<name>.<suffix>
-    names = [primary] + ([o.name for o in spec.outputs if o.kind != "value" and o.name != primary]
-                         if args.all_outputs else [])
-    files = {name: args.output if name == primary else f"{base}_{name}{suffix}" for name in names}
-    check_outputs(list(files.values()), inputs=inputs, overwrite=args.overwrite)
+    kwargs = _params_from(args, spec)
+    inputs = [args.input] + [p for p in (getattr(args, f"input_{i.name}") for i in spec.inputs) if p]
     data, stated = open_array(args.input)  # read lazily, plane by plane
     axes = args.axes or choose_axes(tuple(data.shape), stated, video=spec.video,
                                     source=args.input)
@@ -140,6 +171,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
             kwargs[inp.name] = open_array(path)[0] if inp.like_image else read_image(path)[0]
     job = prepare(data, spec.name, axes=axes, device=args.device, seed=args.seed,
                   float_output=args.float_output, **kwargs)
+    # every file this run writes, checked before any work
+    files = output_files(job, args.output, all_outputs=args.all_outputs)
+    check_outputs(list(files.values()), inputs=inputs, overwrite=args.overwrite)
     if args.dry_run:
         from .engine.estimate import estimate
 
@@ -149,24 +183,52 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print(line)
         print("would write " + ", ".join(files.values()))
         return 0
-    written = []
-    with atomic_paths(list(files.values())) as temps, \
-            tqdm(total=100, desc=spec.name, unit="%", file=sys.stderr, leave=False,
-                 disable=None) as bar:
-        stores = FileStores(dict(zip(files, temps)),
-                            {name: split_suffix(path)[1] for name, path in files.items()})
-
+    with tqdm(total=100, desc=spec.name, unit="%", file=sys.stderr, leave=False,
+              disable=None) as bar:
         def progress(step):
             bar.n = round(100 * step.fraction)
             bar.set_postfix_str(step.message, refresh=True)
 
-        outputs = drive(execute(job, stores=stores, keep=names, previews=False),
-                        progress=progress)
-        prov = dict(outputs["provenance"], input=os.path.abspath(args.input))
-        stores.close(prov, primary)
-        written = [files[name] for name in names if name in stores.paths and name in outputs]
+        written = write_files(job, files, input_path=args.input, progress=progress)
     print("wrote " + ", ".join(written))
     return 0
+
+
+def _params_from(args: argparse.Namespace, spec) -> dict:
+    """The method's parameters given on the command line, as typed values."""
+    from .core.params import coerce
+
+    kwargs = {}
+    for p in spec.param_info:
+        text = getattr(args, f"param_{p.name}")
+        if text is not None:
+            kwargs[p.name] = coerce(spec.params, p.name, text)
+    return kwargs
+
+
+def _cmd_batch(args: argparse.Namespace) -> int:
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        raise UsageError("batch needs dask.distributed: pip install "
+                         "\"napari-ssl-restore[distributed]\"") from None
+    from .batching import batch
+    from .core.registry import get_method
+
+    spec = get_method(args.method)
+    kwargs = _params_from(args, spec)
+    for inp in spec.inputs:
+        path = getattr(args, f"input_{inp.name}", None)
+        if path is not None:
+            kwargs[inp.name] = path
+    summary = batch(args.inputs, spec.name, args.output, scheduler=args.scheduler,
+                    workers=args.workers, chunk_planes=args.chunk_planes, axes=args.axes,
+                    device=args.device, seed=args.seed, float_output=args.float_output,
+                    overwrite=args.overwrite, train_per_chunk=args.train_per_chunk, **kwargs)
+    print(summary.table())
+    for r in summary.failed:
+        print(f"error: {r.unit}: {r.error}", file=sys.stderr)
+    return 0 if summary.ok else 1
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -188,6 +250,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_list()
         if args.command == "run":
             return _cmd_run(args)
+        if args.command == "batch":
+            return _cmd_batch(args)
         return _cmd_demo(args)
     except (UsageError, ValueError, TypeError, FileNotFoundError, IsADirectoryError,
             PermissionError, Cancelled) as exc:

@@ -3,6 +3,7 @@ provenance, loadable without pickled code (``torch.load(weights_only=True)``).""
 from __future__ import annotations
 
 import datetime
+import functools
 import hashlib
 import json
 import os
@@ -52,13 +53,29 @@ def save_model(ckpt: dict, path: str | os.PathLike) -> str:
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Read and check a checkpoint written by :func:`save_model`."""
-    import torch
+    """Read and check a checkpoint written by :func:`save_model`.
 
+    A process reads each file once (while its size and modification time stay the same): a batch
+    worker restoring many files with one model loads it once. The dict returned is the caller's
+    own; the weight tensors in it are shared and must not be modified in place.
+    """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"model file {path!r} not found; train and save a model first "
                                 "(save_model= / --save-model).")
+    st = os.stat(path)
+    return dict(_read_checkpoint(os.path.abspath(path), st.st_size, st.st_mtime_ns))
+
+
+def checkpoint_reads() -> int:
+    """How many times this process has read a model file from disk (see :func:`load_checkpoint`)."""
+    return _read_checkpoint.cache_info().misses
+
+
+@functools.lru_cache(maxsize=8)
+def _read_checkpoint(path: str, _size: int, _mtime_ns: int) -> dict:
+    import torch
+
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for foreign files
@@ -88,6 +105,11 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+@functools.lru_cache(maxsize=8)
+def _cached_sha256(path: str, _size: int, _mtime_ns: int) -> str:
+    return sha256_file(path)
+
+
 def shipped_manifest() -> dict:
     """The shipped weights' manifest: file name, sha256, architecture and training recipe."""
     path = os.path.join(WEIGHTS_DIR, "manifest.json")
@@ -108,7 +130,8 @@ def shipped_model(name: str = SHIPPED_DENOISER) -> dict:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"shipped weights {path!r} are missing; reinstall "
                                 "napari-ssl-restore.")
-    digest = sha256_file(path)
+    st = os.stat(path)
+    digest = _cached_sha256(path, st.st_size, st.st_mtime_ns)
     if digest != entry["sha256"]:
         raise ValueError(f"shipped weights {path!r} are corrupt: sha256 {digest} does not match "
                          f"the manifest's {entry['sha256']}; reinstall napari-ssl-restore.")

@@ -120,6 +120,25 @@ class MethodSpec:
     primary_of: Callable[[Any], str] | None = None
     """The name of the primary output for given ``Params`` when it depends on them (the task)."""
 
+    linked_planes: Callable[[Any], str] | None = None
+    """For given ``Params``, a sentence saying how a plane's result depends on the other planes
+    (a network trained on the whole stack, fits warm-started from the previous plane), or ``""``
+    when each plane's result depends only on the plane. Restoring a chunk of a stack on its own
+    then differs from restoring the whole stack, so ``batch`` asks before splitting one. Statistics
+    shared over the stack (normalisation, a shared airlight) do not count: a chunk reads them from
+    the whole stack (:attr:`Planes.whole <napari_ssl_restore.engine.planes.Planes.whole>`)."""
+    context_frames: int = 0
+    """Frames before a frame that a video method pairs it with: a chunk of a time-lapse restored on
+    its own reads this many frames before its first (and writes only its own)."""
+    zoom_of: Callable[[Any], int] | None = None
+    """The factor by which the output's Y and X grow for given ``Params`` (super-resolution)."""
+
+    def zoom(self, params) -> int:
+        return int(self.zoom_of(params)) if self.zoom_of is not None else 1
+
+    def links(self, params) -> str:
+        return self.linked_planes(params) if self.linked_planes is not None else ""
+
     def primary_name(self, params) -> str:
         return self.primary_of(params) if self.primary_of is not None else self.outputs[0].name
 

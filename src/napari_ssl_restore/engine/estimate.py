@@ -72,7 +72,7 @@ def memory(job, *, outputs_in_memory: bool) -> tuple[int, int]:
     if name == "dcp":
         host += 12 * h * w * 4  # dark channel, transmission, guided-filter maps
     elif name in ("dip", "double-dip"):
-        zoom = getattr(params, "sr_factor", 1) if getattr(params, "task", "") == "sr" else 1
+        zoom = job.spec.zoom(params)
         nets = 1 if name == "dip" else 3
         # tensors kept for the backward pass, per scale; each scale has a quarter of the pixels
         levels = sum(0.25 ** k for k in range(params.depth))

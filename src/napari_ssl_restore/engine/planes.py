@@ -182,6 +182,38 @@ class Source:
         check_finite(bad, name=self.name)
 
 
+class AxisRange:
+    """Entries ``start:stop`` of one axis of an array (numpy, dask, zarr, another view), read on
+    demand: indexing it reads only what the index asks of the underlying array."""
+
+    def __init__(self, array, axis: int, start: int, stop: int):
+        self.array = array
+        self.axis, self.start, self.stop = int(axis), int(start), int(stop)
+        shape = list(array.shape)
+        shape[self.axis] = self.stop - self.start
+        self.shape = tuple(shape)
+        self.dtype = np.dtype(array.dtype)
+        self.ndim = len(shape)
+
+    def __getitem__(self, index):
+        index = index if isinstance(index, tuple) else (index,)
+        index = index + (slice(None),) * (self.ndim - len(index))
+        k = index[self.axis]
+        length = self.stop - self.start
+        if isinstance(k, (int, np.integer)):
+            if not -length <= k < length:
+                raise IndexError(f"index {k} is out of range for an axis of {length}")
+            k = self.start + (int(k) % length)
+        elif isinstance(k, slice):
+            r = range(length)[k]
+            if r.step != 1:
+                raise IndexError("AxisRange supports only unit steps along its axis")
+            k = slice(self.start + r.start, self.start + max(r.stop, r.start))
+        else:
+            raise IndexError(f"unsupported index {k!r} along the chunked axis")
+        return self.array[index[:self.axis] + (k,) + index[self.axis + 1:]]
+
+
 def scaling_for(source: Source, kind: str, *, low: float = 0.1, high: float = 99.9) -> Scaling:
     """Normalisation of ``source`` from a bounded sample of its planes.
 
@@ -204,11 +236,36 @@ def scaling_for(source: Source, kind: str, *, low: float = 0.1, high: float = 99
 
 
 class Planes:
-    """Normalised float32 planes of a :class:`Source`: ``planes[i]`` is ``(H, W, C)`` in units."""
+    """Normalised float32 planes of a :class:`Source`: ``planes[i]`` is ``(H, W, C)`` in units.
 
-    def __init__(self, source: Source, scaling: Scaling):
+    A chunk of a larger stack (:meth:`chunk`) knows the whole stack (:attr:`whole`, for statistics
+    shared over it such as a shared airlight) and the whole stack's index of its plane 0
+    (:attr:`first`, for per-plane seeds), so that restoring the stack chunk by chunk gives what
+    restoring it at once gives.
+    """
+
+    def __init__(self, source: Source, scaling: Scaling, *, whole: "Planes | None" = None,
+                 first: int = 0):
         self.source = source
         self.scaling = scaling
+        self.whole = self if whole is None else whole
+        self.first = int(first)
+
+    def chunk(self, start: int, stop: int) -> "Planes":
+        """Entries ``start:stop`` of the stack's first T/Z axis (all planes under them), read lazily
+        through the same scaling; ``whole`` and ``first`` refer to this stack."""
+        layout = self.source.layout
+        lead_axes = layout.canonical[:-3]
+        if not lead_axes:
+            raise ValueError("a single plane has no T or Z axis to split into chunks.")
+        size = self.source.lead[0]
+        if not 0 <= start < stop <= size:
+            raise ValueError(f"chunk {start}:{stop} is outside the {size} entries of axis "
+                             f"{lead_axes[0]}.")
+        view = AxisRange(self.source.array, layout.axes.index(lead_axes[0]), start, stop)
+        per_entry = self.source.n // size
+        return Planes(Source(view, layout.axes, name=self.source.name), self.scaling,
+                      whole=self.whole, first=self.first + start * per_entry)
 
     def __len__(self) -> int:
         return self.source.n

@@ -91,8 +91,9 @@ def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs):
     """
     n, c = len(planes), planes.c
     settings = _settings(params)
-    shared = params.shared_airlight and n > 1
-    picks = planes.source.sample_indices(SAMPLE_PLANES) if shared else []
+    whole = planes.whole  # a chunk of a stack shares the whole stack's airlight
+    shared = params.shared_airlight and len(whole) > 1
+    picks = whole.source.sample_indices(SAMPLE_PLANES) if shared else []
     total = len(picks) + n
     airlights = np.empty((n, c), np.float32)
     airlight = None
@@ -102,7 +103,7 @@ def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs):
             k = max(int(per_plane * len(picks) * params.airlight_fraction), 1)
             values, pixels = [], []
             for step, i in enumerate(picks, 1):
-                planar = _planar(planes[i])
+                planar = _planar(whole[i])
                 v, p = haze.airlight_candidates(planar, haze.dark_channel(planar,
                                                                           params.patch_size), k)
                 values.append(v)

@@ -85,7 +85,7 @@ def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs, mask=None
         m = np.asarray(mask) != 0
         if m.ndim == len(planes.shape) and m.shape[:-1] == planes.shape[:-1]:  # with channels
             m = m.any(axis=-1)
-        masks = plane_maps(m, planes.shape, name="mask",
+        masks = plane_maps(m, planes.whole.shape, name="mask",
                            hint="draw the mask on a layer of the same size.")
     if masks is not None and masks.all():
         raise ValueError("the mask marks every pixel as missing; nothing is left to fit.")
@@ -109,7 +109,7 @@ def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs, mask=None
             return x
 
     gen = torch.Generator(device=device).manual_seed(ctx.seed)
-    net = make_net(params, c, device, seed=ctx.seed)
+    net = make_net(params, c, device, seed=ctx.seed + planes.first)
     z = make_code(params, (out_h, out_w), gen, device)
     iters = params.plane_iterations(n)
     total = sum(iters)
@@ -117,13 +117,18 @@ def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs, mask=None
                   "planes_done": 0, "zoom": zoom, "device": str(device)}
     step0 = 0
     for i in range(n):
-        if i > 0 and not params.warm_start:  # a fresh generator for every plane
-            net = make_net(params, c, device, seed=ctx.seed + i)
+        if not params.warm_start:  # a fresh fit per plane, seeded by its index in the stack
+            g = planes.first + i
+            if i > 0:
+                net = make_net(params, c, device, seed=ctx.seed + g)
+            if g > 0:  # so a plane fits the same alone, in its stack or in a chunk of it
+                gen.manual_seed(ctx.seed + g)
         plane = planes[i]
         target = torch.from_numpy(np.ascontiguousarray(plane.transpose(2, 0, 1)))[None].to(device)
         weight = norm = None
         if masks is not None:
-            weight = torch.from_numpy((~masks[i]).astype(np.float32))[None, None].to(device)
+            weight = torch.from_numpy((~masks[planes.first + i]).astype(np.float32))
+            weight = weight[None, None].to(device)
             weight = weight.expand_as(target)
             norm = weight.sum().clamp_min(1.0)
 
@@ -144,7 +149,7 @@ def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs, mask=None
         if kept:
             result = estimates["image"][0].permute(1, 2, 0).float().cpu().numpy()
             if masks is not None:  # keep the measured pixels exactly; fill only the missing ones
-                keep = ~masks[i]
+                keep = ~masks[planes.first + i]
                 result[keep] = plane[keep]
             out["image"][i] = result
             info["stop_iterations"].append(plane_info["stop_iteration"])
@@ -184,6 +189,9 @@ SPEC = MethodSpec(
     scaling="percentile",
     uses_torch=True,
     demo=_demo,
+    linked_planes=lambda p: ("warm_start: each plane starts from the previous plane's network (set "
+                             "warm_start=False for independent planes)" if p.warm_start else ""),
+    zoom_of=lambda p: p.sr_factor if p.task == "sr" else 1,
 )
 
 restore_dip = public_function(

@@ -211,7 +211,7 @@ def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs, hints=Non
     task = params.task
     hint_maps = None
     if task == "segment" and hints is not None:
-        hint_maps = plane_maps(hints, planes.shape, name="hints",
+        hint_maps = plane_maps(hints, planes.whole.shape, name="hints",
                                hint="paint the scribbles on a Labels layer of the image's size "
                                     "(1 = foreground, 2 = background).")
     if hint_maps is not None and not np.isin(np.unique(hint_maps), (0, 1, 2)).all():
@@ -228,7 +228,7 @@ def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs, hints=Non
     gen = torch.Generator(device=device).manual_seed(ctx.seed)
     # generators for y1, (y2,) m: two layers + mask, or clear image + transmission
     out_channels = (c, 1) if task == "dehaze" else (c, c) if two else (c, c, 1)
-    nets = make_nets(params, out_channels, device, seed=ctx.seed)
+    nets = make_nets(params, out_channels, device, seed=ctx.seed + planes.first)
     codes = [make_code(params, (h, w), gen, device) for _ in nets]
     airlight = None
     if task == "dehaze":
@@ -239,9 +239,9 @@ def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs, hints=Non
         # mixture k = A[k, 0] * y1 + A[k, 1] * y2, A = softplus(raw) >= 0, constant over the field
         # (spectral bleed-through is); initially each mixture mostly holds its own layer, and the
         # second row is scaled to the second mixture's brightness (it shares the image's scaling)
-        picks = planes.source.sample_indices()
-        mean1 = np.mean([planes[i].mean() for i in picks])
-        mean2 = np.mean([planes2[i].mean() for i in picks])
+        picks = planes.whole.source.sample_indices()  # a chunk: the whole stack's brightness
+        mean1 = np.mean([planes.whole[i].mean() for i in picks])
+        mean2 = np.mean([planes2.whole[i].mean() for i in picks])
         ratio = float(np.clip(mean2 / max(float(mean1), 1e-6), 0.05, 20.0))
         init = torch.tensor([[1.0, 0.25], [0.25 * ratio, ratio]], device=device)
         mixing = torch.nn.Parameter(_mixing_raw(init))
@@ -254,11 +254,14 @@ def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs, hints=Non
                   "primary_output": PRIMARY[task], "device": str(device)}
     step0 = 0
     for i in range(n):
-        if i > 0 and not params.warm_start:  # a fresh fit per plane, as documented
-            nets = make_nets(params, out_channels, device, seed=ctx.seed + i)
+        g = planes.first + i  # a fresh fit per plane, seeded by its index in the stack
+        if i > 0 and not params.warm_start:
+            nets = make_nets(params, out_channels, device, seed=ctx.seed + g)
             if two:
                 with torch.no_grad():
                     mixing.copy_(_mixing_raw(init))
+        if g > 0 and not params.warm_start:
+            gen.manual_seed(ctx.seed + g)
         plane = planes[i]
         target = torch.from_numpy(np.ascontiguousarray(plane.transpose(2, 0, 1)))[None].to(device)
         if two:
@@ -308,8 +311,9 @@ def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs, hints=Non
         else:
             hint_fg = hint_bg = None
             if hint_maps is not None:
-                hint_fg = torch.from_numpy((hint_maps[i] == 1).astype(np.float32))[None, None]
-                hint_bg = torch.from_numpy((hint_maps[i] == 2).astype(np.float32))[None, None]
+                hint = hint_maps[planes.first + i]
+                hint_fg = torch.from_numpy((hint == 1).astype(np.float32))[None, None]
+                hint_bg = torch.from_numpy((hint == 2).astype(np.float32))[None, None]
                 hint_fg, hint_bg = hint_fg.to(device), hint_bg.to(device)
 
             def render(outs):
@@ -425,6 +429,8 @@ SPEC = MethodSpec(
     uses_torch=True,
     demo=_demo,
     primary_of=lambda params: PRIMARY[params.task],
+    linked_planes=lambda p: ("warm_start: each plane starts from the previous plane's networks (set "
+                             "warm_start=False for independent planes)" if p.warm_start else ""),
 )
 
 decompose_double_dip = public_function(

@@ -225,6 +225,10 @@ SPEC = MethodSpec(
     scaling="percentile",
     uses_torch=True,
     demo=demo_samples,
+    linked_planes=lambda p: ("Frame2Frame fine-tunes the denoiser on the frames of the movie "
+                             "(fine-tune once with save_model=, then apply it with dncnn and "
+                             "model=)"),
+    context_frames=1,
 )
 
 denoise_frame2frame = public_function(

@@ -326,6 +326,9 @@ SPEC = MethodSpec(
     scaling="percentile",
     uses_torch=True,
     demo=_demo,
+    linked_planes=lambda p: ("mode='train' trains one network on pairs drawn from the whole stack "
+                             "(train once with save_model=, then use mode='apply' and model=)"
+                             if p.mode == "train" else ""),
 )
 
 denoise_noise2noise = public_function(

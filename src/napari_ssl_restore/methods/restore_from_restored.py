@@ -271,6 +271,9 @@ SPEC = MethodSpec(
     scaling="percentile",
     uses_torch=True,
     demo=demo_samples,
+    linked_planes=lambda p: ("Restore-from-Restored fine-tunes the denoiser on the frames of the "
+                             "movie (fine-tune once with save_model=, then apply it with dncnn and "
+                             "model=)"),
 )
 
 denoise_restore_from_restored = public_function(
