@@ -192,3 +192,29 @@ def test_stop_cancels_the_rest_and_a_rerun_finishes_them(client, tmp_path):
     for before, now in zip(status, again):  # a cancelled unit already running may have finished
         assert now.status == "skipped" if before == "done" else now.status in ("done", "skipped")
     assert any(r.status == "done" for r in again)
+
+
+@pytest.mark.napari
+def test_widget_sends_the_layers_planes_to_a_scheduler(client, make_napari_viewer, qtbot):
+    """The DCP dock, opened from the Plugins menu path, with a scheduler address: the planes run
+    as tasks there (3 of 4, 4 and 3 frames) and come back as one layer equal to a local run."""
+    pytest.importorskip("napari")
+    from test_napari import open_dock, run_and_wait
+
+    from napari_ssl_restore.core.io import PROVENANCE_KEY
+
+    rng = np.random.default_rng(3)
+    mov = (rng.random((11, 36, 36)) * 3000 + 200).astype(np.uint16)
+    viewer = make_napari_viewer()
+    viewer.add_image(mov, name="movie")
+    _dock, widget = open_dock(viewer, "dcp")
+    widget.axes.value = "TYX"  # a time-lapse (3-D grey guesses ZYX for an image method)
+    widget.params.patch_size.value = 5
+    widget.params.guided_radius.value = 4
+    widget.scheduler.value = client.scheduler.address
+    widget.chunk_planes.value = 4
+    run_and_wait(qtbot, widget)
+    assert widget.status.value == "done", widget.status.value
+    layer = viewer.layers["movie dcp"]
+    np.testing.assert_array_equal(np.asarray(layer.data), restore(mov, "dcp", axes="TYX", **DCP))
+    assert layer.metadata[PROVENANCE_KEY]["tasks"] == 3

@@ -148,9 +148,20 @@ class RestoreWidget(QWidget):
                             visible=self.spec.uses_torch)
         self.float_output = CheckBox(name="float_output", text="float32 output", value=False,
                                      tooltip="Return float32 instead of the input's dtype.")
+        self.scheduler = LineEdit(
+            name="scheduler", label="dask scheduler",
+            tooltip="Address of a running dask scheduler (tcp://host:8786). When set, Run sends "
+                    "the layer's planes to its workers, 'planes per task' at a time (needs "
+                    "napari-ssl-restore[distributed]). The workers read the layer's file, or a "
+                    "copy in the temporary folder for layers held in memory, so they must see "
+                    "this machine's disk (a local or shared-disk cluster). Empty: run here.")
+        self.chunk_planes = SpinBox(name="chunk_planes", label="planes per task", value=8, min=1,
+                                    max=1_000_000, tooltip="Entries of the first T (else Z) "
+                                    "axis each dask task restores.")
         self.form = Container(widgets=[self.image, *self.inputs.values(), self.axes, *basic])
         self.advanced_form = Container(widgets=[*advanced, self.device, self.seed,
-                                                self.float_output])
+                                                self.float_output, self.scheduler,
+                                                self.chunk_planes])
         self.run_button = PushButton(name="run", text="Run")
         self.estimate_button = PushButton(name="estimate", text="Estimate",
                                           tooltip="Estimate the working memory and the time "
@@ -369,7 +380,10 @@ class RestoreWidget(QWidget):
 
         self._token = StopToken()
         self._set_running(True, layer)
-        gen = _until_stopped(execute(job), self._token)
+        address = self.scheduler.value.strip()
+        work = self._on_cluster(job, layer, address) if address and job.planes.lead else \
+            execute(job)
+        gen = _until_stopped(work, self._token)
         if sync:
             self._run_sync(gen, layer, job)
             return None
@@ -386,6 +400,14 @@ class RestoreWidget(QWidget):
         self._worker = worker
         worker.start()
         return worker
+
+    def _on_cluster(self, job, layer, address: str):
+        """The layer's planes as dask tasks on the scheduler at ``address``: the settings are
+        read here (in the GUI thread), the work is :func:`_cluster_run`'s generator."""
+        extras = {k: v for k, v in self._extra_values(layer).items()
+                  if not next(i for i in self.spec.inputs if i.name == k).like_image}
+        return _cluster_run(job, _layer_file(layer, job), address, int(self.chunk_planes.value),
+                            {**self._param_values(), **extras})
 
     def _run_sync(self, gen, layer, job) -> None:
         try:
@@ -590,6 +612,99 @@ class RestoreWidget(QWidget):
                                             contrast_limits=(0.0, 1.0), visible=False)
             added.append(new)
         return added
+
+
+def _cluster_run(job, path: str | None, address: str, chunk_planes: int, params: dict):
+    """Generator: ``job``'s image (``path``, or a copy of the layer's data the workers can read)
+    restored as dask tasks on the scheduler at ``address`` by
+    :func:`napari_ssl_restore.batching.batch_steps` (the code path of ``batch``), a step per task;
+    returns the outputs dict over the result's OME-Zarr store (a lazy layer)."""
+    import os
+    import shutil
+    import tempfile
+
+    import zarr
+
+    from ..batching import batch_steps
+    from ..core.progress import StopRequested
+
+    client = _client(address)
+    copy = None
+    if path is None:  # held in memory: a copy the workers can read
+        copy = tempfile.mkdtemp(prefix="napari-ssl-restore-input-")
+        path = yield from _copy_planes(job, os.path.join(copy, "input.ome.zarr"))
+    try:
+        summary = yield from batch_steps(
+            path, job.spec.name, tempfile.mkdtemp(prefix="napari-ssl-restore-batch-"), client,
+            chunk_planes=chunk_planes, axes=job.layout.axes, device=job.device, seed=job.seed,
+            float_output=job.float_output, **params)
+    finally:
+        if copy is not None:
+            shutil.rmtree(copy, ignore_errors=True)
+    done = sum(r.status == "done" for r in summary)
+    if any(r.status == "cancelled" for r in summary):
+        raise StopRequested(f"Stopped after {done} of {len(summary)} tasks; nothing was added.")
+    if summary.failed:
+        first = summary.failed[0]
+        raise RuntimeError(f"{len(summary.failed)} of {len(summary)} tasks failed; "
+                           f"{first.unit}: {first.error}")
+    group = zarr.open_group(summary[0].output, mode="r")
+    primary = job.spec.primary_name(job.params)
+    prov = dict(group.attrs[PROVENANCE_KEY], primary_output=primary, scheduler=address,
+                tasks=len(summary), axes=job.layout.axes)
+    return {primary: group["0"], "provenance": prov}
+
+
+_CLIENTS: dict[str, Any] = {}
+
+
+def _client(address: str):
+    """A dask client for ``address``, made once per address."""
+    try:
+        from distributed import Client
+    except ImportError:
+        raise ValueError("a dask scheduler needs dask.distributed: pip install "
+                         "\"napari-ssl-restore[distributed]\", or clear the scheduler field to "
+                         "run here.") from None
+    client = _CLIENTS.get(address)
+    if client is None or client.status != "running":
+        try:
+            client = Client(address, timeout=10, set_as_default=False)
+        except (OSError, TimeoutError) as exc:
+            raise ValueError(f"cannot reach the dask scheduler at {address!r} ({exc}); check the "
+                             "address, or clear the field to run here.") from None
+        _CLIENTS[address] = client
+    return client
+
+
+def _layer_file(layer, job) -> str | None:
+    """The file the layer was opened from, when the workers can read it as the layer's data."""
+    import os
+
+    from ..engine.planes import open_array
+
+    path = getattr(getattr(layer, "source", None), "path", None)
+    if not path or not os.path.exists(path) or not str(path).lower().rstrip("/").endswith(
+            (".tif", ".tiff", ".zarr")):
+        return None
+    try:
+        arr, _ = open_array(path)
+    except (ValueError, OSError):
+        return None
+    return str(path) if tuple(arr.shape) == tuple(job.layout.shape) else None
+
+
+def _copy_planes(job, path: str):
+    """Generator: the job's image written plane by plane to an OME-Zarr store at ``path``."""
+    from ..core.io import create_zarr
+
+    src = job.source
+    store = create_zarr(path, tuple(job.layout.shape), src.dtype, job.layout.axes, ome=True)
+    for i in range(src.n):
+        where = src.index(i)
+        store[where] = np.asarray(src.array[where])
+        yield Step(i + 1, src.n, f"copying plane {i + 1}/{src.n} for the workers")
+    return path
 
 
 def _until_stopped(gen, token: StopToken):
