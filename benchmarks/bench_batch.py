@@ -38,6 +38,7 @@ def make_files(folder: Path, n: int, size: int) -> list[str]:
     import tifffile
 
     rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for k in range(n):
         path = folder / f"img{k:03d}.tif"

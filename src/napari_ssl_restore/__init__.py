@@ -1,7 +1,7 @@
 """napari-ssl-restore: self-supervised image and video restoration for microscopy.
 
-Public API: :func:`restore`, :func:`list_methods` and one skimage-style function per method
-(``dehaze_dcp`` ...). Imports are lazy: ``import napari_ssl_restore`` loads neither torch nor Qt.
+Public API: :func:`restore`, :func:`list_methods`, :func:`batch` (dask.distributed) and one
+skimage-style function per method (``dehaze_dcp`` ...). Imports are lazy: ``import napari_ssl_restore`` loads neither torch nor Qt.
 """
 from __future__ import annotations
 

@@ -27,11 +27,11 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import hashlib
 import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import time
 import uuid
@@ -383,7 +383,7 @@ def _threads_plugin(threads: int, gpus: int):
 
 def local_cluster(workers: int | None = None, device: str = "auto"):
     """A ``LocalCluster`` of worker processes: one per GPU when the device is a GPU, else
-    ``workers`` (default: half the cores, at least 1), each with an equal share of the cores for
+    ``workers`` (default: one per core, at most 8), each with an equal share of the cores for
     torch. Returns the client (its ``cluster`` closes with it)."""
     from distributed import Client, LocalCluster
 
@@ -393,12 +393,15 @@ def local_cluster(workers: int | None = None, device: str = "auto"):
 
         gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     cores = os.cpu_count() or 1
-    if workers is None:
-        workers = gpus or max(1, cores // 2)
+    if workers is None:  # many single-threaded workers beat one multi-threaded (README)
+        workers = gpus or min(cores, 8)
     if isinstance(workers, bool) or int(workers) < 1:
         raise ValueError(f"workers must be a positive integer; got {workers!r}.")
     workers = int(workers)
     threads = max(1, cores // workers)
+    for name in ("distributed", "distributed.scheduler", "distributed.nanny", "distributed.core",
+                 "distributed.http.proxy", "distributed.worker"):
+        logging.getLogger(name).setLevel(logging.WARNING)  # not every start/stop line on stderr
     try:
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                dashboard_address=":0", silence_logs=logging.WARNING)
@@ -406,8 +409,6 @@ def local_cluster(workers: int | None = None, device: str = "auto"):
         raise RuntimeError(
             f"the local dask cluster did not start ({exc}). Called from a script? Worker "
             "processes re-import it: put the call under `if __name__ == \"__main__\":`.") from exc
-    for name in ("distributed", "distributed.scheduler", "distributed.nanny", "distributed.core"):
-        logging.getLogger(name).setLevel(logging.WARNING)  # not every start/stop line on stderr
     client = Client(cluster)
     client.register_plugin(_threads_plugin(threads, gpus))
     return client
@@ -475,12 +476,12 @@ def batch(inputs: str | os.PathLike | Sequence[str | os.PathLike], method: str,
     if progress is True:
         from tqdm import tqdm
 
-        bar = tqdm(total=1, desc=f"batch {method}", unit="unit")
+        bar = tqdm(total=1, desc=f"batch {method}", unit="unit", file=sys.stderr)
 
     def report(step) -> None:
         res = step.metrics.get("unit")
         if step.metrics.get("dashboard") and bar is not None:
-            bar.write(f"dask dashboard: {step.metrics['dashboard']}")
+            bar.write(f"dask dashboard: {step.metrics['dashboard']}", file=sys.stderr)
         if bar is not None:
             bar.total, bar.n = step.total, step.step
             bar.set_postfix_str(f"{res.unit}: {res.status}" if res else step.message,

@@ -11,7 +11,6 @@ import argparse
 import logging
 import os
 import sys
-from pathlib import Path
 from typing import Sequence
 
 EXIT_BAD_INPUT = 2
@@ -28,7 +27,6 @@ class _Parser(argparse.ArgumentParser):
 
 def _build_parser() -> argparse.ArgumentParser:
     from . import __version__
-    from .core.device import DEVICE_CHOICES
     from .core.registry import all_methods
 
     parser = _Parser(prog="napari-ssl-restore",
@@ -49,13 +47,8 @@ def _build_parser() -> argparse.ArgumentParser:
         mp.add_argument("-o", "--output", required=True,
                         help="output .tif/.ome.tif (BigTIFF when large) or .zarr/.ome.zarr "
                              "(OME-Zarr, one chunk per plane), written plane by plane")
-        mp.add_argument("--axes", help="axes of INPUT, e.g. YX, ZYX, TYX, YXC (default: from the "
-                                       "file's metadata, else guessed from the shape)")
-        mp.add_argument("--device", default="auto", choices=DEVICE_CHOICES + tuple(
-            f"cuda:{i}" for i in range(8)), help="torch device (default: auto)")
-        mp.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-        mp.add_argument("--float", dest="float_output", action="store_true",
-                        help="write float32 instead of the input's dtype")
+        _add_run_settings(mp, "axes of INPUT, e.g. YX, ZYX, TYX, YXC (default: from the file's "
+                              "metadata, else guessed from the shape)")
         mp.add_argument("--all-outputs", action="store_true",
                         help="also write every secondary output as OUTPUT_<name> (same format)")
         mp.add_argument("--dry-run", action="store_true",
@@ -90,20 +83,15 @@ def _build_parser() -> argparse.ArgumentParser:
                            help="a running dask scheduler (tcp://host:8786); default: start a "
                                 "LocalCluster")
         where.add_argument("--workers", type=int, metavar="N",
-                           help="LocalCluster workers (default: one per GPU, else half the "
-                                "cores); torch threads are split between them")
+                           help="LocalCluster workers (default: one per GPU, else one per "
+                                "core, at most 8); torch threads are split between them")
         mp.add_argument("--chunk-planes", type=int, metavar="N",
                         help="split each input into chunks of N entries of its first T (else Z) "
                              "axis, written into one OME-Zarr store")
         mp.add_argument("--train-per-chunk", action="store_true",
                         help="allow chunks of methods that train on the whole stack (each chunk "
                              "then trains on its own planes)")
-        mp.add_argument("--axes", help="axes of every INPUT (default: each file's metadata)")
-        mp.add_argument("--device", default="auto", choices=DEVICE_CHOICES + tuple(
-            f"cuda:{i}" for i in range(8)), help="torch device (default: auto)")
-        mp.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-        mp.add_argument("--float", dest="float_output", action="store_true",
-                        help="write float32 instead of the input's dtype")
+        _add_run_settings(mp, "axes of every INPUT (default: each file's metadata)")
         mp.add_argument("--overwrite", action="store_true",
                         help="redo outputs that exist (default: skip those complete from an "
                              "earlier run with the same settings)")
@@ -122,6 +110,18 @@ def _build_parser() -> argparse.ArgumentParser:
                       help="only these methods (default: all)")
     demo.add_argument("--device", default="auto", help="torch device (default: auto)")
     return parser
+
+
+def _add_run_settings(parser: argparse.ArgumentParser, axes_help: str) -> None:
+    """``--axes``, ``--device``, ``--seed`` and ``--float``: what every run takes."""
+    from .core.device import DEVICE_CHOICES
+
+    parser.add_argument("--axes", help=axes_help)
+    parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES + tuple(
+        f"cuda:{i}" for i in range(8)), help="torch device (default: auto)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--float", dest="float_output", action="store_true",
+                        help="write float32 instead of the input's dtype")
 
 
 def _add_params(parser: argparse.ArgumentParser, spec) -> None:
