@@ -1,0 +1,191 @@
+"""Generators and discriminators for the adversarial methods (physics-based GAN, Cycle-Dehaze,
+disentangled deblurring), written once.
+
+- :class:`ResnetGenerator`: the image-to-image generator of CycleGAN (Zhu et al., ICCV 2017) that
+  Physics-GAN (Pan et al., TPAMI 2020) and Cycle-Dehaze (Engin et al., CVPRW 2018) build on — a 7×7
+  stem, strided downsampling, residual blocks, upsampling, a 7×7 head — with two changes for
+  microscopy: upsampling is *resize-convolution* (nearest ×2 then a 3×3 convolution) instead of a
+  transposed convolution, which leaves no checkerboard (Odena et al., Distill 2016); and an optional
+  global skip (the output is the input, resized, plus a correction), so an untrained generator starts
+  near the identity and a ×2/×4 super-resolution generator starts near nearest-neighbour upsampling.
+- :class:`PatchDiscriminator`: the PatchGAN of pix2pix (Isola et al., CVPR 2017): with 3 strided
+  layers of 64·2^k filters it scores overlapping 70×70 patches; it returns its intermediate features
+  too, for the feature-matching term (pix2pixHD, Wang et al., CVPR 2018) that stands in for the VGG
+  perceptual loss where no pretrained weights can be downloaded. Spectral normalisation optional
+  (Miyato et al., ICLR 2018); :class:`MultiScaleDiscriminator` runs one per scale.
+
+Normalisation: ``"instance"`` (CycleGAN's) normalises each image by its own statistics, so tiles of
+one plane normalised separately disagree at their seams; predict whole planes where they fit.
+``"group"`` has the same caveat; ``"none"`` tiles exactly. Every module here is fully convolutional.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+def _norm(kind: str, channels: int) -> nn.Module:
+    if kind == "instance":
+        return nn.InstanceNorm2d(channels, affine=True)
+    if kind == "group":
+        return nn.GroupNorm(min(8, channels), channels)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"norm must be 'instance', 'group' or 'none'; got {kind!r}")
+
+
+class _Residual(nn.Module):
+    def __init__(self, channels: int, norm: str):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3), _norm(norm, channels),
+            nn.ReLU(inplace=True),
+            nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3), _norm(norm, channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class _ResizeConv(nn.Module):
+    """Nearest-neighbour ×2 upsampling, then a 3×3 convolution: no checkerboard artefacts."""
+
+    def __init__(self, cin: int, cout: int, norm: str):
+        super().__init__()
+        self.body = nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(cin, cout, 3),
+                                  _norm(norm, cout), nn.ReLU(inplace=True))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(F.interpolate(x, scale_factor=2, mode="nearest"))
+
+
+class ResnetGenerator(nn.Module):
+    """CycleGAN's ResNet generator with resize-convolution upsampling and a global skip.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+    features : int
+        Channels of the first layer (64 in CycleGAN); doubled at each of ``downs`` downsamplings.
+    blocks : int
+        Residual blocks at the lowest resolution (9 for 256² crops in CycleGAN, 6 for ≤128²).
+    downs : int
+        Stride-2 downsamplings (2 in CycleGAN); inputs need not be multiples of ``2**downs``.
+    scale : int
+        Output size factor (1, 2, 4...: super-resolution adds ``log2(scale)`` resize-convolutions).
+    norm : {"instance", "group", "none"}
+    skip : bool
+        Output = input (resized to the output size, channels matched) + the network's correction;
+        the last layer starts at zero, so an untrained generator is that resized input.
+    """
+
+    def __init__(self, in_channels: int = 1, out_channels: int = 1, features: int = 64,
+                 blocks: int = 9, downs: int = 2, scale: int = 1, norm: str = "instance",
+                 skip: bool = True):
+        super().__init__()
+        if scale < 1 or scale & (scale - 1):
+            raise ValueError(f"scale must be a power of two (1, 2, 4...); got {scale}")
+        if skip and in_channels != out_channels:
+            raise ValueError("a global skip needs in_channels == out_channels.")
+        self.config = {"in_channels": in_channels, "out_channels": out_channels,
+                       "features": features, "blocks": blocks, "downs": downs, "scale": scale,
+                       "norm": norm, "skip": skip}
+        self.downs, self.scale, self.skip = downs, scale, skip
+        layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(in_channels, features, 7),
+                                   _norm(norm, features), nn.ReLU(inplace=True)]
+        ch = features
+        for _ in range(downs):
+            layers += [nn.Conv2d(ch, ch * 2, 3, stride=2, padding=1), _norm(norm, ch * 2),
+                       nn.ReLU(inplace=True)]
+            ch *= 2
+        layers += [_Residual(ch, norm) for _ in range(blocks)]
+        for _ in range(downs):
+            layers.append(_ResizeConv(ch, ch // 2, norm))
+            ch //= 2
+        for _ in range(scale.bit_length() - 1):  # super-resolution stages
+            layers.append(_ResizeConv(ch, ch, norm))
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(ch, out_channels, 7))
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.normal_(m.weight, 0.0, 0.02)  # CycleGAN's initialisation
+                nn.init.zeros_(m.bias)
+        if skip:
+            nn.init.zeros_(self.head[1].weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        m = 2 ** self.downs
+        ph, pw = (-h) % m, (-w) % m  # pad to a multiple of the downsampling, crop after
+        y = F.pad(x, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate") \
+            if ph or pw else x
+        out = self.head(self.body(y))[..., : h * self.scale, : w * self.scale]
+        if not self.skip:
+            return out
+        base = x if self.scale == 1 else F.interpolate(x, scale_factor=self.scale, mode="nearest")
+        return base + out
+
+
+def _sn(module: nn.Module, spectral: bool) -> nn.Module:
+    return nn.utils.parametrizations.spectral_norm(module) if spectral else module
+
+
+class PatchDiscriminator(nn.Module):
+    """PatchGAN: a map of real/fake scores, one per overlapping patch (70×70 with ``layers=3``).
+
+    ``forward`` returns ``(scores, features)``: the ``(N, 1, h, w)`` score map and the list of
+    intermediate activations (for feature matching).
+    """
+
+    def __init__(self, in_channels: int = 1, features: int = 64, layers: int = 3,
+                 norm: str = "instance", spectral: bool = False):
+        super().__init__()
+        self.config = {"in_channels": in_channels, "features": features, "layers": layers,
+                       "norm": norm, "spectral": spectral}
+        blocks = [nn.Sequential(_sn(nn.Conv2d(in_channels, features, 4, 2, 1), spectral),
+                                nn.LeakyReLU(0.2, inplace=True))]
+        ch = features
+        for k in range(1, layers + 1):
+            stride = 2 if k < layers else 1
+            out = features * min(2 ** k, 8)
+            blocks.append(nn.Sequential(_sn(nn.Conv2d(ch, out, 4, stride, 1), spectral),
+                                        _norm("none" if spectral else norm, out),
+                                        nn.LeakyReLU(0.2, inplace=True)))
+            ch = out
+        self.blocks = nn.ModuleList(blocks)
+        self.head = _sn(nn.Conv2d(ch, 1, 4, 1, 1), spectral)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                w = getattr(m, "parametrizations", None)
+                target = w.weight.original if w is not None else m.weight
+                nn.init.normal_(target, 0.0, 0.02)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        feats = []
+        for block in self.blocks:
+            x = block(x)
+            feats.append(x)
+        return self.head(x), feats
+
+
+class MultiScaleDiscriminator(nn.Module):
+    """``scales`` PatchGANs, the ``k``-th on the input average-pooled ``k`` times (pix2pixHD):
+    coarse ones judge large structures, the first one fine texture. Returns a list of
+    ``(scores, features)``, one per scale."""
+
+    def __init__(self, in_channels: int = 1, features: int = 64, layers: int = 3,
+                 scales: int = 2, norm: str = "instance", spectral: bool = False):
+        super().__init__()
+        self.config = {"in_channels": in_channels, "features": features, "layers": layers,
+                       "scales": scales, "norm": norm, "spectral": spectral}
+        self.nets = nn.ModuleList(PatchDiscriminator(in_channels, features, layers, norm,
+                                                     spectral) for _ in range(scales))
+
+    def forward(self, x: torch.Tensor) -> list[tuple[torch.Tensor, list[torch.Tensor]]]:
+        out = []
+        for k, net in enumerate(self.nets):
+            if k:
+                x = F.avg_pool2d(x, 3, stride=2, padding=1, count_include_pad=False)
+            out.append(net(x))
+        return out
