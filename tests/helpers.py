@@ -18,6 +18,8 @@ TINY: dict[str, dict] = {
     "dncnn": {"tile_size": 32, "tile_overlap": 8},
     "frame2frame": dict(VIDEO),
     "restore-from-restored": dict(VIDEO),
+    "physics-gan": {"steps": 4, "features": 4, "blocks": 1, "disc_features": 4, "patch_size": 16,
+                    "batch_size": 2, "check_every": 2, "sr_factor": 2, "psf_sigma": 1.0},
 }
 
 #: settings that cannot run on their own (they need a model another run saves)
@@ -67,6 +69,9 @@ def sample(method: str, settings: dict) -> tuple[np.ndarray, str, dict[str, np.n
         mask = np.zeros(grey.shape, np.uint8)
         mask[8:14, 8:14] = 1
         extras["mask"] = mask
+    if method == "physics-gan" and settings.get("mode", "train") == "train":
+        clean = 0.5 + 0.4 * np.sin(np.mgrid[:2, :32, :32][2] / 1.5)  # unpaired, sharper, larger
+        extras["clean"] = (np.clip(clean, 0, 1) * 255).astype(np.uint8)
     if task == "separate":
         extras["second"] = (np.clip(0.5 * base + 0.5 * np.sin(yy / 2.5) ** 2, 0, 1) * 255) \
             .astype(np.uint8)
@@ -77,7 +82,8 @@ def output_shape(method: str, settings: dict, image: np.ndarray, axes: str) -> t
     """The primary output's shape: the input's, Y/X times the factor for super-resolution, without
     C for label outputs."""
     shape = list(image.shape)
-    if method == "dip" and settings.get("task") == "sr":
-        for a in "YX":
-            shape[axes.index(a)] *= TINY["dip"]["sr_factor"]
+    spec = get_method(method)
+    zoom = spec.zoom(spec.make_params(**{**TINY[method], **settings}))
+    for a in "YX":
+        shape[axes.index(a)] *= zoom
     return tuple(shape)

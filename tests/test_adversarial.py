@@ -88,8 +88,11 @@ def test_ema_tracks_weights():
     with torch.no_grad():
         net.weight.fill_(1.0)
     before = ema.average.weight.clone()
-    ema.update()
-    torch.testing.assert_close(ema.average.weight, 0.5 * before + 0.5)
+    ema.update()  # warm-up: decay min(0.5, 2/11)
+    torch.testing.assert_close(ema.average.weight, (2 / 11) * before + (9 / 11))
+    for _ in range(20):
+        ema.update()
+    torch.testing.assert_close(ema.average.weight, torch.ones_like(before), atol=1e-4, rtol=0)
     assert not ema.average.weight.requires_grad
 
 

@@ -562,9 +562,6 @@ def batch_steps(inputs, method: str, out_dir, client=None, *, scheduler: str | N
     missing = [i.name for i in spec.inputs if i.required and i.name not in extras]
     if missing:
         raise ValueError(f"{spec.name} needs {', '.join(missing)}=.")
-    if getattr(spec_params, "mode", "") == "train" and not spec.video:
-        raise ValueError(f"{spec.name} mode='train' needs each input's second acquisition; train "
-                         "once (`run` with --save-model) and batch with --mode apply --model FILE.")
 
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)

@@ -18,9 +18,10 @@ WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fil
 
 def _architectures() -> dict[str, Any]:
     from ..nets.dncnn import DnCNN
+    from ..nets.gan import ResnetGenerator
     from ..nets.unet import UNet
 
-    return {"unet": UNet, "dncnn": DnCNN}
+    return {"unet": UNet, "dncnn": DnCNN, "resnet-generator": ResnetGenerator}
 
 
 def checkpoint(net, *, architecture: str, normalization: dict, provenance: dict) -> dict:

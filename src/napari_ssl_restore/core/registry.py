@@ -23,6 +23,7 @@ METHOD_MODULES: dict[str, str] = {
     "dncnn": "napari_ssl_restore.methods.dncnn",
     "frame2frame": "napari_ssl_restore.methods.frame2frame",
     "restore-from-restored": "napari_ssl_restore.methods.restore_from_restored",
+    "physics-gan": "napari_ssl_restore.methods.physics_gan",
 }
 
 

@@ -1,0 +1,395 @@
+"""Physics-based GAN (Pan, Dong, Ren, Lin, Tang, Yang; TPAMI 2020): restore through a known operator
+with an adversarial prior learned from *unpaired* clean examples.
+
+A generator ``G`` maps the degraded image ``y`` to an estimate ``x = G(y)`` under two pressures:
+
+- **physics**: pushed back through the known degradation ``H`` the estimate must reproduce the
+  input, ``L1(H(G(y)), y)`` weighted 10 as the authors do — ``H`` is a PSF blur (``deconv``: the
+  given PSF or a Gaussian of ``psf_sigma``), an anti-aliased ×2/×4 downsampling (``sr``) or the
+  identity (``denoise``), the operators Deep Image Prior uses (:mod:`napari_ssl_restore.core.operators`);
+- **adversarial**: a PatchGAN discriminator trained on the clean examples (``clean=``: confocal or
+  deconvolved images of similar samples — any size, not registered to ``y``) must not tell ``G(y)``
+  from them (LSGAN, one-sided label smoothing, a pool of past fakes).
+
+Either term alone fails in its own way: physics alone has many solutions (it amplifies noise), the
+GAN alone invents plausible structure unrelated to ``y``. The second output, the **residual map**
+``|H(G(y)) - y|``, shows where the estimate does not explain the data.
+
+Training uses random crops of ``y`` and of the clean examples (flips and 90° rotations, on the
+device), Adam 2e-4 with β1 = 0.5, the engine's one loop (the discriminator steps after each generator
+step); prediction streams every plane through the engine's batched predictor with the exponential
+moving average of the generator's weights. The checkpoint kept is the one with the lowest physics
+residual on a fixed set of crops (checked every ``check_every`` steps), and a NaN loss ends training
+with that checkpoint, saying so.
+
+Deviations: the generator is CycleGAN's ResNet generator with resize-convolution upsampling and a
+global skip (starts as the identity / nearest upsampling), without normalisation so tiles of a
+large plane agree exactly (instance norm, as in the authors' code, makes them disagree); smaller
+defaults (32 features, 6 blocks, 64² crops) so it trains on a laptop CPU; the authors' optional second
+discriminator on ``H(G(y))`` vs ``y`` and their paired L1 term are not included.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Literal
+
+import numpy as np
+
+from ..core.params import param
+from ..core.progress import StopRequested
+from ..core.registry import ExtraInput, MethodResult, MethodSpec, Output, RunContext
+from ..engine.planes import Outputs, Planes
+from ._public import public_function
+
+logger = logging.getLogger(__name__)
+
+TASKS = ("deconv", "sr", "denoise")
+TRAIN = {"mode": ("train",)}
+MIN_USEFUL_STEPS = 50
+
+
+@dataclasses.dataclass(frozen=True)
+class Params:
+    """Physics-based GAN settings (Pan et al. 2020; pytorch-CycleGAN defaults where they apply)."""
+
+    method_title = "Physics-based GAN"
+
+    task: Literal["deconv", "sr", "denoise"] = param(
+        "deconv", "The known degradation H: 'deconv' (PSF blur: psf= or a Gaussian of psf_sigma), "
+                  "'sr' (anti-aliased downsampling by sr_factor), 'denoise' (identity).",
+        choices=TASKS)
+    mode: Literal["train", "apply"] = param(
+        "train", "'train' on this image and the clean examples, then restore; 'apply' a saved "
+                 "model (no clean examples needed).", choices=("train", "apply"))
+    psf_sigma: float = param(2.0, "deconv: std (pixels) of the Gaussian PSF when no psf= is given.",
+                             min=0.3, max=20.0, step=0.1, when=(("task", ("deconv",)),))
+    sr_factor: int = param(2, "sr: upsampling factor (2 or 4).", min=2, max=4,
+                           when=(("task", ("sr",)),))
+    model: str = param("", "A saved model (.pt) to apply, or to start training from.",
+                       widget="open_file")
+    save_model: str = param("", "Save the trained generator here (.pt).", widget="save_file",
+                            when=TRAIN)
+    steps: int = param(2000, "Training steps (generator and discriminator updates).", min=1,
+                       max=1_000_000, when=TRAIN)
+    physics_weight: float = param(10.0, "Weight of L1(H(G(y)), y) against the adversarial term "
+                                        "(authors: 10).", min=0.0, max=1e4, step=1.0, when=TRAIN)
+    adversarial_weight: float = param(1.0, "Weight of the adversarial term (0: physics only, "
+                                           "for the ablation).", min=0.0, max=1e3, step=0.1,
+                                      when=TRAIN, advanced=True)
+    patch_size: int = param(64, "Side of the training crops of the input (authors: 256).",
+                            min=16, max=1024, when=TRAIN, advanced=True)
+    batch_size: int = param(4, "Crops per step.", min=1, max=256, when=TRAIN, advanced=True)
+    learning_rate: float = param(2e-4, "Adam learning rate of both networks (β1 = 0.5).",
+                                 min=1e-7, max=1.0, step=1e-4, when=TRAIN, advanced=True)
+    features: int = param(32, "Generator channels of its first layer (CycleGAN: 64).", min=4,
+                          max=256, when=TRAIN, advanced=True)
+    blocks: int = param(6, "Generator residual blocks (CycleGAN: 9 at 256², 6 at ≤128²).", min=1,
+                        max=16, when=TRAIN, advanced=True)
+    disc_features: int = param(32, "Discriminator channels of its first layer (PatchGAN: 64).",
+                               min=4, max=256, when=TRAIN, advanced=True)
+    disc_scales: int = param(1, "Discriminators at 1, 1/2, 1/4... of the resolution.", min=1,
+                             max=3, when=TRAIN, advanced=True)
+    spectral_norm: bool = param(False, "Spectral normalisation in the discriminator.", when=TRAIN,
+                                advanced=True)
+    ema_decay: float = param(0.999, "Decay of the moving average of the generator's weights used "
+                                    "to restore (0: the last weights).", min=0.0, max=0.99999,
+                             step=0.001, when=TRAIN, advanced=True)
+    check_every: int = param(100, "Steps between checks of the physics residual on fixed crops "
+                                  "(the best checkpoint is kept) and previews.", min=1,
+                             max=100_000, when=TRAIN, advanced=True)
+    tile_size: int = param(0, "Largest tile side for prediction; 0 = from the device's memory.",
+                           min=0, max=8192, advanced=True)
+    tile_overlap: int = param(32, "Overlap of prediction tiles, blended smoothly.", min=0,
+                              max=1024, advanced=True)
+
+    def __post_init__(self):
+        if self.task == "sr" and self.sr_factor not in (2, 4):
+            raise ValueError(f"Physics-GAN: sr_factor must be 2 or 4; got {self.sr_factor}.")
+        if self.mode == "apply" and not self.model:
+            raise ValueError("Physics-GAN: mode='apply' needs model= (a .pt file saved by a "
+                             "training run with save_model=); or use mode='train'.")
+        if self.tile_size and self.tile_overlap >= self.tile_size:
+            raise ValueError("Physics-GAN: tile_overlap must be smaller than tile_size.")
+
+    @property
+    def zoom(self) -> int:
+        return self.sr_factor if self.task == "sr" else 1
+
+
+# --- the operator ----------------------------------------------------------------------------------
+
+def make_operator(params: Params, psf, device):
+    """``H`` for the task, on ``(N, C, H, W)`` tensors."""
+    import torch
+
+    from ..core.operators import blur, check_psf, downsample, gaussian_psf
+
+    if params.task == "deconv":
+        kernel = torch.from_numpy(check_psf(psf) if psf is not None
+                                  else gaussian_psf(params.psf_sigma)).to(device)
+        return lambda x: blur(x, kernel)
+    if params.task == "sr":
+        return lambda x: downsample(x, params.sr_factor)
+    return lambda x: x
+
+
+def clean_stack(clean, channels: int, need: int) -> np.ndarray:
+    """The clean examples as ``(K, H, W, C)`` float32 in [0, 1] (percentiles 0.1/99.9 of all of
+    them: one normalisation for the set), each at least ``need`` pixels on a side."""
+    from ..core.normalize import percentile_scaling
+
+    arr = np.asarray(clean)
+    if channels == 1:
+        if arr.ndim == 2:
+            arr = arr[None]
+        if arr.ndim != 3:
+            raise ValueError(f"clean examples must be one image (Y, X) or a stack (K, Y, X) like "
+                             f"the image; got shape {arr.shape}.")
+        arr = arr[..., None]
+    else:
+        if arr.ndim == 3:
+            arr = arr[None]
+        if arr.ndim != 4 or arr.shape[-1] != channels:
+            raise ValueError(f"clean examples must have the image's {channels} channels last "
+                             f"((Y, X, C) or (K, Y, X, C)); got shape {arr.shape}.")
+    if min(arr.shape[1:3]) < need:
+        raise ValueError(f"clean examples are {arr.shape[1]}x{arr.shape[2]} pixels but training "
+                         f"crops them at {need}x{need}; give larger examples or a smaller "
+                         "patch_size.")
+    scaling = percentile_scaling(arr.reshape(-1)[:: max(1, arr.size // (16 * 2**20))])
+    return scaling.forward(arr).astype(np.float32)
+
+
+# --- the generator -------------------------------------------------------------------------------
+
+def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs, clean=None, psf=None):
+    """Train G (or load it), then restore every plane and its residual map, streamed."""
+    import torch
+
+    from ..core.device import resolve_device
+    from ..core.models import build, checkpoint, load_checkpoint, save_model
+    from ..engine.predict import Predictor, predict_into
+    from ..engine.train import (TRAIN_BYTES, PatchSampler, planes_within, seeded_init, spread,
+                                to_device)
+    from ..nets.gan import ResnetGenerator
+
+    device = resolve_device(ctx.device)
+    rng = np.random.default_rng(ctx.seed)
+    c, n, zoom = planes.c, len(planes), params.zoom
+    operator = make_operator(params, psf, device)
+    ckpt = load_checkpoint(params.model) if params.model else None
+    if ckpt is not None:
+        cfg = ckpt["config"]
+        if cfg.get("in_channels") != c or cfg.get("scale", 1) != zoom:
+            raise ValueError(f"model {params.model!r} maps {cfg.get('in_channels')} channel(s) at "
+                             f"x{cfg.get('scale', 1)}; this run needs {c} channel(s) at x{zoom}.")
+        net = build(ckpt, device)
+    else:
+        with seeded_init(ctx.seed):
+            net = ResnetGenerator(c, c, params.features, params.blocks, scale=zoom, norm="none")
+        net = net.to(device)
+    info: dict = {"device": str(device), "trained_steps": 0, "stopped": False, "zoom": zoom}
+    total, stopped = 0, False
+    if params.mode == "train":
+        if clean is None:
+            raise ValueError("Physics-GAN trains against clean examples: give clean= (a stack of "
+                             "clean images of similar samples, any size, not registered; CLI "
+                             "--clean FILE) or use mode='apply' with a saved model.")
+        if min(planes.hw) < params.patch_size:
+            raise ValueError(f"patch_size {params.patch_size} is larger than the image "
+                             f"({planes.hw[0]}x{planes.hw[1]}); choose at most {min(planes.hw)}.")
+        examples = to_device(clean_stack(clean, c, params.patch_size * zoom), device)
+        plane_bytes = int(np.prod(planes.hw)) * c * 4
+        chosen = spread(n, planes_within(TRAIN_BYTES, plane_bytes))
+        degraded = to_device(planes.stack(chosen), device)
+        y_sampler = PatchSampler([degraded], [[k] for k in range(len(chosen))],
+                                 params.patch_size, rng, augment=True)
+        x_sampler = PatchSampler([examples], [[k] for k in range(len(examples))],
+                                 params.patch_size * zoom, rng, augment=True)
+        total = params.steps
+        fit = yield from _train(net, operator, y_sampler, x_sampler, params, ctx, rng,
+                                total=total, grand_total=total + n,
+                                preview_crop=_crop(planes[chosen[0]]))
+        del degraded, examples
+        stopped = fit["stopped"]
+        if stopped and ckpt is None and fit["steps"] < min(MIN_USEFUL_STEPS, total):
+            raise StopRequested(f"Stopped after {fit['steps']} training steps, before the "
+                                "generator had learned anything; nothing was kept.")
+        net = fit["net"]
+        info.update({k: v for k, v in fit.items() if k != "net"})
+        ckpt_out = checkpoint(net, architecture="resnet-generator",
+                              normalization={"kind": "percentile", "low": 0.1, "high": 99.9},
+                              provenance={"method": "physics-gan",
+                                          "params": dataclasses.asdict(params),
+                                          "steps": fit["steps"], "seed": ctx.seed})
+        if params.save_model:
+            info["model_saved"] = save_model(ckpt_out, params.save_model)
+    else:
+        ckpt_out = ckpt
+    net.eval()
+    predictor = Predictor(net, device, tile=params.tile_size, overlap=params.tile_overlap,
+                          scale=zoom)
+
+    def write(i: int, plane: np.ndarray) -> None:
+        out["image"][i] = plane
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(plane.transpose(2, 0, 1)))[None].to(device)
+            y = torch.from_numpy(np.ascontiguousarray(planes[i].transpose(2, 0, 1)))[None]
+            residual = (operator(x).cpu() - y).abs().mean(1)[0].numpy()
+        if zoom > 1:  # on the output's grid, so the two layers overlay
+            residual = np.repeat(np.repeat(residual, zoom, axis=0), zoom, axis=1)
+        out["residual"][i] = residual * ctx.scale  # in the input's intensity units
+
+    done, late = yield from predict_into(
+        predictor, lambda i: planes[i], n, write, step0=total, total=total + n,
+        label="restoring" if not stopped else "stopped: restoring with the generator so far,",
+        stoppable=not stopped)
+    info.update(planes_done=done, stopped=stopped or late)
+    return MethodResult({}, info, {"model": ckpt_out})
+
+
+def _train(net, operator, y_sampler, x_sampler, params: Params, ctx: RunContext, rng, *,
+           total: int, grand_total: int, preview_crop: np.ndarray):
+    """The adversarial training on the engine's loop; returns the generator kept and statistics."""
+    import copy
+
+    import torch
+
+    from ..engine.adversarial import EMA, Critic, generator_loss
+    from ..engine.predict import Predictor
+    from ..engine.train import optimise, seeded_init
+    from ..nets.gan import MultiScaleDiscriminator
+
+    device = y_sampler.fields[0].device
+    c = y_sampler.fields[0].shape[1]
+    # 3 strided layers (70x70 patches) from 64² crops; fewer on smaller crops, so that the last
+    # feature map keeps more than one pixel
+    crop = params.patch_size * params.zoom
+    layers = int(np.clip(np.floor(np.log2(crop / 8)), 1, 3))
+    with seeded_init(ctx.seed + 1):
+        disc = MultiScaleDiscriminator(c, params.disc_features, layers, params.disc_scales,
+                                       spectral=params.spectral_norm).to(device)
+    critic = Critic(disc, lr=params.learning_rate, rng=rng)
+    ema = EMA(net, params.ema_decay)
+    opt = torch.optim.Adam(net.parameters(), lr=params.learning_rate, betas=(0.5, 0.999))
+    (val,) = y_sampler(max(4, params.batch_size))  # fixed crops: the physics residual's yardstick
+    state: dict = {"best": float("inf"), "best_step": 0, "weights": None, "nan": False,
+                   "residual": float("nan")}
+
+    def physics(model, y):
+        return (operator(model(y)) - y).abs().mean()
+
+    def step(it: int):
+        (y,) = y_sampler(params.batch_size)
+        (x,) = x_sampler(params.batch_size)
+        fake = net(y)
+        state["fake"], state["real"] = fake, x
+        loss = params.physics_weight * (operator(fake) - y).abs().mean()
+        if params.adversarial_weight:
+            loss = loss + params.adversarial_weight * generator_loss(critic.judge(fake))
+        return loss
+
+    def after_step(it: int) -> None:
+        if params.adversarial_weight:
+            critic.update(state["real"], state["fake"])
+        ema.update()
+        state.pop("fake")
+
+    def finished(it: int) -> bool:  # every check_every steps: may read the device
+        with torch.inference_mode():
+            value = float(physics(ema.average, val))
+        state["residual"] = value
+        if not np.isfinite(value):
+            state["nan"] = True
+            return True
+        if value < state["best"]:
+            state.update(best=value, best_step=it,
+                         weights=copy.deepcopy(ema.average.state_dict()))
+        return False
+
+    def describe(it: int, loss: float):
+        d = float(critic.last_loss) if critic.last_loss is not None else float("nan")
+        if not np.isfinite(loss):
+            state["nan"] = True
+        return (f"training step {it}/{total}: G {loss:.3e}, D {d:.3e}, physics residual "
+                f"{state['residual']:.3e}", {"loss": loss, "d_loss": d, "step": it,
+                                                "physics_residual": state["residual"]})
+
+    preview_net = Predictor(ema.average, device, scale=params.zoom)
+
+    def preview(it: int):
+        return preview_net(preview_crop[None])[0]
+
+    finished(0)  # the starting generator is a candidate too: training never makes it worse
+    net.train()
+    loop = yield from optimise(step, opt, total, after_step=after_step, finished=finished,
+                               check_every=params.check_every, describe=describe,
+                               preview=preview, preview_every=params.check_every,
+                               total=grand_total)
+    if not state["nan"]:
+        finished(loop.steps)  # score the final weights too
+    kept = ema.average
+    if state["weights"] is not None:
+        kept.load_state_dict(state["weights"])
+    elif state["nan"]:
+        raise ValueError("Physics-GAN: the training loss became NaN before a usable checkpoint; "
+                         "lower learning_rate or physics_weight and try again.")
+    if state["nan"]:
+        logger.warning("physics-gan: the loss became NaN; kept the checkpoint of step %d",
+                       state["best_step"])
+    return {"net": kept, "steps": loop.steps, "stopped": loop.stopped, "nan": state["nan"],
+            "best_step": state["best_step"], "physics_residual": state["best"]}
+
+
+def _crop(plane: np.ndarray, size: int = 128) -> np.ndarray:
+    h, w = plane.shape[:2]
+    y, x = max(0, (h - size) // 2), max(0, (w - size) // 2)
+    return plane[y:y + size, x:x + size]
+
+
+SPEC = MethodSpec(
+    name="physics-gan",
+    title="Physics-based GAN (Pan et al. 2020): restore through a known operator, adversarial "
+          "prior from unpaired clean examples",
+    task="restore",
+    params=Params,
+    run=run,
+    function="restore_physics_gan",
+    outputs=(Output("image", "The restored image (sr: Y and X multiplied by sr_factor)."),
+             Output("residual", "|H(G(y)) - y| in the input's intensity units, mean over "
+                                "channels: where the estimate does not explain the data (sr: "
+                                "each input pixel repeated onto the output's grid).",
+                    kind="map")),
+    inputs=(
+        ExtraInput("clean", "Clean examples of similar samples (an image or a stack, any size, "
+                            "not registered to the input) for task training.",
+                   when=(("mode", ("train",)),)),
+        ExtraInput("psf", "Point-spread function (2-D) for task 'deconv'; a Gaussian of "
+                          "psf_sigma when omitted.", when=(("task", ("deconv",)),)),
+    ),
+    scaling="percentile",
+    uses_torch=True,
+    linked_planes=lambda p: ("mode='train' trains one generator on crops from the whole stack "
+                             "(train once with save_model=, then use mode='apply' and model=)"
+                             if p.mode == "train" else ""),
+    zoom_of=lambda p: p.zoom,
+)
+
+restore_physics_gan = public_function(
+    SPEC,
+    summary="Restore through a known operator with an adversarial prior (Physics-based GAN).",
+    notes="""
+    Minimises :math:`\\lambda\\,\\|H(G(y)) - y\\|_1 + \\mathcal{L}_{adv}(G(y))` over the generator
+    :math:`G`, where :math:`H` is the known degradation and the adversarial term comes from a
+    PatchGAN discriminator trained to tell :math:`G(y)` from *unpaired* clean examples (``clean=``).
+    ``full_output=True`` also returns the residual map and the trained ``model`` checkpoint.
+    """,
+    references="""
+    .. [1] J. Pan, J. Dong, Y. Liu, J. Zhang, J. Ren, J. Tang, Y.-W. Tai, M.-H. Yang. Physics-based
+       generative adversarial models for image restoration and beyond. IEEE TPAMI 43(7), 2021
+       (online 2020).
+    .. [2] J.-Y. Zhu, T. Park, P. Isola, A. A. Efros. Unpaired image-to-image translation using
+       cycle-consistent adversarial networks. ICCV 2017.
+    """,
+)
