@@ -86,6 +86,11 @@ def prepare(data, method: str, *, axes: str | None = None, device: str = "auto",
             if inp.required:
                 raise ValueError(f"{spec.name} needs {inp.name}=: {inp.doc}")
             continue
+        if inp.examples:
+            from .core.io import read_examples
+
+            extras[inp.name] = [np.array(v) for v in read_examples(value)]
+            continue
         if inp.like_image:
             other, _ = open_array(value)
             if tuple(other.shape) != tuple(arr.shape):

@@ -544,8 +544,13 @@ def batch_steps(inputs, method: str, out_dir, client=None, *, scheduler: str | N
                 f"batch cannot pair each input with its own {inp.name}= ({inp.doc.rstrip('.')}). "
                 f"Restore such pairs with `napari-ssl-restore run`; for {spec.name}, train once "
                 "with save_model= and batch the rest with the saved model.")
-        extras[inp.name] = read_image(value)[0] if isinstance(value, (str, os.PathLike)) \
-            else np.asarray(value)
+        if inp.examples:
+            from .core.io import read_examples
+
+            extras[inp.name] = read_examples(value)
+        else:
+            extras[inp.name] = read_image(value)[0] if isinstance(value, (str, os.PathLike)) \
+                else np.asarray(value)
     model_path = params.get("model") or ""
     model_blob, model_sha = None, ""
     if model_path:

@@ -59,8 +59,10 @@ def _build_parser() -> argparse.ArgumentParser:
                              "never overwritten")
         for inp in spec.inputs:
             mp.add_argument(f"--{inp.name.replace('_', '-')}", dest=f"input_{inp.name}",
-                            metavar="FILE", required=inp.required,
-                            help=_help(f"TIFF or zarr file: {inp.doc}"))
+                            metavar="FILE_OR_GLOB" if inp.examples else "FILE",
+                            required=inp.required,
+                            help=_help(f"TIFF files (a file, a folder or a quoted glob): {inp.doc}"
+                                       if inp.examples else f"TIFF or zarr file: {inp.doc}"))
         _add_params(mp, spec)
 
     batch = sub.add_parser(
@@ -98,8 +100,9 @@ def _build_parser() -> argparse.ArgumentParser:
         for inp in spec.inputs:
             if not inp.like_image:  # a per-input second acquisition cannot be batched
                 mp.add_argument(f"--{inp.name.replace('_', '-')}", dest=f"input_{inp.name}",
-                                metavar="FILE", required=inp.required,
-                                help=_help(f"TIFF file used for every input: {inp.doc}"))
+                                metavar="FILE_OR_GLOB" if inp.examples else "FILE",
+                                required=inp.required,
+                                help=_help(f"used for every input: {inp.doc}"))
         _add_params(mp, spec)
 
     demo = sub.add_parser("demo", help="run the methods on bundled/synthetic data and write TIFFs "
@@ -168,7 +171,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     for inp in spec.inputs:
         path = getattr(args, f"input_{inp.name}")
         if path is not None:  # a second acquisition streams like the image; masks are small
-            kwargs[inp.name] = open_array(path)[0] if inp.like_image else read_image(path)[0]
+            kwargs[inp.name] = (open_array(path)[0] if inp.like_image else
+                                path if inp.examples else read_image(path)[0])
     job = prepare(data, spec.name, axes=axes, device=args.device, seed=args.seed,
                   float_output=args.float_output, **kwargs)
     # every file this run writes, checked before any work

@@ -127,6 +127,26 @@ def noisy_cells(size: int = 128, sigma: float = 0.1, seed: int = 0) -> dict[str,
     return {"image": noisy, "axes": "YX", "clean": clean, "name": f"noisy cells (sigma={sigma})"}
 
 
+def blurred_cells(size: int = 192, sigma_psf: float = 2.0, examples: int = 4,
+                  seed: int = 0) -> dict[str, Any]:
+    """A widefield-like acquisition and *unpaired* clean examples, for the physics-based GAN.
+
+    ``image``: a synthetic fluorescence field blurred by a Gaussian PSF of ``sigma_psf`` pixels with
+    Poisson-Gaussian noise (about 200 photons at full scale, read noise 0.01), uint16. ``clean``: a
+    ``(examples, size, size)`` stack of *other* clean fields (what a few confocal images of similar
+    samples would give), uint16. ``truth`` is the field before blurring (for scoring only).
+    """
+    truth = cells(size, seed)
+    from .core.operators import gaussian_psf
+
+    blurred = ndi.convolve(truth, gaussian_psf(sigma_psf), mode="reflect")
+    noisy = add_noise(blurred, 0.01, poisson=200, seed=seed + 1)
+    to16 = lambda x: np.clip(np.rint(x * 4000 + 100), 0, 65535).astype(np.uint16)  # noqa: E731
+    clean = np.stack([cells(size, seed + 100 + k) for k in range(examples)])
+    return {"image": to16(noisy), "axes": "YX", "clean": to16(clean), "truth": truth,
+            "psf_sigma": sigma_psf, "name": "blurred cells"}
+
+
 def noisy_pair(size: int = 256, sigma: float = 0.15, seed: int = 0,
                poisson: float | None = None) -> dict[str, Any]:
     """Two independent noisy acquisitions of one synthetic fluorescence field (``image``, ``target``).

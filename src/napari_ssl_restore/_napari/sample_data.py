@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..data import fluorescence_timelapse, hazy_scene, noisy_cells, noisy_pair
+from ..data import blurred_cells, fluorescence_timelapse, hazy_scene, noisy_cells, noisy_pair
 
 
 def sample_hazy_scene():
@@ -36,3 +36,10 @@ def sample_noisy_timelapse():
     img = np.clip(np.rint(s["image"] * 2000 + 100), 0, 65535).astype(np.uint16)
     return [(img, {"name": "noisy time-lapse", "axis_labels": ("t", "y", "x"),
                    "colormap": "gray"}, "image")]
+
+
+def sample_blurred_cells():
+    s = blurred_cells()
+    meta = {"colormap": "gray"}
+    return [(s["image"], {"name": "blurred cells (widefield, PSF sigma 2)", **meta}, "image"),
+            (s["clean"], {"name": "clean examples (unpaired)", **meta}, "image")]

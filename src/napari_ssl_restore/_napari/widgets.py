@@ -526,6 +526,8 @@ class RestoreWidget(QWidget):
             self.status.value = f"stopped: best result so far kept for {done}/{n} {unit}(s){rest}"
         else:
             self.status.value = "done"
+        if prov.get("warning"):  # e.g. an estimate that explains the data less than the input
+            self.status.value += f"; warning: {prov['warning']}"
         if kept:
             self.status.value += f". Model kept at {kept}: mode is now 'apply' to use it on other layers"
 

@@ -77,6 +77,34 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, str | None]:
     return data, axes
 
 
+def read_examples(source) -> list[np.ndarray]:
+    """Example images of any sizes: an array (one image or a stack), a list of arrays, or a
+    path — a TIFF file, a folder of them, or a glob such as ``'confocal/*.tif'``."""
+    import glob
+
+    from .normalize import check_image
+
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        if os.path.isdir(path) and not path.rstrip("/" + os.sep).lower().endswith(".zarr"):
+            files = sorted(f for f in glob.glob(os.path.join(path, "*"))
+                           if f.lower().endswith((".tif", ".tiff")))
+            if not files:
+                raise FileNotFoundError(f"{path}: the folder has no .tif/.tiff files.")
+        elif glob.has_magic(path):
+            files = sorted(glob.glob(path))
+            if not files:
+                raise FileNotFoundError(f"{path}: no file matches this pattern.")
+        else:
+            files = [path]
+        return [read_image(f)[0] for f in files]
+    if isinstance(source, (list, tuple)):
+        if not source:
+            raise ValueError("the list of examples is empty.")
+        return [check_image(v, name="example") for v in source]
+    return [check_image(source, name="examples")]
+
+
 def choose_axes(shape: tuple[int, ...], stated: str | None, *, video: bool, source: str) -> str:
     """The axes of an array read from ``source``: as stated by its metadata, else guessed.
 

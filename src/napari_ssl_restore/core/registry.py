@@ -39,6 +39,9 @@ class ExtraInput:
     like_image: bool = False
     """A second acquisition of the image itself (``target=``): it must have the image's shape and is
     given to the method in the same canonical layout and normalisation as the image."""
+    examples: bool = False
+    """A set of example images of any sizes (``clean=``): an array, a list of arrays, or a file,
+    glob or folder of TIFFs; the method receives a list of arrays."""
     when: tuple[tuple[str, tuple], ...] = ()
     """Settings under which it is used, e.g. ``(("task", ("inpaint",)),)``; the widget shows it only
     then."""

@@ -19,8 +19,9 @@ Training uses random crops of ``y`` and of the clean examples (flips and 90° ro
 device), Adam 2e-4 with β1 = 0.5, the engine's one loop (the discriminator steps after each generator
 step); prediction streams every plane through the engine's batched predictor with the exponential
 moving average of the generator's weights. The checkpoint kept is the one with the lowest physics
-residual on a fixed set of crops (checked every ``check_every`` steps), and a NaN loss ends training
-with that checkpoint, saying so.
+residual on a fixed set of crops (checked every ``check_every`` steps); when even that explains the
+input less well than the input itself (``|H(y) - y|``), the provenance says so (``warning``). A NaN
+loss ends training with the best checkpoint, saying so.
 
 Deviations: the generator is CycleGAN's ResNet generator with resize-convolution upsampling and a
 global skip (starts as the identity / nearest upsampling), without normalisation so tiles of a
@@ -135,30 +136,37 @@ def make_operator(params: Params, psf, device):
 
 
 def clean_stack(clean, channels: int, need: int) -> np.ndarray:
-    """The clean examples as ``(K, H, W, C)`` float32 in [0, 1] (percentiles 0.1/99.9 of all of
-    them: one normalisation for the set), each at least ``need`` pixels on a side."""
+    """The clean examples (a list of arrays: images or stacks, any sizes) as ``(K, H, W, C)``
+    float32, normalised together (percentiles 0.1/99.9 of all of them); examples of different
+    sizes are centre-cropped to the smallest, which must be at least ``need`` on a side."""
     from ..core.normalize import percentile_scaling
 
-    arr = np.asarray(clean)
-    if channels == 1:
-        if arr.ndim == 2:
-            arr = arr[None]
-        if arr.ndim != 3:
-            raise ValueError(f"clean examples must be one image (Y, X) or a stack (K, Y, X) like "
-                             f"the image; got shape {arr.shape}.")
-        arr = arr[..., None]
-    else:
-        if arr.ndim == 3:
-            arr = arr[None]
-        if arr.ndim != 4 or arr.shape[-1] != channels:
-            raise ValueError(f"clean examples must have the image's {channels} channels last "
-                             f"((Y, X, C) or (K, Y, X, C)); got shape {arr.shape}.")
-    if min(arr.shape[1:3]) < need:
-        raise ValueError(f"clean examples are {arr.shape[1]}x{arr.shape[2]} pixels but training "
-                         f"crops them at {need}x{need}; give larger examples or a smaller "
-                         "patch_size.")
-    scaling = percentile_scaling(arr.reshape(-1)[:: max(1, arr.size // (16 * 2**20))])
-    return scaling.forward(arr).astype(np.float32)
+    planes = []
+    for arr in (clean if isinstance(clean, (list, tuple)) else [clean]):
+        arr = np.asarray(arr, dtype=np.float32)
+        if channels == 1:
+            if arr.ndim == 2:
+                arr = arr[None]
+            if arr.ndim != 3:
+                raise ValueError(f"clean examples must be images (Y, X) or stacks (K, Y, X) like "
+                                 f"the image; got shape {arr.shape}.")
+            arr = arr[..., None]
+        else:
+            if arr.ndim == 3:
+                arr = arr[None]
+            if arr.ndim != 4 or arr.shape[-1] != channels:
+                raise ValueError(f"clean examples must have the image's {channels} channels last "
+                                 f"((Y, X, C) or (K, Y, X, C)); got shape {arr.shape}.")
+        planes.extend(arr)
+    h = min(p.shape[0] for p in planes)
+    w = min(p.shape[1] for p in planes)
+    if min(h, w) < need:
+        raise ValueError(f"clean examples are as small as {h}x{w} pixels but training crops them "
+                         f"at {need}x{need}; give larger examples or a smaller patch_size.")
+    stack = np.stack([p[(p.shape[0] - h) // 2:(p.shape[0] - h) // 2 + h,
+                        (p.shape[1] - w) // 2:(p.shape[1] - w) // 2 + w] for p in planes])
+    scaling = percentile_scaling(stack.reshape(-1)[:: max(1, stack.size // (16 * 2**20))])
+    return scaling.forward(stack).astype(np.float32)
 
 
 # --- the generator -------------------------------------------------------------------------------
@@ -321,7 +329,8 @@ def _train(net, operator, y_sampler, x_sampler, params: Params, ctx: RunContext,
     def preview(it: int):
         return preview_net(preview_crop[None])[0]
 
-    finished(0)  # the starting generator is a candidate too: training never makes it worse
+    with torch.inference_mode():  # the input's own residual |H(y) - y|, for reference
+        start = float((operator(val) - val).abs().mean()) if params.zoom == 1 else float("nan")
     net.train()
     loop = yield from optimise(step, opt, total, after_step=after_step, finished=finished,
                                check_every=params.check_every, describe=describe,
@@ -338,8 +347,16 @@ def _train(net, operator, y_sampler, x_sampler, params: Params, ctx: RunContext,
     if state["nan"]:
         logger.warning("physics-gan: the loss became NaN; kept the checkpoint of step %d",
                        state["best_step"])
-    return {"net": kept, "steps": loop.steps, "stopped": loop.stopped, "nan": state["nan"],
-            "best_step": state["best_step"], "physics_residual": state["best"]}
+    result = {"net": kept, "steps": loop.steps, "stopped": loop.stopped, "nan": state["nan"],
+              "best_step": state["best_step"], "physics_residual": state["best"],
+              "input_residual": start}
+    if state["best"] > start:  # the estimate explains y worse than y itself does
+        result["warning"] = (f"the restored image explains the input less well than the input "
+                             f"itself (physics residual {state['best']:.3g} against "
+                             f"{start:.3g}): the adversarial term dominates; raise "
+                             "physics_weight or train longer, and check the residual map")
+        logger.warning("physics-gan: %s", result["warning"])
+    return result
 
 
 def _crop(plane: np.ndarray, size: int = 128) -> np.ndarray:
@@ -362,8 +379,9 @@ SPEC = MethodSpec(
                                 "each input pixel repeated onto the output's grid).",
                     kind="map")),
     inputs=(
-        ExtraInput("clean", "Clean examples of similar samples (an image or a stack, any size, "
-                            "not registered to the input) for task training.",
+        ExtraInput("clean", "Clean examples of similar samples for training: images or stacks of "
+                            "any size, not registered to the input (a layer, an array, a list of "
+                            "arrays, or a file, folder or glob of TIFFs).", examples=True,
                    when=(("mode", ("train",)),)),
         ExtraInput("psf", "Point-spread function (2-D) for task 'deconv'; a Gaussian of "
                           "psf_sigma when omitted.", when=(("task", ("deconv",)),)),
