@@ -48,6 +48,7 @@ def main() -> int:
     ap.add_argument("--seeds", default="10,11")
     ap.add_argument("--figure", default="")
     ap.add_argument("--no-dip", action="store_true", help="skip DIP (12 minutes a 128² image here)")
+    ap.add_argument("--no-ablation", action="store_true", help="only physics-GAN with both terms")
     args = ap.parse_args()
     psf = gaussian_psf(args.sigma)
     clean_examples = np.stack([cells(args.size, seed=s) for s in range(4)]).astype(np.float32)
@@ -71,9 +72,10 @@ def main() -> int:
             dip = restore(y, "dip", task="deconv", psf_sigma=args.sigma, device="cpu",
                           float_output=True)
             results["DIP deconv"] = (dip, time.perf_counter() - t0)
-        for label, extra in (("physics-GAN (both terms)", {}),
-                             ("physics only (adversarial_weight=0)", {"adversarial_weight": 0.0}),
-                             ("adversarial only (physics_weight=0)", {"physics_weight": 0.0})):
+        variants = (("physics-GAN (both terms)", {}),
+                    ("physics only (adversarial_weight=0)", {"adversarial_weight": 0.0}),
+                    ("adversarial only (physics_weight=0)", {"physics_weight": 0.0}))
+        for label, extra in variants[: 1 if args.no_ablation else 3]:
             t0 = time.perf_counter()
             out = restore(y, "physics-gan", clean=clean_examples, float_output=True,
                           full_output=True, **gan, **extra)
@@ -105,11 +107,13 @@ def main() -> int:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        titles = ["input (blurred, noisy)", "Richardson–Lucy",
-                  "DIP deconv" if not args.no_dip else "(DIP skipped)", "physics-GAN",
+        titles = ["input (blurred, noisy)", "Richardson–Lucy", "DIP deconv", "physics-GAN",
                   "residual |H(G(y)) − y|", "truth"]
-        fig, axes = plt.subplots(1, 6, figsize=(18, 3.4))
-        for ax, img, title in zip(axes, shown, titles):
+        panels = list(zip(shown, titles))
+        if args.no_dip:
+            del panels[2]
+        fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3.4))
+        for ax, (img, title) in zip(axes, panels):
             ax.imshow(img, cmap="magma" if "residual" in title else "gray",
                       vmin=0, vmax=None if "residual" in title else 1)
             ax.set_title(title, fontsize=9)

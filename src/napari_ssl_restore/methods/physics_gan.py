@@ -207,7 +207,8 @@ def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs, clean=Non
         if min(planes.hw) < params.patch_size:
             raise ValueError(f"patch_size {params.patch_size} is larger than the image "
                              f"({planes.hw[0]}x{planes.hw[1]}); choose at most {min(planes.hw)}.")
-        examples = to_device(clean_stack(clean, c, params.patch_size * zoom), device)
+        examples = _in_input_units(to_device(clean_stack(clean, c, params.patch_size * zoom),
+                                             device), operator)
         plane_bytes = int(np.prod(planes.hw)) * c * 4
         chosen = spread(n, planes_within(TRAIN_BYTES, plane_bytes))
         degraded = to_device(planes.stack(chosen), device)
@@ -357,6 +358,21 @@ def _train(net, operator, y_sampler, x_sampler, params: Params, ctx: RunContext,
                              "physics_weight or train longer, and check the residual map")
         logger.warning("physics-gan: %s", result["warning"])
     return result
+
+
+def _in_input_units(examples, operator):
+    """Clean examples rescaled so that *degraded* they span what the input spans: the input is
+    normalised by its percentiles, and a blur lowers peaks, so clean examples normalised by their
+    own percentiles would be dimmer at their peaks than the sharp image the physics term asks for,
+    and the two terms would pull against each other. Percentiles (0.1, 99.9) of ``H(examples)``
+    map to 0 and 1, like the input's."""
+    import torch
+
+    with torch.inference_mode():
+        degraded = torch.cat([operator(examples[k:k + 8]) for k in range(0, len(examples), 8)])
+        flat = degraded.flatten()[:: max(1, degraded.numel() // 2**22)].float()
+        lo, hi = torch.quantile(flat, torch.tensor([0.001, 0.999], device=flat.device)).tolist()
+    return (examples - lo) / max(hi - lo, 1e-6)
 
 
 def _crop(plane: np.ndarray, size: int = 128) -> np.ndarray:
