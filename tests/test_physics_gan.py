@@ -77,7 +77,7 @@ def test_physics_residual_reported_against_the_inputs_own():
 
     y = _blurred(sigma=2.0)
     clean = np.stack([_scene(k) for k in (1, 2, 3)])
-    settings = dict(FAST, steps=120, psf_sigma=2.0)
+    settings = dict(FAST, steps=60, psf_sigma=2.0)
     out = restore(y, "physics-gan", clean=clean, full_output=True, float_output=True, **settings)
     start = np.abs(ndi.convolve(y, gaussian_psf(2.0), mode="reflect") - y)  # the untrained G
     prov = out["provenance"]

@@ -320,3 +320,24 @@ def predict_into(predictor: Predictor, read: Callable[[int], np.ndarray], n: int
                 steps.close()
                 return state["done"], True
     return state["done"], False
+
+
+def predict_after_training(predictor: Predictor, planes, write: Callable[[int, np.ndarray], None],
+                           *, step0: int, stopped: bool, verb: str):
+    """Generator: every plane of ``planes`` through ``predictor`` into ``write``, after ``step0``
+    training steps. A training a Stop ended still restores every plane with the model as it is
+    (not stoppable again) and says so. Returns ``(planes done, stopped)``."""
+    n = len(planes)
+    done, late = yield from predict_into(
+        predictor, lambda i: planes[i], n, write, step0=step0, total=step0 + n,
+        label=verb if not stopped else f"stopped: {verb} with the model so far,",
+        stoppable=not stopped)
+    return done, stopped or late
+
+
+def centre_crop(plane: np.ndarray, size: int) -> np.ndarray:
+    """The central ``size`` × ``size`` part of a ``(H, W, ...)`` plane (all of it when smaller):
+    what training previews show."""
+    h, w = plane.shape[:2]
+    y, x = max(0, (h - size) // 2), max(0, (w - size) // 2)
+    return plane[y:y + size, x:x + size]

@@ -166,11 +166,9 @@ def auto_steps(hw: tuple[int, int], n_pairs: int, patch: int, batch: int) -> int
 def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs,
         target: Planes | None = None):
     """Train (or load) a Noise2Noise U-Net, then denoise every plane, streamed."""
-    import torch
-
     from ..core.device import resolve_device
     from ..core.models import build, checkpoint, load_checkpoint, save_model
-    from ..engine.predict import Predictor, predict_into
+    from ..engine.predict import Predictor, predict_after_training
     from ..engine.train import (TRAIN_BYTES, PatchSampler, planes_within, seeded_init, spread,
                                 to_device)
     from ..nets.unet import UNet
@@ -240,11 +238,9 @@ def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs,
     def write(i: int, plane: np.ndarray) -> None:
         out["image"][i] = plane
 
-    done, stopped_late = yield from predict_into(
-        predictor, lambda i: planes[i], n, write, step0=total, total=total + n,
-        label="denoising" if not stopped else "stopped: denoising with the model so far,",
-        stoppable=not stopped)
-    info.update(planes_done=done, stopped=stopped or stopped_late)
+    done, stopped = yield from predict_after_training(predictor, planes, write, step0=total,
+                                                      stopped=stopped, verb="denoising")
+    info.update(planes_done=done, stopped=stopped)
     return MethodResult({}, info, {"model": ckpt_out})
 
 
@@ -255,13 +251,13 @@ def _train(net, sampler, params: Params, *, total: int, grand_total: int, previe
     """
     import torch
 
-    from ..engine.predict import Predictor
+    from ..engine.predict import Predictor, centre_crop
     from ..engine.train import cosine_rampdown, optimise
 
     n_val = int(round(params.validation_fraction * max(8, 4 * params.batch_size)))
     val = sampler(n_val) if n_val else None
     opt = torch.optim.Adam(net.parameters(), lr=params.learning_rate, betas=(0.9, 0.99))
-    crop = _preview_crop(preview_plane)
+    crop = centre_crop(preview_plane, 256)
     preview_net = Predictor(net, sampler.fields[0].device, multiple=2 ** net.depth, amp=amp)
     state = {"val": float("nan")}
     device_type = sampler.fields[0].device.type
@@ -297,12 +293,6 @@ def _train(net, sampler, params: Params, *, total: int, grand_total: int, previe
     net.eval()
     return {"steps": loop.steps, "train_loss": loop.loss, "val_loss": validation(loop.steps),
             "stopped": loop.stopped}
-
-
-def _preview_crop(plane: np.ndarray, size: int = 256) -> np.ndarray:
-    h, w = plane.shape[:2]
-    y, x = max(0, (h - size) // 2), max(0, (w - size) // 2)
-    return plane[y:y + size, x:x + size]
 
 
 def _demo() -> list[dict]:

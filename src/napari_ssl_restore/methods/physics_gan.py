@@ -177,7 +177,7 @@ def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs, clean=Non
 
     from ..core.device import resolve_device
     from ..core.models import build, checkpoint, load_checkpoint, save_model
-    from ..engine.predict import Predictor, predict_into
+    from ..engine.predict import Predictor, centre_crop, predict_after_training
     from ..engine.train import (TRAIN_BYTES, PatchSampler, planes_within, seeded_init, spread,
                                 to_device)
     from ..nets.gan import ResnetGenerator
@@ -219,7 +219,7 @@ def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs, clean=Non
         total = params.steps
         fit = yield from _train(net, operator, y_sampler, x_sampler, params, ctx, rng,
                                 total=total, grand_total=total + n,
-                                preview_crop=_crop(planes[chosen[0]]))
+                                preview_crop=centre_crop(planes[chosen[0]], 128))
         del degraded, examples
         stopped = fit["stopped"]
         if stopped and ckpt is None and fit["steps"] < min(MIN_USEFUL_STEPS, total):
@@ -250,11 +250,9 @@ def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs, clean=Non
             residual = np.repeat(np.repeat(residual, zoom, axis=0), zoom, axis=1)
         out["residual"][i] = residual * ctx.scale  # in the input's intensity units
 
-    done, late = yield from predict_into(
-        predictor, lambda i: planes[i], n, write, step0=total, total=total + n,
-        label="restoring" if not stopped else "stopped: restoring with the generator so far,",
-        stoppable=not stopped)
-    info.update(planes_done=done, stopped=stopped or late)
+    done, stopped = yield from predict_after_training(predictor, planes, write, step0=total,
+                                                      stopped=stopped, verb="restoring")
+    info.update(planes_done=done, stopped=stopped)
     return MethodResult({}, info, {"model": ckpt_out})
 
 
@@ -373,12 +371,6 @@ def _in_input_units(examples, operator):
         flat = degraded.flatten()[:: max(1, degraded.numel() // 2**22)].float()
         lo, hi = torch.quantile(flat, torch.tensor([0.001, 0.999], device=flat.device)).tolist()
     return (examples - lo) / max(hi - lo, 1e-6)
-
-
-def _crop(plane: np.ndarray, size: int = 128) -> np.ndarray:
-    h, w = plane.shape[:2]
-    y, x = max(0, (h - size) // 2), max(0, (w - size) // 2)
-    return plane[y:y + size, x:x + size]
 
 
 SPEC = MethodSpec(
