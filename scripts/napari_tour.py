@@ -33,6 +33,8 @@ RUNS = {
                                          "patch_size": 64}, {}),
     "restore-from-restored": ("noisy time-lapse", {"mode": "online", "steps_per_frame": 1,
                                                    "patch_size": 64}, {}),
+    "physics-gan": ("blurred cells (widefield, PSF sigma 2)", {"steps": 200},
+                    {"clean": "clean examples (unpaired)"}),
 }
 
 
