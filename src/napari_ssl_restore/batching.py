@@ -107,13 +107,13 @@ class BatchSummary(list):
 
 def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[str]:
     """Files named or matched by glob patterns, in order, each once."""
+    from .core.io import glob_files
+
     files: list[str] = []
     for item in inputs:
         item = os.fspath(item)
         if glob.has_magic(item):
-            matched = sorted(glob.glob(item))
-            if not matched:
-                raise FileNotFoundError(f"{item}: no file matches this pattern.")
+            matched = glob_files(item)
         else:
             if not os.path.exists(item):
                 raise FileNotFoundError(f"{item}: no such file.")
@@ -130,22 +130,14 @@ def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[str]:
     return files
 
 
-def _stem_and_suffix(path: str) -> tuple[str, str]:
-    name = os.path.basename(path.rstrip("/" + os.sep))
-    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".ome.zarr", ".zarr"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)], suffix
-    return os.path.splitext(name)[0], os.path.splitext(name)[1]
-
-
 def plan_units(files: Sequence[str], spec, params, out_dir: str, *, axes: str | None,
                chunk_planes: int | None, allow_linked: bool = False) -> list[Unit]:
     """The units for ``files``: one per file, or per chunk of ``chunk_planes`` entries of each
     stack's first T/Z axis (refused, with the reason, for settings whose planes depend on each
     other unless ``allow_linked``)."""
     from .core.axes import Layout, check_axes
-    from .core.io import choose_axes
-    from .engine.planes import open_array
+    from .core.io import split_suffix
+    from .engine.planes import open_input
 
     units: list[Unit] = []
     if chunk_planes is not None:
@@ -159,14 +151,17 @@ def plan_units(files: Sequence[str], spec, params, out_dir: str, *, axes: str | 
                 "--chunk-planes, or pass --train-per-chunk (train_per_chunk=True) to accept "
                 "per-chunk results.")
     for path in files:
-        stem, suffix = _stem_and_suffix(path)
+        try:
+            base, suffix = split_suffix(path)
+        except ValueError:  # not a format we read: its unit fails, naming it
+            base, suffix = os.path.splitext(path.rstrip("/" + os.sep))
+        stem = os.path.basename(base)
         if chunk_planes is None:  # opened by its unit: a bad file fails only its unit
             suffix = ".ome.zarr" if suffix.endswith(".zarr") else suffix
             out = os.path.join(out_dir, f"{stem}_{spec.name}{suffix}")
             units.append(Unit(os.path.basename(path.rstrip("/" + os.sep)), path, out, axes or ""))
             continue
-        arr, stated = open_array(path)
-        unit_axes = axes or choose_axes(tuple(arr.shape), stated, video=spec.video, source=path)
+        arr, unit_axes = open_input(path, axes, video=spec.video)
         unit_axes = check_axes(unit_axes, tuple(arr.shape))
         layout = Layout(axes=unit_axes, shape=tuple(arr.shape))
         lead = [a for a in layout.canonical[:-3]]
@@ -235,7 +230,7 @@ def _marker(store: str, chunk: tuple[int, int]) -> str:
 def _make_store(spec, params, unit: Unit, sig: dict, float_output: bool) -> None:
     """Create a chunked output's OME-Zarr store (through a temporary name) with its final shape."""
     from .core.io import create_zarr
-    from .engine.planes import open_array
+    from .engine.planes import open_array, output_dtype
 
     arr, _ = open_array(unit.input)
     axes, zoom = unit.axes, spec.zoom(params)
@@ -244,8 +239,7 @@ def _make_store(spec, params, unit: Unit, sig: dict, float_output: bool) -> None
     sizes = dict(zip(axes, arr.shape))
     sizes["Y"], sizes["X"] = sizes["Y"] * zoom, sizes["X"] * zoom
     out_axes = axes if kind == "image" else axes.replace("C", "")
-    dtype = {"map": np.float32, "labels": np.int32}.get(
-        kind, np.float32 if float_output else arr.dtype)
+    dtype = output_dtype(kind, arr.dtype, float_output)
     tmp = os.path.join(os.path.dirname(unit.output),
                        f".{os.path.basename(unit.output)}.{uuid.uuid4().hex[:8]}.partial")
     try:
@@ -314,13 +308,11 @@ def run_unit(unit: Unit, method: str, params: dict, extras: dict, *, sig: dict, 
         if model is not None:
             kwargs["model"] = _model_file(model, model_sha)
         if unit.chunk is None:
-            from .core.io import choose_axes
             from .core.registry import get_method
-            from .engine.planes import open_array
+            from .engine.planes import open_input
 
-            data, stated = open_array(unit.input)
-            axes = unit.axes or choose_axes(tuple(data.shape), stated,
-                                            video=get_method(method).video, source=unit.input)
+            data, axes = open_input(unit.input, unit.axes or None,
+                                    video=get_method(method).video)
             job = prepare(data, method, axes=axes, device=device, seed=seed,
                           float_output=float_output, **kwargs)
             write_files(job, output_files(job, unit.output), input_path=unit.input,
@@ -493,24 +485,11 @@ def batch(inputs: str | os.PathLike | Sequence[str | os.PathLike], method: str,
                       chunk_planes=chunk_planes, axes=axes, device=device, seed=seed,
                       float_output=float_output, overwrite=overwrite,
                       train_per_chunk=train_per_chunk, **params)
-    try:
-        return drive(gen, progress=report, should_stop=None) if should_stop is None else \
-            _drive_stoppable(gen, report, should_stop)
+    try:  # a Stop thrown in cancels the rest; batch_steps still returns its summary
+        return drive(gen, progress=report, should_stop=should_stop)
     finally:
         if bar is not None:
             bar.close()
-
-
-def _drive_stoppable(gen, report, should_stop) -> BatchSummary:
-    from .core.progress import StopRequested
-
-    try:
-        step = next(gen)
-        while True:
-            report(step)
-            step = gen.throw(StopRequested()) if should_stop() else next(gen)
-    except StopIteration as done:
-        return done.value
 
 
 def batch_steps(inputs, method: str, out_dir, client=None, *, scheduler: str | None = None,

@@ -154,9 +154,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .api import output_files, prepare, write_files
-    from .core.io import check_outputs, choose_axes, read_image, split_suffix
+    from .core.io import check_outputs, read_image, split_suffix
     from .core.registry import get_method
-    from .engine.planes import open_array
+    from .engine.planes import open_array, open_input
 
     spec = get_method(args.method)
     try:
@@ -165,9 +165,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     kwargs = _params_from(args, spec)
     inputs = [args.input] + [p for p in (getattr(args, f"input_{i.name}") for i in spec.inputs) if p]
-    data, stated = open_array(args.input)  # read lazily, plane by plane
-    axes = args.axes or choose_axes(tuple(data.shape), stated, video=spec.video,
-                                    source=args.input)
+    data, axes = open_input(args.input, args.axes, video=spec.video)  # read plane by plane
     for inp in spec.inputs:
         path = getattr(args, f"input_{inp.name}")
         if path is not None:  # a second acquisition streams like the image; masks are small

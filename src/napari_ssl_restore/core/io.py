@@ -77,6 +77,16 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, str | None]:
     return data, axes
 
 
+def glob_files(pattern: str) -> list[str]:
+    """The paths matching a glob pattern, sorted; none is an error naming the pattern."""
+    import glob
+
+    files = sorted(glob.glob(pattern))
+    if not files:
+        raise FileNotFoundError(f"{pattern}: no file matches this pattern.")
+    return files
+
+
 def read_examples(source) -> list[np.ndarray]:
     """Example images of any sizes: an array (one image or a stack), a list of arrays, or a
     path — a TIFF file, a folder of them, or a glob such as ``'confocal/*.tif'``."""
@@ -92,9 +102,7 @@ def read_examples(source) -> list[np.ndarray]:
             if not files:
                 raise FileNotFoundError(f"{path}: the folder has no .tif/.tiff files.")
         elif glob.has_magic(path):
-            files = sorted(glob.glob(path))
-            if not files:
-                raise FileNotFoundError(f"{path}: no file matches this pattern.")
+            files = glob_files(path)
         else:
             files = [path]
         return [read_image(f)[0] for f in files]

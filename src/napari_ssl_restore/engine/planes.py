@@ -67,6 +67,17 @@ def open_array(data) -> tuple[Any, str | None]:
                      ".ome.zarr file.")
 
 
+def open_input(path, axes: str | None = None, *, video: bool = False) -> tuple[Any, str]:
+    """A file opened lazily (:func:`open_array`) with its axes: ``axes`` when given, else those
+    its metadata states, else a guess that refuses to decide between channels and planes
+    (:func:`~napari_ssl_restore.core.io.choose_axes`)."""
+    from ..core.io import choose_axes
+
+    arr, stated = open_array(path)
+    return arr, axes or choose_axes(tuple(arr.shape), stated, video=video,
+                                    source=os.fspath(path))
+
+
 def _open_tiff(path: str):
     import tifffile
     import zarr
@@ -330,6 +341,16 @@ class OutputSpec:
     kind: str
 
 
+def output_dtype(kind: str, input_dtype, float_output: bool) -> np.dtype:
+    """The stored dtype of an output of ``kind``: float32 maps, int32 labels, images in the
+    input's dtype (float32 on request)."""
+    if kind == "map":
+        return np.dtype(np.float32)
+    if kind == "labels":
+        return np.dtype(np.int32)
+    return np.dtype(np.float32) if float_output else np.dtype(input_dtype)
+
+
 StoreFactory = Callable[[str, tuple, np.dtype, str], Any]
 """``(output name, shape, dtype, axes) -> array-like`` preallocated in the caller's order."""
 
@@ -408,14 +429,8 @@ class Outputs:
                 continue
             make = factory if keep is None or spec.name in keep else _discard
             self.sinks[spec.name] = Sink(spec, source, self._converter(spec.kind, float_output),
-                                         make, self._dtype(spec.kind, float_output))
-
-    def _dtype(self, kind: str, float_output: bool) -> np.dtype:
-        if kind == "map":
-            return np.dtype(np.float32)
-        if kind == "labels":
-            return np.dtype(np.int32)
-        return np.dtype(np.float32) if float_output else self.source.dtype
+                                         make, output_dtype(spec.kind, source.dtype,
+                                                            float_output))
 
     def _converter(self, kind: str, float_output: bool):
         if kind == "image":
