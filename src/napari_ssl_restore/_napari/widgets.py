@@ -404,10 +404,9 @@ class RestoreWidget(QWidget):
     def _on_cluster(self, job, layer, address: str):
         """The layer's planes as dask tasks on the scheduler at ``address``: the settings are
         read here (in the GUI thread), the work is :func:`_cluster_run`'s generator."""
-        extras = {k: v for k, v in self._extra_values(layer).items()
-                  if not next(i for i in self.spec.inputs if i.name == k).like_image}
+        # a second acquisition (target=) is passed on too, so that batch refuses it and says why
         return _cluster_run(job, _layer_file(layer, job), address, int(self.chunk_planes.value),
-                            {**self._param_values(), **extras})
+                            {**self._param_values(), **self._extra_values(layer)})
 
     def _run_sync(self, gen, layer, job) -> None:
         try:
