@@ -154,3 +154,222 @@ class Critic:
         loss.backward()
         self.optimizer.step()
         self.last_loss = loss.detach()
+
+
+# --- what the adversarial methods share around the loop --------------------------------------------
+
+MIN_USEFUL_STEPS = 50
+"""A Stop before this many training steps keeps nothing (the generator has not learned yet)."""
+
+
+def patch_layers(crop: int) -> int:
+    """PatchGAN strided layers for ``crop``-pixel crops: 3 (70×70 patches) from 64², fewer on
+    smaller crops so that the last feature map keeps more than one pixel."""
+    import numpy as np
+
+    return int(np.clip(np.floor(np.log2(crop / 8)), 1, 3))
+
+
+def example_stack(clean, channels: int, need: int):
+    """The clean examples (a list of arrays: images or stacks, any sizes) as ``(K, H, W, C)``
+    float32, normalised together (percentiles 0.1/99.9 of all of them); examples of different
+    sizes are centre-cropped to the smallest, which must be at least ``need`` on a side."""
+    import numpy as np
+
+    from ..core.normalize import percentile_scaling
+
+    planes = []
+    for arr in (clean if isinstance(clean, (list, tuple)) else [clean]):
+        arr = np.asarray(arr, dtype=np.float32)
+        if channels == 1:
+            if arr.ndim == 2:
+                arr = arr[None]
+            if arr.ndim != 3:
+                raise ValueError(f"clean examples must be images (Y, X) or stacks (K, Y, X) like "
+                                 f"the image; got shape {arr.shape}.")
+            arr = arr[..., None]
+        else:
+            if arr.ndim == 3:
+                arr = arr[None]
+            if arr.ndim != 4 or arr.shape[-1] != channels:
+                raise ValueError(f"clean examples must have the image's {channels} channels last "
+                                 f"((Y, X, C) or (K, Y, X, C)); got shape {arr.shape}.")
+        planes.extend(arr)
+    h = min(p.shape[0] for p in planes)
+    w = min(p.shape[1] for p in planes)
+    if min(h, w) < need:
+        raise ValueError(f"clean examples are as small as {h}x{w} pixels but training crops them "
+                         f"at {need}x{need}; give larger examples or a smaller patch_size.")
+    stack = np.stack([p[(p.shape[0] - h) // 2:(p.shape[0] - h) // 2 + h,
+                        (p.shape[1] - w) // 2:(p.shape[1] - w) // 2 + w] for p in planes])
+    scaling = percentile_scaling(stack.reshape(-1)[:: max(1, stack.size // (16 * 2**20))])
+    return scaling.forward(stack).astype(np.float32)
+
+
+def unpaired_data(planes, clean, *, patch: int, device, rng, title: str, zoom: int = 1,
+                  rescale=None):
+    """The two unpaired training sets on the device: crops of the degraded planes (a long stack
+    trains on planes spread over it) and crops of the clean examples (``patch * zoom`` on a side,
+    optionally mapped by ``rescale``). Returns ``(degraded sampler, clean sampler, preview crop)``;
+    errors name what is missing or too small."""
+    import numpy as np
+
+    from ..engine.predict import centre_crop
+    from ..engine.train import TRAIN_BYTES, PatchSampler, planes_within, spread, to_device
+
+    if clean is None:
+        raise ValueError(f"{title} trains against clean examples: give clean= (a stack of clean "
+                         "images of similar samples, any size, not registered; CLI --clean FILE) "
+                         "or use mode='apply' with a saved model.")
+    if min(planes.hw) < patch:
+        raise ValueError(f"patch_size {patch} is larger than the image ({planes.hw[0]}x"
+                         f"{planes.hw[1]}); choose at most {min(planes.hw)}.")
+    examples = to_device(example_stack(clean, planes.c, patch * zoom), device)
+    if rescale is not None:
+        examples = rescale(examples)
+    plane_bytes = int(np.prod(planes.hw)) * planes.c * 4
+    chosen = spread(len(planes), planes_within(TRAIN_BYTES, plane_bytes))
+    degraded = to_device(planes.stack(chosen), device)
+    y = PatchSampler([degraded], [[k] for k in range(len(chosen))], patch, rng, augment=True)
+    x = PatchSampler([examples], [[k] for k in range(len(examples))], patch * zoom, rng,
+                     augment=True)
+    return y, x, centre_crop(planes[chosen[0]], 128)
+
+
+def saved_generator(path: str, channels: int, zoom: int = 1):
+    """The checkpoint at ``path`` (``model=``) checked against this run, or ``None``."""
+    from ..core.models import load_checkpoint
+
+    if not path:
+        return None
+    ckpt = load_checkpoint(path)
+    cfg = ckpt["config"]
+    if cfg.get("in_channels") != channels or cfg.get("scale", 1) != zoom:
+        raise ValueError(f"model {path!r} maps {cfg.get('in_channels')} channel(s) at "
+                         f"x{cfg.get('scale', 1)}; this run needs {channels} channel(s) at x{zoom}.")
+    return ckpt
+
+
+def keep_trained(net, fit: dict, *, method: str, architecture: str, params, seed: int,
+                 resumed: bool) -> dict:
+    """After training: refuse a Stop that came before the generator learned anything (unless it
+    resumed a saved model), then the checkpoint of ``net`` with its provenance, saved to
+    ``params.save_model`` when set (``fit["model_saved"]`` gets the path)."""
+    import dataclasses
+
+    from ..core.models import checkpoint, save_model
+    from ..core.progress import StopRequested
+
+    if fit["stopped"] and not resumed and fit["steps"] < min(MIN_USEFUL_STEPS, params.steps):
+        raise StopRequested(f"Stopped after {fit['steps']} training steps, before the generator "
+                            "had learned anything; nothing was kept.")
+    ckpt = checkpoint(net, architecture=architecture,
+                      normalization={"kind": "percentile", "low": 0.1, "high": 99.9},
+                      provenance={"method": method, "params": dataclasses.asdict(params),
+                                  "steps": fit["steps"], "seed": seed})
+    if params.save_model:
+        fit["model_saved"] = save_model(ckpt, params.save_model)
+    return ckpt
+
+
+class Terms:
+    """The named loss terms of the latest step, kept on the device (read only at reports)."""
+
+    def __init__(self):
+        self.values: dict = {}
+
+    def __call__(self, name: str, value, weight: float = 1.0):
+        """Record ``value`` under ``name``; returns ``weight * value`` for the total."""
+        self.values[name] = value.detach()
+        return weight * value
+
+    def read(self) -> dict[str, float]:
+        return {k: float(v) for k, v in self.values.items()}
+
+
+class Keeper:
+    """Snapshots of an averaged generator at the loop's checks: the one with the lowest
+    ``score(model)`` (e.g. a physics residual on fixed crops), or without a score the latest; a
+    non-finite score or weight marks the run as diverged (the loop should stop) and the last good
+    snapshot stays."""
+
+    def __init__(self, model, score=None):
+        self.model = model
+        self.score = score
+        self.best = float("inf")
+        self.best_step = 0
+        self.weights = None
+        self.diverged = False
+        self.last = float("nan")
+
+    def check(self, it: int) -> bool:
+        """Take a snapshot if it is the best so far; ``True`` when training diverged."""
+        import math
+
+        import torch
+
+        with torch.inference_mode():
+            if self.score is not None:
+                value = float(self.score(self.model))
+            else:
+                finite = torch.stack([p.isfinite().all() for p in self.model.parameters()]).all()
+                value = -float(it) if bool(finite) else float("nan")
+        self.last = value
+        if not math.isfinite(value):
+            self.diverged = True
+            return True
+        if value < self.best:
+            self.best, self.best_step = value, it
+            self.weights = copy.deepcopy(self.model.state_dict())
+        return False
+
+    def restore(self, what: str):
+        """Load the kept snapshot into the model (and return it); an error if there is none."""
+        import logging
+
+        if self.weights is None:
+            raise ValueError(f"{what}: the training loss became NaN before a usable checkpoint; "
+                             "lower learning_rate and try again.")
+        self.model.load_state_dict(self.weights)
+        if self.diverged:
+            logging.getLogger(__name__).warning("%s: training diverged (NaN); kept the checkpoint "
+                                                "of step %d", what, self.best_step)
+        return self.model
+
+
+def perceptual_features(device, layers=(2, 4, 8)):
+    """A frozen feature extractor the project ships: the activations after convolutions
+    ``layers`` (1-based) of the shipped blind denoiser (DnCNN, trained on natural and synthetic
+    images; receptive fields 5, 9 and 17 pixels) — where the papers used ImageNet VGG features,
+    which cannot be downloaded here. Multi-channel images are passed channel by channel. Returns
+    ``features(x) -> list of tensors``."""
+    import torch
+
+    from ..core.models import build, shipped_model
+
+    net = build(shipped_model(), device).eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    body = net.body
+    relus = [k for k, m in enumerate(body) if isinstance(m, torch.nn.ReLU)]
+    cut = [relus[min(n, len(relus)) - 1] for n in layers]
+
+    def features(x):
+        h = x.reshape(-1, 1, *x.shape[-2:])
+        out = []
+        for k, module in enumerate(body[: cut[-1] + 1]):
+            h = module(h) if not isinstance(module, torch.nn.ReLU) else torch.relu(h)
+            if k in cut:
+                out.append(h)
+        return out
+
+    return features
+
+
+def perceptual_loss(features, a, b):
+    """Mean squared difference of ``features`` of ``a`` and ``b``, averaged over layers."""
+    total = 0.0
+    fa, fb = features(a), features(b)
+    for x, y in zip(fa, fb):
+        total = total + ((x - y) ** 2).mean()
+    return total / len(fa)

@@ -38,7 +38,6 @@ from typing import Literal
 import numpy as np
 
 from ..core.params import param
-from ..core.progress import StopRequested
 from ..core.registry import ExtraInput, MethodResult, MethodSpec, Output, RunContext
 from ..engine.planes import Outputs, Planes
 from ._public import public_function
@@ -47,7 +46,6 @@ logger = logging.getLogger(__name__)
 
 TASKS = ("deconv", "sr", "denoise")
 TRAIN = {"mode": ("train",)}
-MIN_USEFUL_STEPS = 50
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,40 +133,6 @@ def make_operator(params: Params, psf, device):
     return lambda x: x
 
 
-def clean_stack(clean, channels: int, need: int) -> np.ndarray:
-    """The clean examples (a list of arrays: images or stacks, any sizes) as ``(K, H, W, C)``
-    float32, normalised together (percentiles 0.1/99.9 of all of them); examples of different
-    sizes are centre-cropped to the smallest, which must be at least ``need`` on a side."""
-    from ..core.normalize import percentile_scaling
-
-    planes = []
-    for arr in (clean if isinstance(clean, (list, tuple)) else [clean]):
-        arr = np.asarray(arr, dtype=np.float32)
-        if channels == 1:
-            if arr.ndim == 2:
-                arr = arr[None]
-            if arr.ndim != 3:
-                raise ValueError(f"clean examples must be images (Y, X) or stacks (K, Y, X) like "
-                                 f"the image; got shape {arr.shape}.")
-            arr = arr[..., None]
-        else:
-            if arr.ndim == 3:
-                arr = arr[None]
-            if arr.ndim != 4 or arr.shape[-1] != channels:
-                raise ValueError(f"clean examples must have the image's {channels} channels last "
-                                 f"((Y, X, C) or (K, Y, X, C)); got shape {arr.shape}.")
-        planes.extend(arr)
-    h = min(p.shape[0] for p in planes)
-    w = min(p.shape[1] for p in planes)
-    if min(h, w) < need:
-        raise ValueError(f"clean examples are as small as {h}x{w} pixels but training crops them "
-                         f"at {need}x{need}; give larger examples or a smaller patch_size.")
-    stack = np.stack([p[(p.shape[0] - h) // 2:(p.shape[0] - h) // 2 + h,
-                        (p.shape[1] - w) // 2:(p.shape[1] - w) // 2 + w] for p in planes])
-    scaling = percentile_scaling(stack.reshape(-1)[:: max(1, stack.size // (16 * 2**20))])
-    return scaling.forward(stack).astype(np.float32)
-
-
 # --- the generator -------------------------------------------------------------------------------
 
 def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs, clean=None, psf=None):
@@ -176,22 +140,18 @@ def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs, clean=Non
     import torch
 
     from ..core.device import resolve_device
-    from ..core.models import build, checkpoint, load_checkpoint, save_model
-    from ..engine.predict import Predictor, centre_crop, predict_after_training
-    from ..engine.train import (TRAIN_BYTES, PatchSampler, planes_within, seeded_init, spread,
-                                to_device)
+    from ..core.models import build
+    from ..engine.adversarial import keep_trained, saved_generator, unpaired_data
+    from ..engine.predict import Predictor, predict_after_training
+    from ..engine.train import seeded_init
     from ..nets.gan import ResnetGenerator
 
     device = resolve_device(ctx.device)
     rng = np.random.default_rng(ctx.seed)
     c, n, zoom = planes.c, len(planes), params.zoom
     operator = make_operator(params, psf, device)
-    ckpt = load_checkpoint(params.model) if params.model else None
+    ckpt = saved_generator(params.model, c, zoom)
     if ckpt is not None:
-        cfg = ckpt["config"]
-        if cfg.get("in_channels") != c or cfg.get("scale", 1) != zoom:
-            raise ValueError(f"model {params.model!r} maps {cfg.get('in_channels')} channel(s) at "
-                             f"x{cfg.get('scale', 1)}; this run needs {c} channel(s) at x{zoom}.")
         net = build(ckpt, device)
     else:
         with seeded_init(ctx.seed):
@@ -200,40 +160,18 @@ def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs, clean=Non
     info: dict = {"device": str(device), "trained_steps": 0, "stopped": False, "zoom": zoom}
     total, stopped = 0, False
     if params.mode == "train":
-        if clean is None:
-            raise ValueError("Physics-GAN trains against clean examples: give clean= (a stack of "
-                             "clean images of similar samples, any size, not registered; CLI "
-                             "--clean FILE) or use mode='apply' with a saved model.")
-        if min(planes.hw) < params.patch_size:
-            raise ValueError(f"patch_size {params.patch_size} is larger than the image "
-                             f"({planes.hw[0]}x{planes.hw[1]}); choose at most {min(planes.hw)}.")
-        examples = _in_input_units(to_device(clean_stack(clean, c, params.patch_size * zoom),
-                                             device), operator)
-        plane_bytes = int(np.prod(planes.hw)) * c * 4
-        chosen = spread(n, planes_within(TRAIN_BYTES, plane_bytes))
-        degraded = to_device(planes.stack(chosen), device)
-        y_sampler = PatchSampler([degraded], [[k] for k in range(len(chosen))],
-                                 params.patch_size, rng, augment=True)
-        x_sampler = PatchSampler([examples], [[k] for k in range(len(examples))],
-                                 params.patch_size * zoom, rng, augment=True)
+        y_sampler, x_sampler, preview_crop = unpaired_data(
+            planes, clean, patch=params.patch_size, zoom=zoom, device=device, rng=rng,
+            title="Physics-GAN", rescale=lambda x: _in_input_units(x, operator))
         total = params.steps
         fit = yield from _train(net, operator, y_sampler, x_sampler, params, ctx, rng,
-                                total=total, grand_total=total + n,
-                                preview_crop=centre_crop(planes[chosen[0]], 128))
-        del degraded, examples
+                                total=total, grand_total=total + n, preview_crop=preview_crop)
+        del y_sampler, x_sampler
         stopped = fit["stopped"]
-        if stopped and ckpt is None and fit["steps"] < min(MIN_USEFUL_STEPS, total):
-            raise StopRequested(f"Stopped after {fit['steps']} training steps, before the "
-                                "generator had learned anything; nothing was kept.")
-        net = fit["net"]
-        info.update({k: v for k, v in fit.items() if k != "net"})
-        ckpt_out = checkpoint(net, architecture="resnet-generator",
-                              normalization={"kind": "percentile", "low": 0.1, "high": 99.9},
-                              provenance={"method": "physics-gan",
-                                          "params": dataclasses.asdict(params),
-                                          "steps": fit["steps"], "seed": ctx.seed})
-        if params.save_model:
-            info["model_saved"] = save_model(ckpt_out, params.save_model)
+        net = fit.pop("net")
+        ckpt_out = keep_trained(net, fit, method="physics-gan", architecture="resnet-generator",
+                                params=params, seed=ctx.seed, resumed=ckpt is not None)
+        info.update(fit)
     else:
         ckpt_out = ckpt
     net.eval()
@@ -259,42 +197,34 @@ def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs, clean=Non
 def _train(net, operator, y_sampler, x_sampler, params: Params, ctx: RunContext, rng, *,
            total: int, grand_total: int, preview_crop: np.ndarray):
     """The adversarial training on the engine's loop; returns the generator kept and statistics."""
-    import copy
-
     import torch
 
-    from ..engine.adversarial import EMA, Critic, generator_loss
+    from ..engine.adversarial import EMA, Critic, Keeper, Terms, generator_loss, patch_layers
     from ..engine.predict import Predictor
     from ..engine.train import optimise, seeded_init
     from ..nets.gan import MultiScaleDiscriminator
 
     device = y_sampler.fields[0].device
     c = y_sampler.fields[0].shape[1]
-    # 3 strided layers (70x70 patches) from 64² crops; fewer on smaller crops, so that the last
-    # feature map keeps more than one pixel
-    crop = params.patch_size * params.zoom
-    layers = int(np.clip(np.floor(np.log2(crop / 8)), 1, 3))
     with seeded_init(ctx.seed + 1):
-        disc = MultiScaleDiscriminator(c, params.disc_features, layers, params.disc_scales,
-                                       spectral=params.spectral_norm).to(device)
-    critic = Critic(disc, lr=params.learning_rate, rng=rng)
+        disc = MultiScaleDiscriminator(c, params.disc_features,
+                                       patch_layers(params.patch_size * params.zoom),
+                                       params.disc_scales, spectral=params.spectral_norm)
+    critic = Critic(disc.to(device), lr=params.learning_rate, rng=rng)
     ema = EMA(net, params.ema_decay)
     opt = torch.optim.Adam(net.parameters(), lr=params.learning_rate, betas=(0.5, 0.999))
     (val,) = y_sampler(max(4, params.batch_size))  # fixed crops: the physics residual's yardstick
-    state: dict = {"best": float("inf"), "best_step": 0, "weights": None, "nan": False,
-                   "residual": float("nan")}
-
-    def physics(model, y):
-        return (operator(model(y)) - y).abs().mean()
+    keeper = Keeper(ema.average, score=lambda model: (operator(model(val)) - val).abs().mean())
+    terms, state = Terms(), {}
 
     def step(it: int):
         (y,) = y_sampler(params.batch_size)
         (x,) = x_sampler(params.batch_size)
         fake = net(y)
         state["fake"], state["real"] = fake, x
-        loss = params.physics_weight * (operator(fake) - y).abs().mean()
+        loss = terms("physics", (operator(fake) - y).abs().mean(), params.physics_weight)
         if params.adversarial_weight:
-            loss = loss + params.adversarial_weight * generator_loss(critic.judge(fake))
+            loss = loss + terms("G", generator_loss(critic.judge(fake)), params.adversarial_weight)
         return loss
 
     def after_step(it: int) -> None:
@@ -303,25 +233,13 @@ def _train(net, operator, y_sampler, x_sampler, params: Params, ctx: RunContext,
         ema.update()
         state.pop("fake")
 
-    def finished(it: int) -> bool:  # every check_every steps: may read the device
-        with torch.inference_mode():
-            value = float(physics(ema.average, val))
-        state["residual"] = value
-        if not np.isfinite(value):
-            state["nan"] = True
-            return True
-        if value < state["best"]:
-            state.update(best=value, best_step=it,
-                         weights=copy.deepcopy(ema.average.state_dict()))
-        return False
-
     def describe(it: int, loss: float):
+        losses = terms.read()
         d = float(critic.last_loss) if critic.last_loss is not None else float("nan")
-        if not np.isfinite(loss):
-            state["nan"] = True
-        return (f"training step {it}/{total}: G {loss:.3e}, D {d:.3e}, physics residual "
-                f"{state['residual']:.3e}", {"loss": loss, "d_loss": d, "step": it,
-                                                "physics_residual": state["residual"]})
+        return (f"training step {it}/{total}: G {losses.get('G', float('nan')):.3e}, D {d:.3e}, "
+                f"physics residual {keeper.last:.3e}",
+                {"loss": loss, "d_loss": d, "step": it, "physics_residual": keeper.last,
+                 **{f"loss_{k}": v for k, v in losses.items()}})
 
     preview_net = Predictor(ema.average, device, scale=params.zoom)
 
@@ -331,27 +249,19 @@ def _train(net, operator, y_sampler, x_sampler, params: Params, ctx: RunContext,
     with torch.inference_mode():  # the input's own residual |H(y) - y|, for reference
         start = float((operator(val) - val).abs().mean()) if params.zoom == 1 else float("nan")
     net.train()
-    loop = yield from optimise(step, opt, total, after_step=after_step, finished=finished,
+    loop = yield from optimise(step, opt, total, after_step=after_step, finished=keeper.check,
                                check_every=params.check_every, describe=describe,
                                preview=preview, preview_every=params.check_every,
                                total=grand_total)
-    if not state["nan"]:
-        finished(loop.steps)  # score the final weights too
-    kept = ema.average
-    if state["weights"] is not None:
-        kept.load_state_dict(state["weights"])
-    elif state["nan"]:
-        raise ValueError("Physics-GAN: the training loss became NaN before a usable checkpoint; "
-                         "lower learning_rate or physics_weight and try again.")
-    if state["nan"]:
-        logger.warning("physics-gan: the loss became NaN; kept the checkpoint of step %d",
-                       state["best_step"])
-    result = {"net": kept, "steps": loop.steps, "stopped": loop.stopped, "nan": state["nan"],
-              "best_step": state["best_step"], "physics_residual": state["best"],
-              "input_residual": start}
-    if state["best"] > start:  # the estimate explains y worse than y itself does
+    if not keeper.diverged:
+        keeper.check(loop.steps)  # score the final weights too
+    kept = keeper.restore("Physics-GAN")
+    result = {"net": kept, "steps": loop.steps, "trained_steps": loop.steps,
+              "stopped": loop.stopped, "nan": keeper.diverged, "best_step": keeper.best_step,
+              "physics_residual": keeper.best, "input_residual": start}
+    if keeper.best > start:  # the estimate explains y worse than y itself does
         result["warning"] = (f"the restored image explains the input less well than the input "
-                             f"itself (physics residual {state['best']:.3g} against "
+                             f"itself (physics residual {keeper.best:.3g} against "
                              f"{start:.3g}): the adversarial term dominates; raise "
                              "physics_weight or train longer, and check the residual map")
         logger.warning("physics-gan: %s", result["warning"])

@@ -59,6 +59,51 @@ class _ResizeConv(nn.Module):
         return self.body(F.interpolate(x, scale_factor=2, mode="nearest"))
 
 
+def pad_to_multiple(x: torch.Tensor, m: int) -> torch.Tensor:
+    """``x`` padded at the bottom/right to multiples of ``m`` (reflect, or replicate where the image
+    is too small to reflect); crop the result back after."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % m, (-w) % m
+    if not (ph or pw):
+        return x
+    return F.pad(x, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate")
+
+
+def encoder_layers(in_channels: int, features: int, downs: int, blocks: int,
+                   norm: str) -> tuple[list[nn.Module], int]:
+    """A 7×7 stem, ``downs`` stride-2 convolutions (channels doubling) and ``blocks`` residual
+    blocks; returns the layers and their output channels."""
+    layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(in_channels, features, 7),
+                               _norm(norm, features), nn.ReLU(inplace=True)]
+    ch = features
+    for _ in range(downs):
+        layers += [nn.Conv2d(ch, ch * 2, 3, stride=2, padding=1), _norm(norm, ch * 2),
+                   nn.ReLU(inplace=True)]
+        ch *= 2
+    layers += [_Residual(ch, norm) for _ in range(blocks)]
+    return layers, ch
+
+
+def decoder_layers(channels: int, blocks: int, ups: int, norm: str) -> tuple[list[nn.Module], int]:
+    """``blocks`` residual blocks then ``ups`` resize-convolutions (channels halving while above
+    the encoder's first width: ``ups`` beyond that keep the width, for super-resolution)."""
+    layers: list[nn.Module] = [_Residual(channels, norm) for _ in range(blocks)]
+    ch = channels
+    for _ in range(ups):
+        layers.append(_ResizeConv(ch, ch // 2, norm))
+        ch //= 2
+    return layers, ch
+
+
+def _init(module: nn.Module, zero_last: nn.Conv2d | None) -> None:
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.normal_(m.weight, 0.0, 0.02)  # CycleGAN's initialisation
+            nn.init.zeros_(m.bias)
+    if zero_last is not None:
+        nn.init.zeros_(zero_last.weight)
+
+
 class ResnetGenerator(nn.Module):
     """CycleGAN's ResNet generator with resize-convolution upsampling and a global skip.
 
@@ -91,35 +136,19 @@ class ResnetGenerator(nn.Module):
                        "features": features, "blocks": blocks, "downs": downs, "scale": scale,
                        "norm": norm, "skip": skip}
         self.downs, self.scale, self.skip = downs, scale, skip
-        layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(in_channels, features, 7),
-                                   _norm(norm, features), nn.ReLU(inplace=True)]
-        ch = features
-        for _ in range(downs):
-            layers += [nn.Conv2d(ch, ch * 2, 3, stride=2, padding=1), _norm(norm, ch * 2),
-                       nn.ReLU(inplace=True)]
-            ch *= 2
-        layers += [_Residual(ch, norm) for _ in range(blocks)]
-        for _ in range(downs):
-            layers.append(_ResizeConv(ch, ch // 2, norm))
-            ch //= 2
+        layers, ch = encoder_layers(in_channels, features, downs, blocks, norm)
+        up, ch = decoder_layers(ch, 0, downs, norm)
+        layers += up
         for _ in range(scale.bit_length() - 1):  # super-resolution stages
             layers.append(_ResizeConv(ch, ch, norm))
         self.body = nn.Sequential(*layers)
         self.head = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(ch, out_channels, 7))
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.normal_(m.weight, 0.0, 0.02)  # CycleGAN's initialisation
-                nn.init.zeros_(m.bias)
-        if skip:
-            nn.init.zeros_(self.head[1].weight)
+        _init(self, self.head[1] if skip else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        m = 2 ** self.downs
-        ph, pw = (-h) % m, (-w) % m  # pad to a multiple of the downsampling, crop after
-        y = F.pad(x, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate") \
-            if ph or pw else x
-        out = self.head(self.body(y))[..., : h * self.scale, : w * self.scale]
+        out = self.head(self.body(pad_to_multiple(x, 2 ** self.downs)))
+        out = out[..., : h * self.scale, : w * self.scale]
         if not self.skip:
             return out
         base = x if self.scale == 1 else F.interpolate(x, scale_factor=self.scale, mode="nearest")
@@ -189,3 +218,103 @@ class MultiScaleDiscriminator(nn.Module):
                 x = F.avg_pool2d(x, 3, stride=2, padding=1, count_include_pad=False)
             out.append(net(x))
         return out
+
+
+# --- disentangled deblurring (Lu, Chen, Chellappa; CVPR 2019) -------------------------------------
+
+class CodeDecoder(nn.Module):
+    """Residual blocks and resize-convolutions from a content map to an image *correction* (the
+    last layer starts at zero); with ``code > 0`` a vector code (the blur code) is broadcast over
+    the content map and fused by a 1×1 convolution first."""
+
+    def __init__(self, channels: int, out_channels: int, blocks: int, ups: int, norm: str,
+                 code: int = 0):
+        super().__init__()
+        self.fuse = nn.Conv2d(channels + code, channels, 1) if code else None
+        layers, ch = decoder_layers(channels, blocks, ups, norm)
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(ch, out_channels, 7))
+        _init(self, self.head[1])
+
+    def forward(self, content: torch.Tensor, code: torch.Tensor | None = None) -> torch.Tensor:
+        if self.fuse is not None:
+            z = code[:, :, None, None].expand(-1, -1, *content.shape[-2:])
+            content = self.fuse(torch.cat([content, z], 1))
+        return self.head(self.body(content))
+
+
+class BlurEncoder(nn.Module):
+    """Image -> the mean and log-variance of a ``code``-dimensional blur code: strided 4×4
+    convolutions, global average pooling and a linear layer (Lu et al.: 8-d code)."""
+
+    def __init__(self, in_channels: int = 1, features: int = 16, code: int = 8, layers: int = 4):
+        super().__init__()
+        convs: list[nn.Module] = []
+        ch = in_channels
+        for k in range(layers):
+            out = features * min(2 ** k, 4)
+            convs += [nn.Conv2d(ch, out, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True)]
+            ch = out
+        self.body = nn.Sequential(*convs, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Linear(ch, 2 * code)
+        self.code = code
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.head(self.body(x))
+        return out[:, : self.code], out[:, self.code:]
+
+
+class ContentDeblurrer(nn.Module):
+    """What disentangled deblurring applies: the blurred domain's content encoder (its last
+    residual block, ``shared``, is shared with the sharp domain's encoder while training, so both
+    map into one content space) and the deblurring decoder, with a global skip (output = input +
+    correction; starts as the identity)."""
+
+    def __init__(self, in_channels: int = 1, features: int = 32, blocks: int = 3, downs: int = 2,
+                 norm: str = "none"):
+        super().__init__()
+        self.config = {"in_channels": in_channels, "features": features, "blocks": blocks,
+                       "downs": downs, "norm": norm}
+        self.downs = downs
+        layers, ch = encoder_layers(in_channels, features, downs, max(blocks - 1, 0), norm)
+        self.encoder = nn.Sequential(*layers)
+        self.shared = _Residual(ch, norm)
+        self.decoder = CodeDecoder(ch, in_channels, blocks, downs, norm)
+        _init(self.encoder, None)
+        _init(self.shared, None)
+        self.content_channels = ch
+
+    def content(self, x: torch.Tensor) -> torch.Tensor:
+        """Content map of a blurred image (its sides multiples of ``2**downs``)."""
+        return self.shared(self.encoder(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        y = pad_to_multiple(x, 2 ** self.downs)
+        return x + self.decoder(self.content(y))[..., :h, :w]
+
+
+class Reblurrer(nn.Module):
+    """The sharp domain's side while training: its content encoder (ending in the deblurrer's
+    ``shared`` block) and the decoder that re-blurs sharp content with a blur code (output =
+    input + correction)."""
+
+    def __init__(self, deblurrer: ContentDeblurrer, code: int = 8):
+        super().__init__()
+        cfg = deblurrer.config
+        layers, ch = encoder_layers(cfg["in_channels"], cfg["features"], cfg["downs"],
+                                    max(cfg["blocks"] - 1, 0), cfg["norm"])
+        self.encoder = nn.Sequential(*layers)
+        self.shared = deblurrer.shared  # the same module: one content space for both domains
+        self.decoder = CodeDecoder(ch, cfg["in_channels"], cfg["blocks"], cfg["downs"],
+                                   cfg["norm"], code=code)
+        _init(self.encoder, None)
+        self.downs = cfg["downs"]
+
+    def content(self, x: torch.Tensor) -> torch.Tensor:
+        return self.shared(self.encoder(x))
+
+    def forward(self, x: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        y = pad_to_multiple(x, 2 ** self.downs)
+        return x + self.decoder(self.content(y), code)[..., :h, :w]
