@@ -20,10 +20,14 @@ TINY: dict[str, dict] = {
     "restore-from-restored": dict(VIDEO),
     "physics-gan": {"steps": 4, "features": 4, "blocks": 1, "disc_features": 4, "patch_size": 16,
                     "batch_size": 2, "check_every": 2, "sr_factor": 2, "psf_sigma": 1.0},
+    "cycle-dehaze": {"steps": 3, "features": 4, "blocks": 1, "disc_features": 4, "patch_size": 16,
+                     "batch_size": 1, "check_every": 2, "work_size": 16},
+    "disentangled-deblur": {"steps": 3, "features": 4, "blocks": 1, "disc_features": 4,
+                            "patch_size": 16, "batch_size": 1, "check_every": 2},
 }
 
 #: settings that cannot run on their own (they need a model another run saves)
-SKIP = {("noise2noise", "apply")}
+SKIP = {("noise2noise", "apply"), ("cycle-dehaze", "apply"), ("disentangled-deblur", "apply")}
 
 
 def variants() -> list[tuple[str, dict]]:
@@ -69,7 +73,7 @@ def sample(method: str, settings: dict) -> tuple[np.ndarray, str, dict[str, np.n
         mask = np.zeros(grey.shape, np.uint8)
         mask[8:14, 8:14] = 1
         extras["mask"] = mask
-    if method == "physics-gan" and settings.get("mode", "train") == "train":
+    if any(i.name == "clean" for i in spec.inputs) and settings.get("mode", "train") == "train":
         clean = 0.5 + 0.4 * np.sin(np.mgrid[:2, :32, :32][2] / 1.5)  # unpaired, sharper, larger
         extras["clean"] = (np.clip(clean, 0, 1) * 255).astype(np.uint8)
     if task == "separate":

@@ -12,7 +12,8 @@ __version__ = "0.1.0"
 
 __all__ = ["restore", "list_methods", "batch", "dehaze_dcp", "restore_dip", "denoise_noise2noise",
            "decompose_double_dip", "denoise_dncnn", "denoise_frame2frame",
-           "denoise_restore_from_restored", "restore_physics_gan", "__version__"]
+           "denoise_restore_from_restored", "restore_physics_gan", "dehaze_cycle",
+           "deblur_disentangled", "__version__"]
 
 # public function name -> method module (kept in step with the registry by tests/test_api.py)
 _FUNCTIONS = {
@@ -24,6 +25,8 @@ _FUNCTIONS = {
     "denoise_frame2frame": "napari_ssl_restore.methods.frame2frame",
     "denoise_restore_from_restored": "napari_ssl_restore.methods.restore_from_restored",
     "restore_physics_gan": "napari_ssl_restore.methods.physics_gan",
+    "dehaze_cycle": "napari_ssl_restore.methods.cycle_dehaze",
+    "deblur_disentangled": "napari_ssl_restore.methods.disentangled_deblur",
 }
 
 

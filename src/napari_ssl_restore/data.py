@@ -141,10 +141,83 @@ def blurred_cells(size: int = 192, sigma_psf: float = 2.0, examples: int = 4,
 
     blurred = ndi.convolve(truth, gaussian_psf(sigma_psf), mode="reflect")
     noisy = add_noise(blurred, 0.01, poisson=200, seed=seed + 1)
-    to16 = lambda x: np.clip(np.rint(x * 4000 + 100), 0, 65535).astype(np.uint16)  # noqa: E731
     clean = np.stack([cells(size, seed + 100 + k) for k in range(examples)])
-    return {"image": to16(noisy), "axes": "YX", "clean": to16(clean), "truth": truth,
+    return {"image": _to16(noisy), "axes": "YX", "clean": _to16(clean), "truth": truth,
             "psf_sigma": sigma_psf, "name": "blurred cells"}
+
+
+def _to16(x: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(x * 4000 + 100), 0, 65535).astype(np.uint16)
+
+
+def hazy_fields(n: int = 4, size: int = 192, examples: int = 4, photons: float = 300.0,
+                seed: int = 0) -> dict[str, Any]:
+    """Hazy widefield fields and *unpaired* clear examples, for Cycle-Dehaze.
+
+    ``image``: ``(n, size, size)`` synthetic fluorescence fields (:func:`cells`), each veiled by its
+    own out-of-focus haze (``I = J t + A (1 - t)``, ``t`` a smooth random map between about 0.3 and
+    0.9, ``A`` between 0.5 and 0.8) with Poisson noise at ``photons`` per unit intensity, uint16;
+    ``clean``: ``(examples, size, size)`` clear fields of *other* samples (what confocal images of
+    similar samples would give), uint16; ``truth``: the fields before haze (for scoring only).
+    """
+    rng = np.random.default_rng(seed)
+    truth = np.stack([cells(size, seed + k) for k in range(n)])
+    hazy = np.empty_like(truth)
+    for k in range(n):
+        t = ndi.gaussian_filter(rng.standard_normal((size, size)), size / 6, mode="wrap")
+        t = 0.3 + 0.6 * (t - t.min()) / max(float(np.ptp(t)), 1e-6)
+        hazy[k] = haze(truth[k], t.astype(np.float32), rng.uniform(0.5, 0.8))
+    noisy = rng.poisson(np.clip(hazy, 0, None) * photons).astype(np.float32) / photons
+    clean = np.stack([cells(size, seed + 1000 + k) for k in range(examples)])
+    return {"image": _to16(noisy), "axes": "ZYX" if n > 1 else "YX", "clean": _to16(clean),
+            "truth": truth, "name": "hazy widefield fields"}
+
+
+def random_blur(rng: np.random.Generator, kind: str | None = None) -> tuple[str, np.ndarray]:
+    """A normalised blur kernel of a random kind: ``"gaussian"`` (std 1.5-3 px), ``"motion"`` (a
+    line of 5-11 px at a random angle, slightly smoothed) or ``"defocus"`` (a disc of radius
+    2-4 px). Returns ``(kind, kernel)``."""
+    kind = kind or str(rng.choice(["gaussian", "motion", "defocus"]))
+    r = 7
+    yy, xx = np.mgrid[-r:r + 1, -r:r + 1].astype(np.float32)
+    if kind == "gaussian":
+        s = rng.uniform(1.5, 3.0)
+        k = np.exp(-(yy ** 2 + xx ** 2) / (2 * s * s))
+    elif kind == "motion":
+        length, ang = rng.uniform(5, 11), rng.uniform(0, np.pi)
+        along = xx * np.cos(ang) + yy * np.sin(ang)
+        across = -xx * np.sin(ang) + yy * np.cos(ang)
+        k = ((np.abs(along) <= length / 2) & (np.abs(across) <= 0.5)).astype(np.float32)
+        k = ndi.gaussian_filter(k, 0.5)
+    elif kind == "defocus":
+        k = ((yy ** 2 + xx ** 2) <= rng.uniform(2, 4) ** 2).astype(np.float32)
+        k = ndi.gaussian_filter(k, 0.5)
+    else:
+        raise ValueError(f"blur kind must be gaussian, motion or defocus; got {kind!r}")
+    return kind, (k / k.sum()).astype(np.float32)
+
+
+def blurred_fields(n: int = 4, size: int = 192, examples: int = 4, seed: int = 0,
+                   kinds=None) -> dict[str, Any]:
+    """Fields blurred by unknown, varying blurs and *unpaired* sharp examples, for disentangled
+    deblurring.
+
+    ``image``: ``(n, size, size)`` synthetic fluorescence fields, each blurred by its own random
+    kernel (:func:`random_blur`; ``kinds`` fixes them) with Poisson-Gaussian noise (about 300
+    photons at full scale, read noise 0.01), uint16; ``clean``: ``(examples, size, size)`` sharp
+    fields of other samples, uint16; ``truth`` and ``blurs`` (the kinds) for scoring.
+    """
+    rng = np.random.default_rng(seed)
+    truth = np.stack([cells(size, seed + k) for k in range(n)])
+    blurred, names = np.empty_like(truth), []
+    for k in range(n):
+        name, kernel = random_blur(rng, None if kinds is None else kinds[k % len(kinds)])
+        blurred[k] = ndi.convolve(truth[k], kernel, mode="reflect")
+        names.append(name)
+    noisy = add_noise(blurred, 0.01, poisson=300, seed=seed + 1)
+    clean = np.stack([cells(size, seed + 1000 + k) for k in range(examples)])
+    return {"image": _to16(noisy), "axes": "ZYX" if n > 1 else "YX", "clean": _to16(clean),
+            "truth": truth, "blurs": names, "name": "blurred fields (varying blur)"}
 
 
 def noisy_pair(size: int = 256, sigma: float = 0.15, seed: int = 0,

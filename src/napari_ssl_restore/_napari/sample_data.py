@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..data import blurred_cells, fluorescence_timelapse, hazy_scene, noisy_cells, noisy_pair
+from ..data import (blurred_cells, blurred_fields, fluorescence_timelapse, hazy_fields, hazy_scene,
+                    noisy_cells, noisy_pair)
 
 
 def sample_hazy_scene():
@@ -43,3 +44,19 @@ def sample_blurred_cells():
     meta = {"colormap": "gray"}
     return [(s["image"], {"name": "blurred cells (widefield, PSF sigma 2)", **meta}, "image"),
             (s["clean"], {"name": "clean examples (unpaired)", **meta}, "image")]
+
+
+def sample_hazy_fields():
+    s = hazy_fields()
+    meta = {"colormap": "gray"}
+    return [(s["image"], {"name": "hazy widefield fields", "axis_labels": ("z", "y", "x"), **meta},
+             "image"),
+            (s["clean"], {"name": "clear examples (unpaired)", **meta}, "image")]
+
+
+def sample_blurred_fields():
+    s = blurred_fields()
+    meta = {"colormap": "gray"}
+    return [(s["image"], {"name": "blurred fields (unknown blurs)", "axis_labels": ("z", "y", "x"),
+                          **meta}, "image"),
+            (s["clean"], {"name": "sharp examples (unpaired)", **meta}, "image")]

@@ -18,10 +18,11 @@ WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fil
 
 def _architectures() -> dict[str, Any]:
     from ..nets.dncnn import DnCNN
-    from ..nets.gan import ResnetGenerator
+    from ..nets.gan import ContentDeblurrer, ResnetGenerator
     from ..nets.unet import UNet
 
-    return {"unet": UNet, "dncnn": DnCNN, "resnet-generator": ResnetGenerator}
+    return {"unet": UNet, "dncnn": DnCNN, "resnet-generator": ResnetGenerator,
+            "content-deblurrer": ContentDeblurrer}
 
 
 def checkpoint(net, *, architecture: str, normalization: dict, provenance: dict) -> dict:

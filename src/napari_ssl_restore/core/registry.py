@@ -24,6 +24,8 @@ METHOD_MODULES: dict[str, str] = {
     "frame2frame": "napari_ssl_restore.methods.frame2frame",
     "restore-from-restored": "napari_ssl_restore.methods.restore_from_restored",
     "physics-gan": "napari_ssl_restore.methods.physics_gan",
+    "cycle-dehaze": "napari_ssl_restore.methods.cycle_dehaze",
+    "disentangled-deblur": "napari_ssl_restore.methods.disentangled_deblur",
 }
 
 

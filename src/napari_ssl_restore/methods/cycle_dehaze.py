@@ -1,0 +1,373 @@
+"""Cycle-Dehaze (Engin, Genç, Ekenel; CVPR Workshops 2018): dehazing learned from *unpaired* hazy
+and clear images, by cycle-consistent adversarial translation.
+
+Two generators translate between the domains — ``G``: hazy → clear (what restores) and ``F``:
+clear → hazy — and two PatchGAN discriminators judge them: ``D_X`` tells ``G(y)`` from the clear
+examples (``clean=``: confocal, light-sheet or deconvolved images of similar samples, any size, not
+registered), ``D_Y`` tells ``F(x)`` from crops of the hazy input. Losses (LSGAN, real label 0.9):
+
+- adversarial terms for ``G`` and ``F``;
+- cycle consistency ``|F(G(y)) - y| + |G(F(x)) - x|``, weight ``cycle_weight`` (λ = 10);
+- the *cyclic perceptual* loss: the same two cycles compared in a feature space, weight
+  ``perceptual_weight``;
+- optionally CycleGAN's identity loss ``|G(x) - x| + |F(y) - y|`` (``identity_weight`` × λ), which
+  keeps intensities from inverting on small data.
+
+Restoring follows the paper: each plane is reduced by a Gaussian pyramid until it fits
+``work_size`` (the scale the generator learned at), ``G`` dehazes that coarse image, and the
+**Laplacian pyramid** of the full-resolution input puts its fine detail back on top
+(``inference="pyramid"``); ``inference="full"`` runs ``G`` on the whole plane instead (tiled, exact:
+the generator has no normalisation layers). The second output, ``difference`` = input − output,
+shows what was removed as haze.
+
+Deviations, documented: the authors' perceptual features are ImageNet VGG16's (pool2, pool5), which
+cannot be downloaded here; this uses the activations of three layers of the project's shipped blind
+denoiser (:func:`napari_ssl_restore.engine.adversarial.perceptual_features`; the README's benchmark
+measures it against no perceptual term). Smaller defaults than the paper's (32 features, 6 residual
+blocks, 64² crops, batch 2, 2000 steps instead of 256², batch 1, ~200k) so it trains on a laptop CPU;
+no normalisation layers in the generators (instance norm makes tiles disagree); generators start
+as the identity (global skip); the inference generator is the exponential moving average of
+``G``'s weights. Only ``G`` is saved (``save_model=``): a saved model restores (``mode="apply"``) and
+can start a new training, whose ``F`` and discriminators start afresh. The paper's optional DCP
+pre-processing is not included.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import numpy as np
+
+from ..core.params import param
+from ..core.registry import ExtraInput, MethodResult, MethodSpec, Output, RunContext
+from ..engine.planes import Outputs, Planes
+from ._public import public_function
+
+TRAIN = {"mode": ("train",)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Params:
+    """Cycle-Dehaze settings (Engin et al. 2018; CycleGAN defaults where they apply)."""
+
+    method_title = "Cycle-Dehaze"
+
+    mode: Literal["train", "apply"] = param(
+        "train", "'train' on this image and the clear examples, then dehaze; 'apply' a saved "
+                 "model (no clear examples needed).", choices=("train", "apply"))
+    model: str = param("", "A saved model (.pt) to apply, or to start training from.",
+                       widget="open_file")
+    save_model: str = param("", "Save the trained hazy-to-clear generator here (.pt).",
+                            widget="save_file", when=TRAIN)
+    steps: int = param(2000, "Training steps (both generators and both discriminators).", min=1,
+                       max=1_000_000, when=TRAIN)
+    inference: Literal["pyramid", "full"] = param(
+        "pyramid", "'pyramid': dehaze at work_size and put back the input's fine detail with its "
+                   "Laplacian pyramid (the paper); 'full': the generator on the whole plane.",
+        choices=("pyramid", "full"))
+    work_size: int = param(256, "pyramid: largest side the generator sees; larger planes are "
+                                "reduced by factors of 2 to fit.", min=16, max=8192,
+                           when=(("inference", ("pyramid",)),))
+    cycle_weight: float = param(10.0, "Weight λ of the cycle-consistency L1 (paper: 10).",
+                                min=0.0, max=1e3, step=1.0, when=TRAIN)
+    perceptual_weight: float = param(1.0, "Weight of the cyclic perceptual loss (features of the "
+                                          "shipped denoiser; 0: none).", min=0.0, max=1e3,
+                                     step=0.1, when=TRAIN)
+    identity_weight: float = param(0.0, "Identity loss weight, times λ (CycleGAN: 0.5; 0: off).",
+                                   min=0.0, max=10.0, step=0.1, when=TRAIN, advanced=True)
+    patch_size: int = param(64, "Side of the training crops (paper: 256).", min=16, max=1024,
+                            when=TRAIN, advanced=True)
+    batch_size: int = param(2, "Crops per step (paper: 1).", min=1, max=256, when=TRAIN,
+                            advanced=True)
+    learning_rate: float = param(1e-4, "Adam learning rate of all networks (β1 = 0.5; paper: "
+                                       "1e-4).", min=1e-7, max=1.0, step=1e-4, when=TRAIN,
+                                 advanced=True)
+    features: int = param(32, "Generator channels of the first layer (paper: 64).", min=4,
+                          max=256, when=TRAIN, advanced=True)
+    blocks: int = param(6, "Generator residual blocks (paper: 9 at 256², 6 at ≤128²).", min=1,
+                        max=16, when=TRAIN, advanced=True)
+    disc_features: int = param(32, "Discriminator channels of the first layer (PatchGAN: 64).",
+                               min=4, max=256, when=TRAIN, advanced=True)
+    spectral_norm: bool = param(False, "Spectral normalisation in the discriminators.",
+                                when=TRAIN, advanced=True)
+    ema_decay: float = param(0.999, "Decay of the moving average of G's weights used to restore "
+                                    "(0: the last weights).", min=0.0, max=0.99999, step=0.001,
+                             when=TRAIN, advanced=True)
+    check_every: int = param(100, "Steps between checkpoints and previews.", min=1, max=100_000,
+                             when=TRAIN, advanced=True)
+    tile_size: int = param(0, "Largest tile side for prediction; 0 = from the device's memory.",
+                           min=0, max=8192, advanced=True)
+    tile_overlap: int = param(32, "Overlap of prediction tiles, blended smoothly.", min=0,
+                              max=1024, advanced=True)
+
+    def __post_init__(self):
+        if self.mode == "apply" and not self.model:
+            raise ValueError("Cycle-Dehaze: mode='apply' needs model= (a .pt file saved by a "
+                             "training run with save_model=); or use mode='train'.")
+        if self.tile_size and self.tile_overlap >= self.tile_size:
+            raise ValueError("Cycle-Dehaze: tile_overlap must be smaller than tile_size.")
+
+
+# --- the Laplacian pyramid -------------------------------------------------------------------------
+
+def pyramid_levels(hw: tuple[int, int], work_size: int) -> int:
+    """Halvings that bring the larger side of ``hw`` to at most ``work_size``."""
+    levels, side = 0, max(hw)
+    while side > work_size:
+        side = (side + 1) // 2
+        levels += 1
+    return levels
+
+
+def _reduce(x):
+    """One Gaussian-pyramid step of ``(N, C, H, W)``: anti-aliased halving (ceil sizes)."""
+    import torch.nn.functional as F
+
+    h, w = x.shape[-2:]
+    return F.interpolate(x, size=((h + 1) // 2, (w + 1) // 2), mode="bilinear", antialias=True,
+                         align_corners=False)
+
+
+def _expand(x, size):
+    import torch.nn.functional as F
+
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+def coarse(x, levels: int):
+    """The top of ``x``'s Gaussian pyramid, ``levels`` halvings down."""
+    for _ in range(levels):
+        x = _reduce(x)
+    return x
+
+
+def pyramid_upsample(low, full, levels: int):
+    """Collapse ``full``'s Laplacian pyramid with its coarsest level replaced by ``low`` (the
+    dehazed coarse image): ``low`` brought to full size with the input's own band-pass detail
+    added at every level. With ``low = coarse(full, levels)`` this returns ``full`` exactly."""
+    gauss = [full]
+    for _ in range(levels):
+        gauss.append(_reduce(gauss[-1]))
+    out = low
+    for k in range(levels - 1, -1, -1):
+        size = gauss[k].shape[-2:]
+        out = _expand(out, size) + (gauss[k] - _expand(gauss[k + 1], size))
+    return out
+
+
+# --- training and restoring -----------------------------------------------------------------------
+
+def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs, clean=None):
+    """Train the two translations (or load G), then dehaze every plane, streamed."""
+    import torch
+
+    from ..core.device import resolve_device
+    from ..core.models import build
+    from ..engine.adversarial import keep_trained, saved_generator, unpaired_data
+    from ..engine.predict import Predictor, predict_after_training
+    from ..engine.train import seeded_init, to_device
+    from ..nets.gan import ResnetGenerator
+
+    device = resolve_device(ctx.device)
+    rng = np.random.default_rng(ctx.seed)
+    c, n = planes.c, len(planes)
+    ckpt = saved_generator(params.model, c)
+    if ckpt is not None:
+        g = build(ckpt, device)
+    else:
+        with seeded_init(ctx.seed):
+            g = ResnetGenerator(c, c, params.features, params.blocks, norm="none")
+        g = g.to(device)
+    info: dict = {"device": str(device), "trained_steps": 0, "stopped": False}
+    total, stopped = 0, False
+    if params.mode == "train":
+        hazy, clear, preview_crop = unpaired_data(planes, clean, patch=params.patch_size,
+                                                  device=device, rng=rng, title="Cycle-Dehaze")
+        total = params.steps
+        fit = yield from _train(g, hazy, clear, params, ctx, rng, total=total,
+                                grand_total=total + n, preview_crop=preview_crop)
+        del hazy, clear
+        stopped = fit["stopped"]
+        g = fit.pop("net")
+        ckpt_out = keep_trained(g, fit, method="cycle-dehaze", architecture="resnet-generator",
+                                params=params, seed=ctx.seed, resumed=ckpt is not None)
+        info.update(fit)
+    else:
+        ckpt_out = ckpt
+    g.eval()
+    levels = pyramid_levels(planes.hw, params.work_size) if params.inference == "pyramid" else 0
+    info.update(pyramid_levels=levels)
+    predictor = Predictor(g, device, tile=params.tile_size, overlap=params.tile_overlap)
+    last: dict = {}
+
+    def read(i: int) -> np.ndarray:
+        """The plane the generator sees: the input, or the top of its Gaussian pyramid."""
+        plane = planes[i]
+        if not levels:
+            return plane
+        last.update(index=i, full=to_device(plane[None], device))
+        with torch.inference_mode():
+            return coarse(last["full"], levels)[0].permute(1, 2, 0).cpu().numpy()
+
+    def write(i: int, plane: np.ndarray) -> None:
+        if levels:
+            with torch.inference_mode():
+                full = last["full"] if last.get("index") == i else to_device(planes[i][None],
+                                                                             device)
+                low = to_device(plane[None], device)
+                plane = pyramid_upsample(low, full, levels)[0].permute(1, 2, 0).cpu().numpy()
+        out["image"][i] = plane
+        removed = (planes[i] - plane).mean(-1)
+        out["difference"][i] = removed * ctx.scale  # in the input's intensity units
+
+    done, stopped = yield from predict_after_training(predictor, _Reader(read, n), write,
+                                                      step0=total, stopped=stopped,
+                                                      verb="dehazing")
+    info.update(planes_done=done, stopped=stopped)
+    return MethodResult({}, info, {"model": ckpt_out})
+
+
+class _Reader:
+    """``planes``-like access (``len``, ``[i]``) through a function."""
+
+    def __init__(self, read, n: int):
+        self.read, self.n = read, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.read(i)
+
+
+def _train(g, hazy, clear, params: Params, ctx: RunContext, rng, *, total: int,
+           grand_total: int, preview_crop: np.ndarray):
+    """Both translations on the engine's loop; returns G's moving average kept and statistics."""
+    import itertools
+
+    import torch
+
+    from ..engine.adversarial import (EMA, Critic, Keeper, Terms, generator_loss, patch_layers,
+                                      perceptual_features, perceptual_loss)
+    from ..engine.predict import Predictor
+    from ..engine.train import optimise, seeded_init
+    from ..nets.gan import MultiScaleDiscriminator, ResnetGenerator
+
+    device = hazy.fields[0].device
+    c = hazy.fields[0].shape[1]
+    layers = patch_layers(params.patch_size)
+    with seeded_init(ctx.seed + 1):
+        f = ResnetGenerator(c, c, params.features, params.blocks, norm="none").to(device)
+        d_clear = MultiScaleDiscriminator(c, params.disc_features, layers, 1,
+                                          spectral=params.spectral_norm).to(device)
+        d_hazy = MultiScaleDiscriminator(c, params.disc_features, layers, 1,
+                                         spectral=params.spectral_norm).to(device)
+    critic_x = Critic(d_clear, lr=params.learning_rate, rng=rng)
+    critic_y = Critic(d_hazy, lr=params.learning_rate, rng=rng)
+    features = perceptual_features(device) if params.perceptual_weight else None
+    ema = EMA(g, params.ema_decay)
+    keeper = Keeper(ema.average)
+    opt = torch.optim.Adam(itertools.chain(g.parameters(), f.parameters()),
+                           lr=params.learning_rate, betas=(0.5, 0.999))
+    terms, state = Terms(), {}
+    lam = params.cycle_weight
+    (clear_crop,) = clear(1)
+
+    def step(it: int):
+        (y,) = hazy(params.batch_size)
+        (x,) = clear(params.batch_size)
+        gy, fx = g(y), f(x)
+        rec_y, rec_x = f(gy), g(fx)
+        state.update(x=x, y=y, gy=gy, fx=fx)
+        loss = terms("G", generator_loss(critic_x.judge(gy))) \
+            + terms("F", generator_loss(critic_y.judge(fx))) \
+            + terms("cycle", (rec_y - y).abs().mean() + (rec_x - x).abs().mean(), lam)
+        if features is not None:
+            loss = loss + terms("perceptual", perceptual_loss(features, rec_y, y)
+                                + perceptual_loss(features, rec_x, x), params.perceptual_weight)
+        if params.identity_weight:
+            loss = loss + terms("identity", (g(x) - x).abs().mean() + (f(y) - y).abs().mean(),
+                                params.identity_weight * lam)
+        return loss
+
+    def after_step(it: int) -> None:
+        critic_x.update(state["x"], state["gy"])
+        critic_y.update(state["y"], state["fx"])
+        ema.update()
+        state.clear()
+
+    def describe(it: int, loss: float):
+        losses = terms.read()
+        dx, dy = (float(k.last_loss) if k.last_loss is not None else float("nan")
+                  for k in (critic_x, critic_y))
+        parts = ", ".join(f"{k} {v:.3e}" for k, v in losses.items())
+        return (f"training step {it}/{total}: {parts}, D_clear {dx:.3e}, D_hazy {dy:.3e}",
+                {"loss": loss, "step": it, "d_clear": dx, "d_hazy": dy,
+                 **{f"loss_{k}": v for k, v in losses.items()}})
+
+    forward = Predictor(ema.average, device)
+    backward = Predictor(f, device)
+    clear_plane = clear_crop[0].permute(1, 2, 0).cpu().numpy()
+
+    def preview(it: int):
+        f.eval()
+        try:
+            return {"hazy to clear": forward(preview_crop[None])[0],
+                    "clear to hazy": backward(clear_plane[None])[0]}
+        finally:
+            f.train()
+
+    g.train()
+    f.train()
+    loop = yield from optimise(step, opt, total, after_step=after_step, finished=keeper.check,
+                               check_every=params.check_every, describe=describe,
+                               preview=preview, preview_every=params.check_every,
+                               total=grand_total)
+    if not keeper.diverged:
+        keeper.check(loop.steps)
+    kept = keeper.restore("Cycle-Dehaze")
+    return {"net": kept, "steps": loop.steps, "trained_steps": loop.steps,
+            "stopped": loop.stopped, "nan": keeper.diverged, "kept_step": keeper.best_step}
+
+
+SPEC = MethodSpec(
+    name="cycle-dehaze",
+    title="Cycle-Dehaze (Engin et al. 2018): dehazing learned from unpaired hazy and clear images",
+    task="dehaze",
+    params=Params,
+    run=run,
+    function="dehaze_cycle",
+    outputs=(Output("image", "The dehazed image."),
+             Output("difference", "Input minus output in the input's intensity units, mean over "
+                                  "channels: what was removed as haze.", kind="map")),
+    inputs=(
+        ExtraInput("clean", "Clear examples of similar samples for training (confocal, "
+                            "light-sheet, deconvolved): images or stacks of any size, not "
+                            "registered to the input (a layer, an array, a list of arrays, or a "
+                            "file, folder or glob of TIFFs).", examples=True,
+                   when=(("mode", ("train",)),)),
+    ),
+    scaling="percentile",
+    uses_torch=True,
+    linked_planes=lambda p: ("mode='train' trains one pair of generators on crops from the whole "
+                             "stack (train once with save_model=, then use mode='apply' and model=)"
+                             if p.mode == "train" else ""),
+)
+
+dehaze_cycle = public_function(
+    SPEC,
+    summary="Dehaze with generators learned from unpaired hazy and clear images (Cycle-Dehaze).",
+    notes="""
+    Trains :math:`G: Y \\to X` (hazy to clear) and :math:`F: X \\to Y` with LSGAN discriminators,
+    :math:`\\lambda(\\|F(G(y)) - y\\|_1 + \\|G(F(x)) - x\\|_1)` and a cyclic perceptual term, on the
+    input's crops and the *unpaired* clear examples (``clean=``); restores at ``work_size`` and
+    restores fine detail with the input's Laplacian pyramid. ``full_output=True`` also returns the
+    difference map and the trained ``model`` checkpoint.
+    """,
+    references="""
+    .. [1] D. Engin, A. Genç, H. K. Ekenel. Cycle-Dehaze: enhanced CycleGAN for single image
+       dehazing. CVPR Workshops (NTIRE) 2018.
+    .. [2] J.-Y. Zhu, T. Park, P. Isola, A. A. Efros. Unpaired image-to-image translation using
+       cycle-consistent adversarial networks. ICCV 2017.
+    """,
+)

@@ -1,0 +1,330 @@
+"""Disentangled deblurring (Lu, Chen, Chellappa; CVPR 2019): deblurring learned from *unpaired*
+blurred and sharp images by splitting an image into content and blur.
+
+Networks (:mod:`napari_ssl_restore.nets.gan`): content encoders ``E_B`` (blurred domain) and ``E_S``
+(sharp domain) that share their last residual block, so both map into one content space; a blur
+encoder ``E_z`` giving an 8-d Gaussian code (mean, log-variance) of a blurred image's blur; a
+re-blurring decoder ``G_B(content, z)`` and a deblurring decoder ``G_S(content)``. With ``b`` a crop of
+the input and ``s`` a crop of the sharp examples (``clean=``, any size, not registered):
+
+- ``s_b = G_S(E_B(b))`` (deblurred), ``b_s = G_B(E_S(s), z)`` with ``z ~ E_z(b)`` (re-blurred);
+- cross-cycle: ``b^ = G_B(E_S(s_b), z')`` with ``z' ~ E_z(b_s)`` and ``s^ = G_S(E_B(b_s))``,
+  ``L1(b^, b) + L1(s^, s)`` weight ``cycle_weight`` (10);
+- KL divergence of the blur code from N(0, I), weight ``kl_weight`` (0.01): the code is kept small
+  so that it cannot carry content;
+- adversarial (LSGAN, multi-scale PatchGAN): ``s_b`` against the sharp examples, ``b_s`` against the
+  input's crops;
+- perceptual: features of ``s_b`` close to those of ``b`` (content preserved), weight
+  ``perceptual_weight`` (0.1);
+- added for microscopy: when the PSF is known (``psf=`` or ``psf_sigma``), the physics term
+  ``L1(blur(s_b), b)`` weight ``physics_weight``, and the checkpoint kept is the one whose estimate
+  best explains the input through it (else the last).
+
+Restoring applies ``E_B`` and ``G_S`` (the exponential moving average of their weights) to every
+plane through the engine's batched, tiled predictor. The second output, ``difference`` = output −
+input, shows what deblurring added.
+
+Deviations, documented: the perceptual features are the shipped denoiser's
+(:func:`napari_ssl_restore.engine.adversarial.perceptual_features`) instead of ImageNet VGG19's,
+which cannot be downloaded here; no normalisation layers (instance norm makes tiles disagree); both
+decoders output a correction added to their input image (a global skip, so untrained networks are
+the identity); generators and discriminators step alternately every step (the authors step the
+generators every second step); smaller defaults (32 features, 3 residual blocks per side, 64²
+crops, 2000 steps) so it trains on a laptop CPU. Only ``E_B`` and ``G_S`` are saved (``save_model=``).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import numpy as np
+
+from ..core.params import param
+from ..core.registry import ExtraInput, MethodResult, MethodSpec, Output, RunContext
+from ..engine.planes import Outputs, Planes
+from ._public import public_function
+
+TRAIN = {"mode": ("train",)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Params:
+    """Disentangled deblurring settings (Lu et al. 2019)."""
+
+    method_title = "Disentangled deblurring"
+
+    mode: Literal["train", "apply"] = param(
+        "train", "'train' on this image and the sharp examples, then deblur; 'apply' a saved "
+                 "model (no sharp examples needed).", choices=("train", "apply"))
+    model: str = param("", "A saved model (.pt) to apply, or to start training from.",
+                       widget="open_file")
+    save_model: str = param("", "Save the trained deblurrer (content encoder and deblurring "
+                                "decoder) here (.pt).", widget="save_file", when=TRAIN)
+    steps: int = param(2000, "Training steps (all networks).", min=1, max=1_000_000, when=TRAIN)
+    cycle_weight: float = param(10.0, "Weight of the cross-cycle L1 terms (paper: 10).", min=0.0,
+                                max=1e3, step=1.0, when=TRAIN)
+    kl_weight: float = param(0.01, "Weight of the blur code's KL divergence (paper: 0.01).",
+                             min=0.0, max=10.0, step=0.01, when=TRAIN, advanced=True)
+    perceptual_weight: float = param(0.1, "Weight of the perceptual term between the deblurred "
+                                          "output and the input (paper: 0.1; 0: off).", min=0.0,
+                                     max=100.0, step=0.01, when=TRAIN)
+    psf_sigma: float = param(0.0, "A known Gaussian PSF's std (pixels) for the physics term; 0: "
+                                  "the blur is unknown (unless psf= is given).", min=0.0,
+                             max=20.0, step=0.1, when=TRAIN)
+    physics_weight: float = param(10.0, "Weight of L1(blur(deblurred), input) when the PSF is "
+                                        "known.", min=0.0, max=1e4, step=1.0, when=TRAIN,
+                                  advanced=True)
+    code_size: int = param(8, "Dimensions of the blur code (paper: 8).", min=1, max=64,
+                           when=TRAIN, advanced=True)
+    patch_size: int = param(64, "Side of the training crops (paper: 128).", min=16, max=1024,
+                            when=TRAIN, advanced=True)
+    batch_size: int = param(2, "Crops per step.", min=1, max=256, when=TRAIN, advanced=True)
+    learning_rate: float = param(2e-4, "Adam learning rate of all networks (β1 = 0.5; paper: "
+                                       "2e-4).", min=1e-7, max=1.0, step=1e-4, when=TRAIN,
+                                 advanced=True)
+    features: int = param(32, "Channels of the encoders' first layer (×4 in the content map).",
+                          min=4, max=256, when=TRAIN, advanced=True)
+    blocks: int = param(3, "Residual blocks in each encoder and each decoder.", min=1, max=16,
+                        when=TRAIN, advanced=True)
+    disc_features: int = param(32, "Discriminator channels of the first layer.", min=4, max=256,
+                               when=TRAIN, advanced=True)
+    disc_scales: int = param(2, "Discriminators per domain at 1, 1/2, ... of the resolution "
+                                "(paper: multi-scale).", min=1, max=3, when=TRAIN, advanced=True)
+    spectral_norm: bool = param(False, "Spectral normalisation in the discriminators.",
+                                when=TRAIN, advanced=True)
+    ema_decay: float = param(0.999, "Decay of the moving average of the deblurrer's weights used "
+                                    "to restore (0: the last weights).", min=0.0, max=0.99999,
+                             step=0.001, when=TRAIN, advanced=True)
+    check_every: int = param(100, "Steps between checkpoints and previews.", min=1, max=100_000,
+                             when=TRAIN, advanced=True)
+    tile_size: int = param(0, "Largest tile side for prediction; 0 = from the device's memory.",
+                           min=0, max=8192, advanced=True)
+    tile_overlap: int = param(32, "Overlap of prediction tiles, blended smoothly.", min=0,
+                              max=1024, advanced=True)
+
+    def __post_init__(self):
+        if self.mode == "apply" and not self.model:
+            raise ValueError("Disentangled deblurring: mode='apply' needs model= (a .pt file "
+                             "saved by a training run with save_model=); or use mode='train'.")
+        if self.tile_size and self.tile_overlap >= self.tile_size:
+            raise ValueError("Disentangled deblurring: tile_overlap must be smaller than "
+                             "tile_size.")
+
+
+def known_blur(params: Params, psf, device):
+    """The known PSF's blur operator on ``(N, C, H, W)`` tensors, or ``None`` when it is
+    unknown."""
+    import torch
+
+    from ..core.operators import blur, check_psf, gaussian_psf
+
+    if psf is None and not params.psf_sigma:
+        return None
+    kernel = torch.from_numpy(check_psf(psf) if psf is not None
+                              else gaussian_psf(params.psf_sigma)).to(device)
+    return lambda x: blur(x, kernel)
+
+
+def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs, clean=None, psf=None):
+    """Train the disentangled networks (or load the deblurrer), then deblur every plane."""
+    from ..core.device import resolve_device
+    from ..core.models import build
+    from ..engine.adversarial import keep_trained, saved_generator, unpaired_data
+    from ..engine.predict import Predictor, predict_after_training
+    from ..engine.train import seeded_init
+    from ..nets.gan import ContentDeblurrer
+
+    device = resolve_device(ctx.device)
+    rng = np.random.default_rng(ctx.seed)
+    c, n = planes.c, len(planes)
+    ckpt = saved_generator(params.model, c)
+    if ckpt is not None:
+        if ckpt["architecture"] != "content-deblurrer":
+            raise ValueError(f"model {params.model!r} is a {ckpt['architecture']!r}, not a "
+                             "deblurrer saved by disentangled-deblur.")
+        deblurrer = build(ckpt, device)
+    else:
+        with seeded_init(ctx.seed):
+            deblurrer = ContentDeblurrer(c, params.features, params.blocks).to(device)
+    info: dict = {"device": str(device), "trained_steps": 0, "stopped": False}
+    total, stopped = 0, False
+    if params.mode == "train":
+        blurred, sharp, preview_crop = unpaired_data(planes, clean, patch=params.patch_size,
+                                                     device=device, rng=rng,
+                                                     title="Disentangled deblurring")
+        total = params.steps
+        fit = yield from _train(deblurrer, blurred, sharp, known_blur(params, psf, device),
+                                params, ctx, rng, total=total, grand_total=total + n,
+                                preview_crop=preview_crop)
+        del blurred, sharp
+        stopped = fit["stopped"]
+        deblurrer = fit.pop("net")
+        ckpt_out = keep_trained(deblurrer, fit, method="disentangled-deblur",
+                                architecture="content-deblurrer", params=params, seed=ctx.seed,
+                                resumed=ckpt is not None)
+        info.update(fit)
+    else:
+        ckpt_out = ckpt
+    deblurrer.eval()
+    predictor = Predictor(deblurrer, device, tile=params.tile_size, overlap=params.tile_overlap,
+                          multiple=4)
+
+    def write(i: int, plane: np.ndarray) -> None:
+        out["image"][i] = plane
+        out["difference"][i] = (plane - planes[i]).mean(-1) * ctx.scale  # input units
+
+    done, stopped = yield from predict_after_training(predictor, planes, write, step0=total,
+                                                      stopped=stopped, verb="deblurring")
+    info.update(planes_done=done, stopped=stopped)
+    return MethodResult({}, info, {"model": ckpt_out})
+
+
+def _train(deblurrer, blurred, sharp, operator, params: Params, ctx: RunContext, rng, *,
+           total: int, grand_total: int, preview_crop: np.ndarray):
+    """The disentangled training on the engine's loop; returns the deblurrer kept."""
+    import torch
+
+    from ..engine.adversarial import (EMA, Critic, Keeper, Terms, generator_loss, patch_layers,
+                                      perceptual_features, perceptual_loss)
+    from ..engine.predict import Predictor
+    from ..engine.train import optimise, seeded_init
+    from ..nets.gan import BlurEncoder, MultiScaleDiscriminator, Reblurrer
+
+    device = blurred.fields[0].device
+    c = blurred.fields[0].shape[1]
+    layers = patch_layers(params.patch_size)
+    with seeded_init(ctx.seed + 1):
+        reblurrer = Reblurrer(deblurrer, params.code_size).to(device)
+        blur_code = BlurEncoder(c, max(8, params.features // 2), params.code_size).to(device)
+        d_sharp, d_blurred = (MultiScaleDiscriminator(c, params.disc_features, layers,
+                                                      params.disc_scales,
+                                                      spectral=params.spectral_norm).to(device)
+                              for _ in range(2))
+    noise = torch.Generator(device=device).manual_seed(ctx.seed)
+    critic_s = Critic(d_sharp, lr=params.learning_rate, rng=rng)
+    critic_b = Critic(d_blurred, lr=params.learning_rate, rng=rng)
+    features = perceptual_features(device) if params.perceptual_weight else None
+    ema = EMA(deblurrer, params.ema_decay)
+    # one container so that the shared content block is optimised once
+    nets = torch.nn.ModuleList([deblurrer, reblurrer, blur_code])
+    opt = torch.optim.Adam(nets.parameters(), lr=params.learning_rate, betas=(0.5, 0.999))
+    (val,) = blurred(max(4, params.batch_size))
+    score = None if operator is None else (
+        lambda model: (operator(model(val)) - val).abs().mean())
+    keeper = Keeper(ema.average, score=score)
+    terms, state = Terms(), {}
+
+    def sample_code(x):
+        mu, logvar = blur_code(x)
+        eps = torch.randn(mu.shape, generator=noise, device=mu.device)
+        return mu + eps * torch.exp(0.5 * logvar), mu, logvar
+
+    def step(it: int):
+        (b,) = blurred(params.batch_size)
+        (s,) = sharp(params.batch_size)
+        z, mu, logvar = sample_code(b)
+        s_b = deblurrer(b)
+        b_s = reblurrer(s, z)
+        z2, _, _ = sample_code(b_s)
+        b_hat = reblurrer(s_b, z2)
+        s_hat = deblurrer(b_s)
+        state.update(b=b, s=s, s_b=s_b, b_s=b_s)
+        kl = -0.5 * (1 + logvar - mu ** 2 - logvar.exp()).mean()
+        loss = terms("G_sharp", generator_loss(critic_s.judge(s_b))) \
+            + terms("G_blurred", generator_loss(critic_b.judge(b_s))) \
+            + terms("cycle", (b_hat - b).abs().mean() + (s_hat - s).abs().mean(),
+                    params.cycle_weight) \
+            + terms("KL", kl, params.kl_weight)
+        if features is not None:
+            loss = loss + terms("perceptual", perceptual_loss(features, s_b, b),
+                                params.perceptual_weight)
+        if operator is not None and params.physics_weight:
+            loss = loss + terms("physics", (operator(s_b) - b).abs().mean(),
+                                params.physics_weight)
+        return loss
+
+    def after_step(it: int) -> None:
+        critic_s.update(state["s"], state["s_b"])
+        critic_b.update(state["b"], state["b_s"])
+        ema.update()
+        state.clear()
+
+    def describe(it: int, loss: float):
+        losses = terms.read()
+        ds, db = (float(k.last_loss) if k.last_loss is not None else float("nan")
+                  for k in (critic_s, critic_b))
+        parts = ", ".join(f"{k} {v:.3e}" for k, v in losses.items())
+        return (f"training step {it}/{total}: {parts}, D_sharp {ds:.3e}, D_blurred {db:.3e}",
+                {"loss": loss, "step": it, "d_sharp": ds, "d_blurred": db,
+                 **{f"loss_{k}": v for k, v in losses.items()}})
+
+    preview_net = Predictor(ema.average, device, multiple=4)
+    (sharp_crop,) = sharp(1)
+    code = torch.zeros(1, params.code_size, device=device)  # the mean blur of the prior
+
+    def preview(it: int):
+        reblurrer.eval()
+        try:
+            with torch.inference_mode():
+                reblurred = reblurrer(sharp_crop, code)[0].permute(1, 2, 0).cpu().numpy()
+        finally:
+            reblurrer.train()
+        return {"deblurred": preview_net(preview_crop[None])[0], "re-blurred sharp": reblurred}
+
+    nets.train()
+    loop = yield from optimise(step, opt, total, after_step=after_step, finished=keeper.check,
+                               check_every=params.check_every, describe=describe,
+                               preview=preview, preview_every=params.check_every,
+                               total=grand_total)
+    if not keeper.diverged:
+        keeper.check(loop.steps)
+    kept = keeper.restore("Disentangled deblurring")
+    result = {"net": kept, "steps": loop.steps, "trained_steps": loop.steps,
+              "stopped": loop.stopped, "nan": keeper.diverged, "kept_step": keeper.best_step}
+    if operator is not None:
+        result["physics_residual"] = keeper.best
+    return result
+
+
+SPEC = MethodSpec(
+    name="disentangled-deblur",
+    title="Disentangled deblurring (Lu et al. 2019): deblurring learned from unpaired blurred "
+          "and sharp images",
+    task="deblur",
+    params=Params,
+    run=run,
+    function="deblur_disentangled",
+    outputs=(Output("image", "The deblurred image."),
+             Output("difference", "Output minus input in the input's intensity units, mean over "
+                                  "channels: what deblurring added.", kind="map")),
+    inputs=(
+        ExtraInput("clean", "Sharp examples of similar samples for training (sharp frames, "
+                            "confocal or deconvolved images): images or stacks of any size, not "
+                            "registered to the input (a layer, an array, a list of arrays, or a "
+                            "file, folder or glob of TIFFs).", examples=True,
+                   when=(("mode", ("train",)),)),
+        ExtraInput("psf", "A known point-spread function (2-D) for the optional physics term.",
+                   when=(("mode", ("train",)),)),
+    ),
+    scaling="percentile",
+    uses_torch=True,
+    linked_planes=lambda p: ("mode='train' trains one model on crops from the whole stack (train "
+                             "once with save_model=, then use mode='apply' and model=)"
+                             if p.mode == "train" else ""),
+)
+
+deblur_disentangled = public_function(
+    SPEC,
+    summary="Deblur with networks learned from unpaired blurred and sharp images "
+            "(disentangled representations).",
+    notes="""
+    Splits blurred images into content and an 8-d blur code, learns to re-blur sharp content and to
+    deblur blurred content with cross-cycle consistency, adversarial, KL and perceptual terms, from
+    the input's crops and *unpaired* sharp examples (``clean=``); a known PSF adds a physics term.
+    ``full_output=True`` also returns the difference map and the trained ``model`` checkpoint.
+    """,
+    references="""
+    .. [1] B. Lu, J.-C. Chen, R. Chellappa. Unsupervised domain-specific deblurring via
+       disentangled representations. CVPR 2019.
+    """,
+)

@@ -1,0 +1,143 @@
+"""Cycle-Dehaze and disentangled deblurring: the pyramid, the shared feature network, training
+steps, save/apply, Stop, errors (tiny configs, CPU)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_ssl_restore import deblur_disentangled, dehaze_cycle, restore
+from napari_ssl_restore.core.progress import Cancelled
+
+TINY = {"features": 4, "blocks": 1, "disc_features": 4, "patch_size": 16, "batch_size": 1,
+        "check_every": 5, "device": "cpu"}
+
+
+@pytest.fixture(scope="module")
+def hazy():
+    from napari_ssl_restore.data import hazy_fields
+
+    s = hazy_fields(n=2, size=40, examples=2)
+    return s["image"], s["clean"]
+
+
+@pytest.fixture(scope="module")
+def blurred():
+    from napari_ssl_restore.data import blurred_fields
+
+    s = blurred_fields(n=2, size=40, examples=2, kinds=["gaussian"])
+    return s["image"], s["clean"]
+
+
+def test_laplacian_pyramid_is_exact_and_carries_the_detail():
+    from napari_ssl_restore.methods.cycle_dehaze import coarse, pyramid_levels, pyramid_upsample
+
+    assert [pyramid_levels(hw, 256) for hw in [(256, 100), (257, 10), (1024, 2048)]] == [0, 1, 3]
+    x = torch.rand(1, 2, 37, 50)
+    np.testing.assert_allclose(pyramid_upsample(coarse(x, 2), x, 2), x, atol=1e-5)
+    # a coarse result shifted by a constant: the output is the input shifted by that constant
+    out = pyramid_upsample(coarse(x, 2) + 0.25, x, 2)
+    np.testing.assert_allclose(out, x + 0.25, atol=1e-5)
+
+
+def test_perceptual_features_come_from_the_shipped_network_and_pass_gradients():
+    from napari_ssl_restore.engine.adversarial import perceptual_features, perceptual_loss
+
+    features = perceptual_features("cpu")
+    x = torch.rand(2, 3, 24, 24, requires_grad=True)  # channels are passed one by one
+    feats = features(x)
+    assert [f.shape[:2] for f in feats] == [(6, 32)] * 3
+    loss = perceptual_loss(features, x, torch.zeros_like(x))
+    loss.backward()
+    assert loss > 0 and x.grad.abs().sum() > 0
+    assert float(perceptual_loss(features, x, x).detach()) == 0.0
+
+
+def test_keeper_keeps_the_last_good_snapshot_when_training_diverges():
+    from napari_ssl_restore.engine.adversarial import Keeper
+
+    net = torch.nn.Linear(2, 2)
+    keeper = Keeper(net)
+    assert not keeper.check(10)
+    good = {k: v.clone() for k, v in net.state_dict().items()}
+    with torch.no_grad():
+        net.weight.fill_(float("nan"))
+    assert keeper.check(20) and keeper.diverged and keeper.best_step == 10
+    torch.testing.assert_close(keeper.restore("test").state_dict(), good)
+
+
+def test_cycle_dehaze_trains_saves_applies_and_is_deterministic(hazy, tmp_path):
+    image, clean = hazy
+    before = image.copy()
+    path = tmp_path / "g.pt"
+    out = restore(image, "cycle-dehaze", axes="ZYX", clean=clean, steps=6, save_model=str(path),
+                  work_size=16, full_output=True, **TINY)
+    prov = out["provenance"]
+    assert prov["trained_steps"] == 6 and prov["pyramid_levels"] == 2 and path.exists()
+    assert out["image"].shape == image.shape and out["image"].dtype == image.dtype
+    np.testing.assert_allclose(out["difference"],
+                               image.astype(np.float32) - out["image"].astype(np.float32),
+                               atol=1.01)  # rounding to uint16
+    np.testing.assert_array_equal(image, before)
+    again = dehaze_cycle(image, axes="ZYX", clean=clean, steps=6, work_size=16, **TINY)
+    np.testing.assert_array_equal(again, out["image"])  # same seed, same result
+    applied = restore(image, "cycle-dehaze", axes="ZYX", mode="apply", model=str(path),
+                      work_size=16, device="cpu")
+    np.testing.assert_array_equal(applied, out["image"])
+    kw = {"axes": "ZYX", "mode": "apply", "model": str(path), "device": "cpu",
+          "float_output": True}
+    full = restore(image, "cycle-dehaze", inference="full", **kw)
+    pyramid = restore(image, "cycle-dehaze", work_size=16, **kw)
+    assert full.shape == image.shape and not np.array_equal(full, pyramid)
+
+
+def test_disentangled_deblur_physics_term_save_apply(blurred, tmp_path):
+    image, clean = blurred
+    path = tmp_path / "d.pt"
+    out = restore(image, "disentangled-deblur", axes="ZYX", clean=clean, steps=6,
+                  psf_sigma=2.0, save_model=str(path), full_output=True, **TINY)
+    prov = out["provenance"]
+    assert prov["trained_steps"] == 6 and np.isfinite(prov["physics_residual"])
+    assert out["model"]["architecture"] == "content-deblurrer"
+    applied = deblur_disentangled(image, axes="ZYX", mode="apply", model=str(path),
+                                  device="cpu")
+    np.testing.assert_array_equal(applied, out["image"])
+    # a Cycle-Dehaze generator is not a deblurrer
+    restore(image, "cycle-dehaze", axes="ZYX", clean=clean, steps=2,
+            save_model=str(tmp_path / "g.pt"), **TINY)
+    with pytest.raises(ValueError, match="not a deblurrer"):
+        restore(image, "disentangled-deblur", axes="ZYX", mode="apply",
+                model=str(tmp_path / "g.pt"), device="cpu")
+
+
+@pytest.mark.parametrize("method", ["cycle-dehaze", "disentangled-deblur"])
+def test_stop_keeps_the_models_or_nothing_before_they_learned(method, hazy):
+    image, clean = hazy
+    steps = []
+
+    def should_stop():
+        return bool(steps) and steps[-1].metrics.get("step", 0) >= 50
+
+    out = restore(image, method, axes="ZYX", clean=clean, steps=400, check_every=25,
+                  progress=steps.append, should_stop=should_stop, full_output=True, **{
+                      k: v for k, v in TINY.items() if k != "check_every"})
+    prov = out["provenance"]
+    assert prov["stopped"] and 50 <= prov["trained_steps"] < 400
+    assert out["model"] is not None and out["image"].shape == image.shape
+    assert any(isinstance(s.preview, dict) and len(s.preview) == 2 for s in steps)
+    with pytest.raises(Cancelled, match="before the generator had learned anything"):
+        restore(image, method, axes="ZYX", clean=clean, steps=400, should_stop=lambda: True,
+                **TINY)
+
+
+@pytest.mark.parametrize("method", ["cycle-dehaze", "disentangled-deblur"])
+def test_errors_name_the_fix(method, hazy):
+    image, clean = hazy
+    with pytest.raises(ValueError, match="clean="):
+        restore(image, method, axes="ZYX", **TINY)
+    with pytest.raises(ValueError, match="smaller patch_size"):
+        restore(image, method, axes="ZYX", clean=np.zeros((12, 12), np.uint16), **TINY)
+    with pytest.raises(ValueError, match="needs model="):
+        restore(image, method, axes="ZYX", mode="apply", device="cpu")
+    with pytest.raises(FileNotFoundError, match="not found"):
+        restore(image, method, axes="ZYX", mode="apply", model="/nonexistent.pt", device="cpu")
