@@ -35,6 +35,10 @@ RUNS = {
                                                    "patch_size": 64}, {}),
     "physics-gan": ("blurred cells (widefield, PSF sigma 2)", {"steps": 200},
                     {"clean": "clean examples (unpaired)"}),
+    "cycle-dehaze": ("hazy widefield fields", {"steps": 100, "check_every": 50},
+                     {"clean": "clear examples (unpaired)"}),
+    "disentangled-deblur": ("blurred fields (unknown blurs)", {"steps": 100, "check_every": 50},
+                            {"clean": "sharp examples (unpaired)"}),
 }
 
 

@@ -71,7 +71,7 @@ def test_cycle_dehaze_trains_saves_applies_and_is_deterministic(hazy, tmp_path):
     before = image.copy()
     path = tmp_path / "g.pt"
     out = restore(image, "cycle-dehaze", axes="ZYX", clean=clean, steps=6, save_model=str(path),
-                  work_size=16, full_output=True, **TINY)
+                  inference="pyramid", work_size=16, full_output=True, **TINY)
     prov = out["provenance"]
     assert prov["trained_steps"] == 6 and prov["pyramid_levels"] == 2 and path.exists()
     assert out["image"].shape == image.shape and out["image"].dtype == image.dtype
@@ -79,15 +79,16 @@ def test_cycle_dehaze_trains_saves_applies_and_is_deterministic(hazy, tmp_path):
                                image.astype(np.float32) - out["image"].astype(np.float32),
                                atol=1.01)  # rounding to uint16
     np.testing.assert_array_equal(image, before)
-    again = dehaze_cycle(image, axes="ZYX", clean=clean, steps=6, work_size=16, **TINY)
+    again = dehaze_cycle(image, axes="ZYX", clean=clean, steps=6, inference="pyramid",
+                         work_size=16, **TINY)
     np.testing.assert_array_equal(again, out["image"])  # same seed, same result
     applied = restore(image, "cycle-dehaze", axes="ZYX", mode="apply", model=str(path),
-                      work_size=16, device="cpu")
+                      inference="pyramid", work_size=16, device="cpu")
     np.testing.assert_array_equal(applied, out["image"])
     kw = {"axes": "ZYX", "mode": "apply", "model": str(path), "device": "cpu",
           "float_output": True}
     full = restore(image, "cycle-dehaze", inference="full", **kw)
-    pyramid = restore(image, "cycle-dehaze", work_size=16, **kw)
+    pyramid = restore(image, "cycle-dehaze", inference="pyramid", work_size=16, **kw)
     assert full.shape == image.shape and not np.array_equal(full, pyramid)
 
 

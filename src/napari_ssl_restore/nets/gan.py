@@ -95,11 +95,22 @@ def decoder_layers(channels: int, blocks: int, ups: int, norm: str) -> tuple[lis
     return layers, ch
 
 
-def _init(module: nn.Module, zero_last: nn.Conv2d | None) -> None:
+def _init(module: nn.Module, zero_last: nn.Conv2d | None, norm: str) -> None:
+    """CycleGAN's N(0, 0.02) weights where normalisation layers rescale the activations; without
+    them those weights shrink the signal layer after layer (to ~1e-6 after a dozen convolutions:
+    the network cannot learn), so there He initialisation, and each residual block's last
+    convolution starts at zero (the block starts as the identity)."""
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
-            nn.init.normal_(m.weight, 0.0, 0.02)  # CycleGAN's initialisation
+            if norm == "none":
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            else:
+                nn.init.normal_(m.weight, 0.0, 0.02)
             nn.init.zeros_(m.bias)
+    if norm == "none":
+        for m in module.modules():
+            if isinstance(m, _Residual):
+                nn.init.zeros_(m.body[5].weight)
     if zero_last is not None:
         nn.init.zeros_(zero_last.weight)
 
@@ -143,7 +154,7 @@ class ResnetGenerator(nn.Module):
             layers.append(_ResizeConv(ch, ch, norm))
         self.body = nn.Sequential(*layers)
         self.head = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(ch, out_channels, 7))
-        _init(self, self.head[1] if skip else None)
+        _init(self, self.head[1] if skip else None, norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
@@ -234,7 +245,7 @@ class CodeDecoder(nn.Module):
         layers, ch = decoder_layers(channels, blocks, ups, norm)
         self.body = nn.Sequential(*layers)
         self.head = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(ch, out_channels, 7))
-        _init(self, self.head[1])
+        _init(self, self.head[1], norm)
 
     def forward(self, content: torch.Tensor, code: torch.Tensor | None = None) -> torch.Tensor:
         if self.fuse is not None:
@@ -280,8 +291,8 @@ class ContentDeblurrer(nn.Module):
         self.encoder = nn.Sequential(*layers)
         self.shared = _Residual(ch, norm)
         self.decoder = CodeDecoder(ch, in_channels, blocks, downs, norm)
-        _init(self.encoder, None)
-        _init(self.shared, None)
+        _init(self.encoder, None, norm)
+        _init(self.shared, None, norm)
         self.content_channels = ch
 
     def content(self, x: torch.Tensor) -> torch.Tensor:
@@ -308,7 +319,7 @@ class Reblurrer(nn.Module):
         self.shared = deblurrer.shared  # the same module: one content space for both domains
         self.decoder = CodeDecoder(ch, cfg["in_channels"], cfg["blocks"], cfg["downs"],
                                    cfg["norm"], code=code)
-        _init(self.encoder, None)
+        _init(self.encoder, None, cfg["norm"])
         self.downs = cfg["downs"]
 
     def content(self, x: torch.Tensor) -> torch.Tensor:
