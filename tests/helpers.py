@@ -35,7 +35,8 @@ def variants() -> list[tuple[str, dict]]:
     out = []
     for method in list_methods():
         spec = get_method(method)
-        controls = [p for p in spec.param_info if p.name in ("task", "mode")]
+        controls = sorted((p for p in spec.param_info if p.name in ("task", "mode")),
+                          key=lambda p: p.name != "task")  # the task when there is one
         if not controls:
             out.append((method, {}))
             continue

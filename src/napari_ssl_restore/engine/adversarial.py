@@ -15,7 +15,10 @@ no downloaded weights. The image pool of 50 past fakes is CycleGAN's (Shrivastav
 from __future__ import annotations
 
 import copy
-from typing import Any, Sequence
+import dataclasses
+from typing import Any, Literal, Sequence
+
+from ..core.params import param
 
 REAL_LABEL = 0.9
 """Target of real examples for the discriminator (one-sided label smoothing)."""
@@ -156,6 +159,75 @@ class Critic:
         self.last_loss = loss.detach()
 
 
+# --- the settings the adversarial methods share ----------------------------------------------------
+
+TRAIN = {"mode": ("train",)}
+"""``when=`` of the settings used only while training."""
+
+_ADV = {"when": TRAIN, "advanced": True}
+
+
+@dataclasses.dataclass(frozen=True)
+class UnpairedParams:
+    """The settings every adversarial method has — train or apply, models, steps, crops, batch,
+    learning rate, discriminator, weight averaging, checks, tiles — and their checks. A method's
+    ``Params`` subclasses it, adds its own fields after these, and may re-declare one to change
+    its default or wording (it keeps its place)."""
+
+    method_title = "Unpaired training"
+
+    mode: Literal["train", "apply"] = param(
+        "train", "'train' on this image and the clean examples, then restore; 'apply' a saved "
+                 "model (no clean examples needed).", choices=("train", "apply"))
+    model: str = param("", "A saved model (.pt) to apply, or to start training from.",
+                       widget="open_file")
+    save_model: str = param("", "Save the trained model here (.pt).", widget="save_file",
+                            when=TRAIN)
+    steps: int = param(2000, "Training steps (generators and discriminators).", min=1,
+                       max=1_000_000, when=TRAIN)
+    patch_size: int = param(64, "Side of the training crops.", min=16, max=1024, **_ADV)
+    batch_size: int = param(2, "Crops per step.", min=1, max=256, **_ADV)
+    learning_rate: float = param(2e-4, "Adam learning rate of every network (β1 = 0.5).",
+                                 min=1e-7, max=1.0, step=1e-4, **_ADV)
+    disc_features: int = param(32, "Discriminator channels of the first layer (PatchGAN: 64).",
+                               min=4, max=256, **_ADV)
+    spectral_norm: bool = param(False, "Spectral normalisation in the discriminators.", **_ADV)
+    ema_decay: float = param(0.999, "Decay of the moving average of the restoring network's "
+                                    "weights (0: the last weights).", min=0.0, max=0.99999,
+                             step=0.001, **_ADV)
+    check_every: int = param(100, "Steps between checkpoints and previews.", min=1,
+                             max=100_000, **_ADV)
+    tile_size: int = param(0, "Largest tile side for prediction; 0 = from the device's memory.",
+                           min=0, max=8192, advanced=True)
+    tile_overlap: int = param(32, "Overlap of prediction tiles, blended smoothly.", min=0,
+                              max=1024, advanced=True)
+
+    def __post_init__(self):
+        title = self.method_title
+        if self.mode == "apply" and not self.model:
+            raise ValueError(f"{title}: mode='apply' needs model= (a .pt file saved by a "
+                             "training run with save_model=); or use mode='train'.")
+        if self.tile_size and self.tile_overlap >= self.tile_size:
+            raise ValueError(f"{title}: tile_overlap must be smaller than tile_size.")
+
+
+def clean_examples(what: str):
+    """The ``clean=`` input of an adversarial method (``what``: which examples, e.g. "Clear
+    examples of similar samples (confocal, deconvolved)")."""
+    from ..core.registry import ExtraInput
+
+    return ExtraInput("clean", f"{what} for training: images or stacks of any size, not "
+                               "registered to the input (a layer, an array, a list of arrays, or "
+                               "a file, folder or glob of TIFFs).", examples=True,
+                       when=tuple(TRAIN.items()))
+
+
+def trains_on_the_stack(params) -> str:
+    """``linked_planes`` of an adversarial method: training uses crops from the whole stack."""
+    return ("mode='train' trains on crops from the whole stack (train once with save_model=, then "
+            "use mode='apply' and model=)" if params.mode == "train" else "")
+
+
 # --- what the adversarial methods share around the loop --------------------------------------------
 
 MIN_USEFUL_STEPS = 50
@@ -250,16 +322,18 @@ def saved_generator(path: str, channels: int, zoom: int = 1):
     return ckpt
 
 
-def keep_trained(net, fit: dict, *, method: str, architecture: str, params, seed: int,
-                 resumed: bool) -> dict:
+def keep_trained(fit: dict, info: dict, *, method: str, architecture: str, params, seed: int,
+                 resumed: bool):
     """After training: refuse a Stop that came before the generator learned anything (unless it
-    resumed a saved model), then the checkpoint of ``net`` with its provenance, saved to
-    ``params.save_model`` when set (``fit["model_saved"]`` gets the path)."""
+    resumed a saved model); else the network kept (``fit["net"]``) and its checkpoint with its
+    provenance, saved to ``params.save_model`` when set. ``info`` gets the fit's statistics (and
+    ``model_saved``). Returns ``(net, checkpoint)``."""
     import dataclasses
 
     from ..core.models import checkpoint, save_model
     from ..core.progress import StopRequested
 
+    net = fit.pop("net")
     if fit["stopped"] and not resumed and fit["steps"] < min(MIN_USEFUL_STEPS, params.steps):
         raise StopRequested(f"Stopped after {fit['steps']} training steps, before the generator "
                             "had learned anything; nothing was kept.")
@@ -269,7 +343,24 @@ def keep_trained(net, fit: dict, *, method: str, architecture: str, params, seed
                                   "steps": fit["steps"], "seed": seed})
     if params.save_model:
         fit["model_saved"] = save_model(ckpt, params.save_model)
-    return ckpt
+    info.update(fit, trained_steps=fit["steps"])
+    return net, ckpt
+
+
+def reporter(total: int, terms, critics: dict, extra=None):
+    """The training loop's ``describe``: every loss term, each critic's last loss (``critics``:
+    name -> :class:`Critic`) and ``extra()``'s statistics, read from the device only here."""
+    import math
+
+    def describe(it: int, loss: float):
+        values = {f"loss_{k}": v for k, v in terms.read().items()}
+        values.update({f"D_{k}": float(c.last_loss) if c.last_loss is not None else math.nan
+                       for k, c in critics.items()})
+        values.update(extra() if extra is not None else {})
+        parts = ", ".join(f"{k.removeprefix('loss_')} {v:.3e}" for k, v in values.items())
+        return f"training step {it}/{total}: {parts}", {"loss": loss, "step": it, **values}
+
+    return describe
 
 
 class Terms:

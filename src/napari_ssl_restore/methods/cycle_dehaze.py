@@ -41,15 +41,15 @@ from typing import Literal
 import numpy as np
 
 from ..core.params import param
-from ..core.registry import ExtraInput, MethodResult, MethodSpec, Output, RunContext
+from ..core.registry import MethodResult, MethodSpec, Output, RunContext
+from ..engine.adversarial import (TRAIN, UnpairedParams, clean_examples,
+                                  trains_on_the_stack)
 from ..engine.planes import Outputs, Planes
 from ._public import public_function
 
-TRAIN = {"mode": ("train",)}
-
 
 @dataclasses.dataclass(frozen=True)
-class Params:
+class Params(UnpairedParams):
     """Cycle-Dehaze settings (Engin et al. 2018; CycleGAN defaults where they apply)."""
 
     method_title = "Cycle-Dehaze"
@@ -57,12 +57,11 @@ class Params:
     mode: Literal["train", "apply"] = param(
         "train", "'train' on this image and the clear examples, then dehaze; 'apply' a saved "
                  "model (no clear examples needed).", choices=("train", "apply"))
-    model: str = param("", "A saved model (.pt) to apply, or to start training from.",
-                       widget="open_file")
-    save_model: str = param("", "Save the trained hazy-to-clear generator here (.pt).",
-                            widget="save_file", when=TRAIN)
-    steps: int = param(2000, "Training steps (both generators and both discriminators).", min=1,
-                       max=1_000_000, when=TRAIN)
+    patch_size: int = param(64, "Side of the training crops (paper: 256).", min=16, max=1024,
+                            when=TRAIN, advanced=True)
+    learning_rate: float = param(1e-4, "Adam learning rate of every network (β1 = 0.5; paper: "
+                                       "1e-4).", min=1e-7, max=1.0, step=1e-4, when=TRAIN,
+                                 advanced=True)
     inference: Literal["full", "pyramid"] = param(
         "full", "'full': the generator on the whole plane, at the scale it trained at (tiled); "
                 "'pyramid': dehaze at work_size and put back the input's fine detail with its "
@@ -78,37 +77,10 @@ class Params:
                                      step=0.1, when=TRAIN)
     identity_weight: float = param(0.0, "Identity loss weight, times λ (CycleGAN: 0.5; 0: off).",
                                    min=0.0, max=10.0, step=0.1, when=TRAIN, advanced=True)
-    patch_size: int = param(64, "Side of the training crops (paper: 256).", min=16, max=1024,
-                            when=TRAIN, advanced=True)
-    batch_size: int = param(2, "Crops per step (paper: 1).", min=1, max=256, when=TRAIN,
-                            advanced=True)
-    learning_rate: float = param(1e-4, "Adam learning rate of all networks (β1 = 0.5; paper: "
-                                       "1e-4).", min=1e-7, max=1.0, step=1e-4, when=TRAIN,
-                                 advanced=True)
     features: int = param(32, "Generator channels of the first layer (paper: 64).", min=4,
                           max=256, when=TRAIN, advanced=True)
     blocks: int = param(6, "Generator residual blocks (paper: 9 at 256², 6 at ≤128²).", min=1,
                         max=16, when=TRAIN, advanced=True)
-    disc_features: int = param(32, "Discriminator channels of the first layer (PatchGAN: 64).",
-                               min=4, max=256, when=TRAIN, advanced=True)
-    spectral_norm: bool = param(False, "Spectral normalisation in the discriminators.",
-                                when=TRAIN, advanced=True)
-    ema_decay: float = param(0.999, "Decay of the moving average of G's weights used to restore "
-                                    "(0: the last weights).", min=0.0, max=0.99999, step=0.001,
-                             when=TRAIN, advanced=True)
-    check_every: int = param(100, "Steps between checkpoints and previews.", min=1, max=100_000,
-                             when=TRAIN, advanced=True)
-    tile_size: int = param(0, "Largest tile side for prediction; 0 = from the device's memory.",
-                           min=0, max=8192, advanced=True)
-    tile_overlap: int = param(32, "Overlap of prediction tiles, blended smoothly.", min=0,
-                              max=1024, advanced=True)
-
-    def __post_init__(self):
-        if self.mode == "apply" and not self.model:
-            raise ValueError("Cycle-Dehaze: mode='apply' needs model= (a .pt file saved by a "
-                             "training run with save_model=); or use mode='train'.")
-        if self.tile_size and self.tile_overlap >= self.tile_size:
-            raise ValueError("Cycle-Dehaze: tile_overlap must be smaller than tile_size.")
 
 
 # --- the Laplacian pyramid -------------------------------------------------------------------------
@@ -191,10 +163,9 @@ def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs, clean=Non
                                 grand_total=total + n, preview_crop=preview_crop)
         del hazy, clear
         stopped = fit["stopped"]
-        g = fit.pop("net")
-        ckpt_out = keep_trained(g, fit, method="cycle-dehaze", architecture="resnet-generator",
-                                params=params, seed=ctx.seed, resumed=ckpt is not None)
-        info.update(fit)
+        g, ckpt_out = keep_trained(fit, info, method="cycle-dehaze",
+                                   architecture="resnet-generator", params=params, seed=ctx.seed,
+                                   resumed=ckpt is not None)
     else:
         ckpt_out = ckpt
     g.eval()
@@ -251,7 +222,7 @@ def _train(g, hazy, clear, params: Params, ctx: RunContext, rng, *, total: int,
     import torch
 
     from ..engine.adversarial import (EMA, Critic, Keeper, Terms, generator_loss, patch_layers,
-                                      perceptual_features, perceptual_loss)
+                                      perceptual_features, perceptual_loss, reporter)
     from ..engine.predict import Predictor
     from ..engine.train import optimise, seeded_init
     from ..nets.gan import MultiScaleDiscriminator, ResnetGenerator
@@ -299,14 +270,7 @@ def _train(g, hazy, clear, params: Params, ctx: RunContext, rng, *, total: int,
         ema.update()
         state.clear()
 
-    def describe(it: int, loss: float):
-        losses = terms.read()
-        dx, dy = (float(k.last_loss) if k.last_loss is not None else float("nan")
-                  for k in (critic_x, critic_y))
-        parts = ", ".join(f"{k} {v:.3e}" for k, v in losses.items())
-        return (f"training step {it}/{total}: {parts}, D_clear {dx:.3e}, D_hazy {dy:.3e}",
-                {"loss": loss, "step": it, "d_clear": dx, "d_hazy": dy,
-                 **{f"loss_{k}": v for k, v in losses.items()}})
+    describe = reporter(total, terms, {"clear": critic_x, "hazy": critic_y})
 
     forward = Predictor(ema.average, device)
     backward = Predictor(f, device)
@@ -329,8 +293,7 @@ def _train(g, hazy, clear, params: Params, ctx: RunContext, rng, *, total: int,
     if not keeper.diverged:
         keeper.check(loop.steps)
     kept = keeper.restore("Cycle-Dehaze")
-    return {"net": kept, "steps": loop.steps, "trained_steps": loop.steps,
-            "stopped": loop.stopped, "nan": keeper.diverged, "kept_step": keeper.best_step}
+    return {"net": kept, "steps": loop.steps, "stopped": loop.stopped, "nan": keeper.diverged, "kept_step": keeper.best_step}
 
 
 SPEC = MethodSpec(
@@ -344,17 +307,12 @@ SPEC = MethodSpec(
              Output("difference", "Input minus output in the input's intensity units, mean over "
                                   "channels: what was removed as haze.", kind="map")),
     inputs=(
-        ExtraInput("clean", "Clear examples of similar samples for training (confocal, "
-                            "light-sheet, deconvolved): images or stacks of any size, not "
-                            "registered to the input (a layer, an array, a list of arrays, or a "
-                            "file, folder or glob of TIFFs).", examples=True,
-                   when=(("mode", ("train",)),)),
+        clean_examples("Clear examples of similar samples (confocal, light-sheet, "
+                       "deconvolved)"),
     ),
     scaling="percentile",
     uses_torch=True,
-    linked_planes=lambda p: ("mode='train' trains one pair of generators on crops from the whole "
-                             "stack (train once with save_model=, then use mode='apply' and model=)"
-                             if p.mode == "train" else ""),
+    linked_planes=trains_on_the_stack,
 )
 
 dehaze_cycle = public_function(

@@ -41,14 +41,14 @@ import numpy as np
 
 from ..core.params import param
 from ..core.registry import ExtraInput, MethodResult, MethodSpec, Output, RunContext
+from ..engine.adversarial import (TRAIN, UnpairedParams, clean_examples,
+                                  trains_on_the_stack)
 from ..engine.planes import Outputs, Planes
 from ._public import public_function
 
-TRAIN = {"mode": ("train",)}
-
 
 @dataclasses.dataclass(frozen=True)
-class Params:
+class Params(UnpairedParams):
     """Disentangled deblurring settings (Lu et al. 2019)."""
 
     method_title = "Disentangled deblurring"
@@ -56,11 +56,8 @@ class Params:
     mode: Literal["train", "apply"] = param(
         "train", "'train' on this image and the sharp examples, then deblur; 'apply' a saved "
                  "model (no sharp examples needed).", choices=("train", "apply"))
-    model: str = param("", "A saved model (.pt) to apply, or to start training from.",
-                       widget="open_file")
-    save_model: str = param("", "Save the trained deblurrer (content encoder and deblurring "
-                                "decoder) here (.pt).", widget="save_file", when=TRAIN)
-    steps: int = param(2000, "Training steps (all networks).", min=1, max=1_000_000, when=TRAIN)
+    patch_size: int = param(64, "Side of the training crops (paper: 128).", min=16, max=1024,
+                            when=TRAIN, advanced=True)
     cycle_weight: float = param(10.0, "Weight of the cross-cycle L1 terms (paper: 10).", min=0.0,
                                 max=1e3, step=1.0, when=TRAIN)
     kl_weight: float = param(0.01, "Weight of the blur code's KL divergence (paper: 0.01).",
@@ -76,39 +73,12 @@ class Params:
                                   advanced=True)
     code_size: int = param(8, "Dimensions of the blur code (paper: 8).", min=1, max=64,
                            when=TRAIN, advanced=True)
-    patch_size: int = param(64, "Side of the training crops (paper: 128).", min=16, max=1024,
-                            when=TRAIN, advanced=True)
-    batch_size: int = param(2, "Crops per step.", min=1, max=256, when=TRAIN, advanced=True)
-    learning_rate: float = param(2e-4, "Adam learning rate of all networks (β1 = 0.5; paper: "
-                                       "2e-4).", min=1e-7, max=1.0, step=1e-4, when=TRAIN,
-                                 advanced=True)
     features: int = param(32, "Channels of the encoders' first layer (×4 in the content map).",
                           min=4, max=256, when=TRAIN, advanced=True)
     blocks: int = param(3, "Residual blocks in each encoder and each decoder.", min=1, max=16,
                         when=TRAIN, advanced=True)
-    disc_features: int = param(32, "Discriminator channels of the first layer.", min=4, max=256,
-                               when=TRAIN, advanced=True)
     disc_scales: int = param(2, "Discriminators per domain at 1, 1/2, ... of the resolution "
                                 "(paper: multi-scale).", min=1, max=3, when=TRAIN, advanced=True)
-    spectral_norm: bool = param(False, "Spectral normalisation in the discriminators.",
-                                when=TRAIN, advanced=True)
-    ema_decay: float = param(0.999, "Decay of the moving average of the deblurrer's weights used "
-                                    "to restore (0: the last weights).", min=0.0, max=0.99999,
-                             step=0.001, when=TRAIN, advanced=True)
-    check_every: int = param(100, "Steps between checkpoints and previews.", min=1, max=100_000,
-                             when=TRAIN, advanced=True)
-    tile_size: int = param(0, "Largest tile side for prediction; 0 = from the device's memory.",
-                           min=0, max=8192, advanced=True)
-    tile_overlap: int = param(32, "Overlap of prediction tiles, blended smoothly.", min=0,
-                              max=1024, advanced=True)
-
-    def __post_init__(self):
-        if self.mode == "apply" and not self.model:
-            raise ValueError("Disentangled deblurring: mode='apply' needs model= (a .pt file "
-                             "saved by a training run with save_model=); or use mode='train'.")
-        if self.tile_size and self.tile_overlap >= self.tile_size:
-            raise ValueError("Disentangled deblurring: tile_overlap must be smaller than "
-                             "tile_size.")
 
 
 def known_blur(params: Params, psf, device):
@@ -158,11 +128,9 @@ def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs, clean=Non
                                 preview_crop=preview_crop)
         del blurred, sharp
         stopped = fit["stopped"]
-        deblurrer = fit.pop("net")
-        ckpt_out = keep_trained(deblurrer, fit, method="disentangled-deblur",
-                                architecture="content-deblurrer", params=params, seed=ctx.seed,
-                                resumed=ckpt is not None)
-        info.update(fit)
+        deblurrer, ckpt_out = keep_trained(fit, info, method="disentangled-deblur",
+                                           architecture="content-deblurrer", params=params,
+                                           seed=ctx.seed, resumed=ckpt is not None)
     else:
         ckpt_out = ckpt
     deblurrer.eval()
@@ -185,7 +153,7 @@ def _train(deblurrer, blurred, sharp, operator, params: Params, ctx: RunContext,
     import torch
 
     from ..engine.adversarial import (EMA, Critic, Keeper, Terms, generator_loss, patch_layers,
-                                      perceptual_features, perceptual_loss)
+                                      perceptual_features, perceptual_loss, reporter)
     from ..engine.predict import Predictor
     from ..engine.train import optimise, seeded_init
     from ..nets.gan import BlurEncoder, MultiScaleDiscriminator, Reblurrer
@@ -249,14 +217,7 @@ def _train(deblurrer, blurred, sharp, operator, params: Params, ctx: RunContext,
         ema.update()
         state.clear()
 
-    def describe(it: int, loss: float):
-        losses = terms.read()
-        ds, db = (float(k.last_loss) if k.last_loss is not None else float("nan")
-                  for k in (critic_s, critic_b))
-        parts = ", ".join(f"{k} {v:.3e}" for k, v in losses.items())
-        return (f"training step {it}/{total}: {parts}, D_sharp {ds:.3e}, D_blurred {db:.3e}",
-                {"loss": loss, "step": it, "d_sharp": ds, "d_blurred": db,
-                 **{f"loss_{k}": v for k, v in losses.items()}})
+    describe = reporter(total, terms, {"sharp": critic_s, "blurred": critic_b})
 
     preview_net = Predictor(ema.average, device, multiple=4)
     (sharp_crop,) = sharp(1)
@@ -279,8 +240,7 @@ def _train(deblurrer, blurred, sharp, operator, params: Params, ctx: RunContext,
     if not keeper.diverged:
         keeper.check(loop.steps)
     kept = keeper.restore("Disentangled deblurring")
-    result = {"net": kept, "steps": loop.steps, "trained_steps": loop.steps,
-              "stopped": loop.stopped, "nan": keeper.diverged, "kept_step": keeper.best_step}
+    result = {"net": kept, "steps": loop.steps, "stopped": loop.stopped, "nan": keeper.diverged, "kept_step": keeper.best_step}
     if operator is not None:
         result["physics_residual"] = keeper.best
     return result
@@ -298,19 +258,14 @@ SPEC = MethodSpec(
              Output("difference", "Output minus input in the input's intensity units, mean over "
                                   "channels: what deblurring added.", kind="map")),
     inputs=(
-        ExtraInput("clean", "Sharp examples of similar samples for training (sharp frames, "
-                            "confocal or deconvolved images): images or stacks of any size, not "
-                            "registered to the input (a layer, an array, a list of arrays, or a "
-                            "file, folder or glob of TIFFs).", examples=True,
-                   when=(("mode", ("train",)),)),
+        clean_examples("Sharp examples of similar samples (sharp frames, confocal or "
+                       "deconvolved images)"),
         ExtraInput("psf", "A known point-spread function (2-D) for the optional physics term.",
                    when=(("mode", ("train",)),)),
     ),
     scaling="percentile",
     uses_torch=True,
-    linked_planes=lambda p: ("mode='train' trains one model on crops from the whole stack (train "
-                             "once with save_model=, then use mode='apply' and model=)"
-                             if p.mode == "train" else ""),
+    linked_planes=trains_on_the_stack,
 )
 
 deblur_disentangled = public_function(

@@ -39,77 +39,52 @@ import numpy as np
 
 from ..core.params import param
 from ..core.registry import ExtraInput, MethodResult, MethodSpec, Output, RunContext
+from ..engine.adversarial import (TRAIN, UnpairedParams, clean_examples,
+                                  trains_on_the_stack)
 from ..engine.planes import Outputs, Planes
 from ._public import public_function
 
 logger = logging.getLogger(__name__)
 
 TASKS = ("deconv", "sr", "denoise")
-TRAIN = {"mode": ("train",)}
 
 
 @dataclasses.dataclass(frozen=True)
-class Params:
+class Params(UnpairedParams):
     """Physics-based GAN settings (Pan et al. 2020; pytorch-CycleGAN defaults where they apply)."""
 
-    method_title = "Physics-based GAN"
+    method_title = "Physics-GAN"
 
+    patch_size: int = param(64, "Side of the training crops of the input (authors: 256).",
+                            min=16, max=1024, when=TRAIN, advanced=True)
+    batch_size: int = param(4, "Crops per step.", min=1, max=256, when=TRAIN, advanced=True)
+    check_every: int = param(100, "Steps between checks of the physics residual on fixed crops "
+                                  "(the best checkpoint is kept) and previews.", min=1,
+                             max=100_000, when=TRAIN, advanced=True)
     task: Literal["deconv", "sr", "denoise"] = param(
         "deconv", "The known degradation H: 'deconv' (PSF blur: psf= or a Gaussian of psf_sigma), "
                   "'sr' (anti-aliased downsampling by sr_factor), 'denoise' (identity).",
         choices=TASKS)
-    mode: Literal["train", "apply"] = param(
-        "train", "'train' on this image and the clean examples, then restore; 'apply' a saved "
-                 "model (no clean examples needed).", choices=("train", "apply"))
     psf_sigma: float = param(2.0, "deconv: std (pixels) of the Gaussian PSF when no psf= is given.",
                              min=0.3, max=20.0, step=0.1, when=(("task", ("deconv",)),))
     sr_factor: int = param(2, "sr: upsampling factor (2 or 4).", min=2, max=4,
                            when=(("task", ("sr",)),))
-    model: str = param("", "A saved model (.pt) to apply, or to start training from.",
-                       widget="open_file")
-    save_model: str = param("", "Save the trained generator here (.pt).", widget="save_file",
-                            when=TRAIN)
-    steps: int = param(2000, "Training steps (generator and discriminator updates).", min=1,
-                       max=1_000_000, when=TRAIN)
     physics_weight: float = param(10.0, "Weight of L1(H(G(y)), y) against the adversarial term "
                                         "(authors: 10).", min=0.0, max=1e4, step=1.0, when=TRAIN)
     adversarial_weight: float = param(1.0, "Weight of the adversarial term (0: physics only, "
                                            "for the ablation).", min=0.0, max=1e3, step=0.1,
                                       when=TRAIN, advanced=True)
-    patch_size: int = param(64, "Side of the training crops of the input (authors: 256).",
-                            min=16, max=1024, when=TRAIN, advanced=True)
-    batch_size: int = param(4, "Crops per step.", min=1, max=256, when=TRAIN, advanced=True)
-    learning_rate: float = param(2e-4, "Adam learning rate of both networks (β1 = 0.5).",
-                                 min=1e-7, max=1.0, step=1e-4, when=TRAIN, advanced=True)
     features: int = param(32, "Generator channels of its first layer (CycleGAN: 64).", min=4,
                           max=256, when=TRAIN, advanced=True)
     blocks: int = param(6, "Generator residual blocks (CycleGAN: 9 at 256², 6 at ≤128²).", min=1,
                         max=16, when=TRAIN, advanced=True)
-    disc_features: int = param(32, "Discriminator channels of its first layer (PatchGAN: 64).",
-                               min=4, max=256, when=TRAIN, advanced=True)
     disc_scales: int = param(1, "Discriminators at 1, 1/2, 1/4... of the resolution.", min=1,
                              max=3, when=TRAIN, advanced=True)
-    spectral_norm: bool = param(False, "Spectral normalisation in the discriminator.", when=TRAIN,
-                                advanced=True)
-    ema_decay: float = param(0.999, "Decay of the moving average of the generator's weights used "
-                                    "to restore (0: the last weights).", min=0.0, max=0.99999,
-                             step=0.001, when=TRAIN, advanced=True)
-    check_every: int = param(100, "Steps between checks of the physics residual on fixed crops "
-                                  "(the best checkpoint is kept) and previews.", min=1,
-                             max=100_000, when=TRAIN, advanced=True)
-    tile_size: int = param(0, "Largest tile side for prediction; 0 = from the device's memory.",
-                           min=0, max=8192, advanced=True)
-    tile_overlap: int = param(32, "Overlap of prediction tiles, blended smoothly.", min=0,
-                              max=1024, advanced=True)
 
     def __post_init__(self):
         if self.task == "sr" and self.sr_factor not in (2, 4):
             raise ValueError(f"Physics-GAN: sr_factor must be 2 or 4; got {self.sr_factor}.")
-        if self.mode == "apply" and not self.model:
-            raise ValueError("Physics-GAN: mode='apply' needs model= (a .pt file saved by a "
-                             "training run with save_model=); or use mode='train'.")
-        if self.tile_size and self.tile_overlap >= self.tile_size:
-            raise ValueError("Physics-GAN: tile_overlap must be smaller than tile_size.")
+        super().__post_init__()
 
     @property
     def zoom(self) -> int:
@@ -168,10 +143,9 @@ def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs, clean=Non
                                 total=total, grand_total=total + n, preview_crop=preview_crop)
         del y_sampler, x_sampler
         stopped = fit["stopped"]
-        net = fit.pop("net")
-        ckpt_out = keep_trained(net, fit, method="physics-gan", architecture="resnet-generator",
-                                params=params, seed=ctx.seed, resumed=ckpt is not None)
-        info.update(fit)
+        net, ckpt_out = keep_trained(fit, info, method="physics-gan",
+                                     architecture="resnet-generator", params=params,
+                                     seed=ctx.seed, resumed=ckpt is not None)
     else:
         ckpt_out = ckpt
     net.eval()
@@ -199,7 +173,8 @@ def _train(net, operator, y_sampler, x_sampler, params: Params, ctx: RunContext,
     """The adversarial training on the engine's loop; returns the generator kept and statistics."""
     import torch
 
-    from ..engine.adversarial import EMA, Critic, Keeper, Terms, generator_loss, patch_layers
+    from ..engine.adversarial import (EMA, Critic, Keeper, Terms, generator_loss, patch_layers,
+                                      reporter)
     from ..engine.predict import Predictor
     from ..engine.train import optimise, seeded_init
     from ..nets.gan import MultiScaleDiscriminator
@@ -233,13 +208,8 @@ def _train(net, operator, y_sampler, x_sampler, params: Params, ctx: RunContext,
         ema.update()
         state.pop("fake")
 
-    def describe(it: int, loss: float):
-        losses = terms.read()
-        d = float(critic.last_loss) if critic.last_loss is not None else float("nan")
-        return (f"training step {it}/{total}: G {losses.get('G', float('nan')):.3e}, D {d:.3e}, "
-                f"physics residual {keeper.last:.3e}",
-                {"loss": loss, "d_loss": d, "step": it, "physics_residual": keeper.last,
-                 **{f"loss_{k}": v for k, v in losses.items()}})
+    describe = reporter(total, terms, {"clean": critic},
+                        extra=lambda: {"physics_residual": keeper.last})
 
     preview_net = Predictor(ema.average, device, scale=params.zoom)
 
@@ -256,8 +226,7 @@ def _train(net, operator, y_sampler, x_sampler, params: Params, ctx: RunContext,
     if not keeper.diverged:
         keeper.check(loop.steps)  # score the final weights too
     kept = keeper.restore("Physics-GAN")
-    result = {"net": kept, "steps": loop.steps, "trained_steps": loop.steps,
-              "stopped": loop.stopped, "nan": keeper.diverged, "best_step": keeper.best_step,
+    result = {"net": kept, "steps": loop.steps, "stopped": loop.stopped, "nan": keeper.diverged, "best_step": keeper.best_step,
               "physics_residual": keeper.best, "input_residual": start}
     if keeper.best > start:  # the estimate explains y worse than y itself does
         result["warning"] = (f"the restored image explains the input less well than the input "
@@ -297,18 +266,13 @@ SPEC = MethodSpec(
                                 "each input pixel repeated onto the output's grid).",
                     kind="map")),
     inputs=(
-        ExtraInput("clean", "Clean examples of similar samples for training: images or stacks of "
-                            "any size, not registered to the input (a layer, an array, a list of "
-                            "arrays, or a file, folder or glob of TIFFs).", examples=True,
-                   when=(("mode", ("train",)),)),
+        clean_examples("Clean examples of similar samples (confocal, deconvolved)"),
         ExtraInput("psf", "Point-spread function (2-D) for task 'deconv'; a Gaussian of "
                           "psf_sigma when omitted.", when=(("task", ("deconv",)),)),
     ),
     scaling="percentile",
     uses_torch=True,
-    linked_planes=lambda p: ("mode='train' trains one generator on crops from the whole stack "
-                             "(train once with save_model=, then use mode='apply' and model=)"
-                             if p.mode == "train" else ""),
+    linked_planes=trains_on_the_stack,
     zoom_of=lambda p: p.zoom,
 )
 
