@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_physics_gan import richardson_lucy_reflect  # the same RL baseline (reflect padding)
 
 UNIT = (100.0, 4000.0)  # the samples' uint16 offset and gain
 
@@ -51,14 +52,6 @@ def score(ref, est) -> tuple[float, float]:
     f = fitted(ref, est)
     return (peak_signal_noise_ratio(ref, f, data_range=1.0),
             structural_similarity(ref, f, data_range=1.0))
-
-
-def richardson_lucy_reflect(y, psf, iters):
-    from skimage import restoration
-
-    r = psf.shape[0] // 2 + 1
-    padded = np.pad(y, r, mode="reflect")
-    return restoration.richardson_lucy(padded, psf, num_iter=iters, clip=False)[r:-r, r:-r]
 
 
 def scorer(truth):
@@ -184,20 +177,21 @@ def figure(shown, path):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, 4, figsize=(12, 6.4))
+    rows = []
     if "dehaze" in shown:
         hazy, truth, dcp, cyc, p = shown["dehaze"]
-        panels = [(hazy, f"hazy input {p['hazy input']:.1f} dB"), (truth, "truth"),
-                  (dcp, f"DCP {p['DCP']:.1f} dB"),
-                  (cyc, f"Cycle-Dehaze, pyramid {p['Cycle-Dehaze (pyramid from half size)']:.1f} dB")]
-        for ax, (img, title) in zip(axes[0], panels):
-            ax.imshow(img, cmap="gray", vmin=0, vmax=1)
-            ax.set_title(title, fontsize=9)
+        rows.append((axes[0], [
+            (hazy, f"hazy input {p['hazy input']:.1f} dB"), (truth, "truth"),
+            (dcp, f"DCP {p['DCP']:.1f} dB"),
+            (cyc, f"Cycle-Dehaze, pyramid {p['Cycle-Dehaze (pyramid from half size)']:.1f} dB")]))
     if "deblur" in shown:
         blurred, truth, rl, dis, p, rl_name = shown["deblur"]
-        panels = [(blurred, f"blurred input {p['blurred input']:.1f} dB"), (truth, "truth"),
-                  (rl, f"RL, guessed PSF {p[rl_name]:.1f} dB"),
-                  (dis, f"disentangled {p['disentangled deblurring']:.1f} dB")]
-        for ax, (img, title) in zip(axes[1], panels):
+        rows.append((axes[1], [
+            (blurred, f"blurred input {p['blurred input']:.1f} dB"), (truth, "truth"),
+            (rl, f"RL, guessed PSF {p[rl_name]:.1f} dB"),
+            (dis, f"disentangled {p['disentangled deblurring']:.1f} dB")]))
+    for row, panels in rows:
+        for ax, (img, title) in zip(row, panels):
             ax.imshow(img, cmap="gray", vmin=0, vmax=1)
             ax.set_title(title, fontsize=9)
     for ax in axes.ravel():

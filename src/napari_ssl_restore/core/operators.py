@@ -64,6 +64,14 @@ def check_psf(psf: np.ndarray) -> np.ndarray:
     return (psf / psf.sum()).astype(np.float32)
 
 
+def psf_kernel(psf, sigma: float, device):
+    """The PSF as a float32 tensor on ``device``: the given image (checked, see
+    :func:`check_psf`), or a Gaussian of std ``sigma`` when ``psf`` is None."""
+    import torch
+
+    return torch.from_numpy(check_psf(psf) if psf is not None else gaussian_psf(sigma)).to(device)
+
+
 def blur(x, psf):
     """Convolve ``(N, C, H, W)`` with a ``(kh, kw)`` PSF tensor (reflect padding, per channel)."""
     import torch.nn.functional as F

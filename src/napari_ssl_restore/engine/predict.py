@@ -323,13 +323,15 @@ def predict_into(predictor: Predictor, read: Callable[[int], np.ndarray], n: int
 
 
 def predict_after_training(predictor: Predictor, planes, write: Callable[[int, np.ndarray], None],
-                           *, step0: int, stopped: bool, verb: str):
-    """Generator: every plane of ``planes`` through ``predictor`` into ``write``, after ``step0``
-    training steps. A training a Stop ended still restores every plane with the model as it is
-    (not stoppable again) and says so. Returns ``(planes done, stopped)``."""
+                           *, step0: int, stopped: bool, verb: str,
+                           read: Callable[[int], np.ndarray] | None = None):
+    """Generator: every plane of ``planes`` (or ``read(i)`` of it: what the network sees)
+    through ``predictor`` into ``write``, after ``step0`` training steps. A training a Stop ended
+    still restores every plane with the model as it is (not stoppable again) and says so. Returns
+    ``(planes done, stopped)``."""
     n = len(planes)
     done, late = yield from predict_into(
-        predictor, lambda i: planes[i], n, write, step0=step0, total=step0 + n,
+        predictor, read or (lambda i: planes[i]), n, write, step0=step0, total=step0 + n,
         label=verb if not stopped else f"stopped: {verb} with the model so far,",
         stoppable=not stopped)
     return done, stopped or late

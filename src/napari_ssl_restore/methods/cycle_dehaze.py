@@ -194,24 +194,11 @@ def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs, clean=Non
         removed = (planes[i] - plane).mean(-1)
         out["difference"][i] = removed * ctx.scale  # in the input's intensity units
 
-    done, stopped = yield from predict_after_training(predictor, _Reader(read, n), write,
+    done, stopped = yield from predict_after_training(predictor, planes, write, read=read,
                                                       step0=total, stopped=stopped,
                                                       verb="dehazing")
     info.update(planes_done=done, stopped=stopped)
     return MethodResult({}, info, {"model": ckpt_out})
-
-
-class _Reader:
-    """``planes``-like access (``len``, ``[i]``) through a function."""
-
-    def __init__(self, read, n: int):
-        self.read, self.n = read, n
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int) -> np.ndarray:
-        return self.read(i)
 
 
 def _train(g, hazy, clear, params: Params, ctx: RunContext, rng, *, total: int,

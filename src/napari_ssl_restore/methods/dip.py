@@ -27,7 +27,7 @@ from typing import Literal
 import numpy as np
 
 from ..core.axes import plane_maps
-from ..core.operators import blur, check_psf, downsample, gaussian_psf, total_variation
+from ..core.operators import blur, downsample, psf_kernel, total_variation
 from ..core.params import param
 from ..core.progress import StopRequested, unrestored
 from ..core.registry import ExtraInput, MethodResult, MethodSpec, Output, RunContext
@@ -91,8 +91,7 @@ def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs, mask=None
         raise ValueError("the mask marks every pixel as missing; nothing is left to fit.")
     kernel = None
     if task == "deconv":
-        kernel = torch.from_numpy(check_psf(psf) if psf is not None
-                                  else gaussian_psf(params.psf_sigma)).to(device)
+        kernel = psf_kernel(psf, params.psf_sigma, device)
     zoom = params.sr_factor if task == "sr" else 1
     out_h, out_w = h * zoom, w * zoom
     if task == "sr" and min(h, w) < 4:

@@ -84,14 +84,11 @@ class Params(UnpairedParams):
 def known_blur(params: Params, psf, device):
     """The known PSF's blur operator on ``(N, C, H, W)`` tensors, or ``None`` when it is
     unknown."""
-    import torch
-
-    from ..core.operators import blur, check_psf, gaussian_psf
+    from ..core.operators import blur, psf_kernel
 
     if psf is None and not params.psf_sigma:
         return None
-    kernel = torch.from_numpy(check_psf(psf) if psf is not None
-                              else gaussian_psf(params.psf_sigma)).to(device)
+    kernel = psf_kernel(psf, params.psf_sigma, device)
     return lambda x: blur(x, kernel)
 
 

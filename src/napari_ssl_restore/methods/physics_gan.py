@@ -95,13 +95,10 @@ class Params(UnpairedParams):
 
 def make_operator(params: Params, psf, device):
     """``H`` for the task, on ``(N, C, H, W)`` tensors."""
-    import torch
-
-    from ..core.operators import blur, check_psf, downsample, gaussian_psf
+    from ..core.operators import blur, downsample, psf_kernel
 
     if params.task == "deconv":
-        kernel = torch.from_numpy(check_psf(psf) if psf is not None
-                                  else gaussian_psf(params.psf_sigma)).to(device)
+        kernel = psf_kernel(psf, params.psf_sigma, device)
         return lambda x: blur(x, kernel)
     if params.task == "sr":
         return lambda x: downsample(x, params.sr_factor)
