@@ -60,18 +60,21 @@ def test_check_psf():
         ops.check_psf(-np.ones((3, 3)))
 
 
-def test_variance_early_stop_finds_the_minimum_and_freezes_it():
+def test_variance_early_stop_finds_each_planes_minimum_and_freezes_it():
+    """Two planes fitted together: each has its own minimum, freeze and estimate."""
     es = EarlyStop(window=5, patience=20)
     g = torch.Generator().manual_seed(0)
     for it in range(1, 200):
-        # noise amplitude falls until iteration 60, then grows: the variance minimum is near 60
-        amp = abs(it - 60) / 60 + 0.05
-        x = amp * torch.randn(16, generator=g)
-        es.update(it, x, {"it": torch.tensor([float(it)])})
-    best = int(es.best_iter)
-    assert 45 <= best <= 75
-    assert es.finished() and int(es.stop_iter) == best + 21  # when a per-step check would stop
-    assert float(es.best["it"][0]) == best  # frozen there, though the updates went on
+        # noise amplitude falls until iteration 60 (plane 0) / 120 (plane 1), then grows
+        amp = torch.tensor([[abs(it - 60) / 60 + 0.05], [abs(it - 120) / 60 + 0.05]])
+        x = amp * torch.randn(2, 16, generator=g)
+        es.update(it, x, {"it": torch.full((2, 1), float(it))})
+        if it == 100:
+            assert not es.finished()  # plane 1 still looks for its minimum
+    best = es.best_iter.tolist()
+    assert 45 <= best[0] <= 75 and 105 <= best[1] <= 135
+    assert es.finished() and es.stop_iter.tolist() == [b + 21 for b in best]
+    assert es.best["it"][:, 0].tolist() == best  # frozen there, though the updates went on
 
 
 @pytest.mark.parametrize("task,kw,shape", [
@@ -104,19 +107,28 @@ def test_denoising_fit_reduces_error(noisy):
     assert np.mean((out - noisy["clean"]) ** 2) < err_in
 
 
-def test_rgb_and_stack_with_warm_start(noisy):
+def test_rgb_and_stack_warm_fresh_and_batched(noisy):
     rgb = np.stack([noisy["image"]] * 3, -1)
     assert restore(rgb, "dip", max_iter=5, **TINY).shape == rgb.shape
     stack = np.stack([noisy["image"]] * 3)
-    out = restore(stack, "dip", axes="ZYX", max_iter=20, warm_iter_fraction=0.25, early_stop=False,
-                  full_output=True, **TINY)
-    assert out["image"].shape == stack.shape
-    assert out["provenance"]["stop_iterations"] == [20, 5, 5]
-    assert out["provenance"]["planes_done"] == 3 and not out["provenance"]["stopped"]
-    cold = restore(stack, "dip", axes="ZYX", max_iter=20, warm_start=False, early_stop=False,
-                   full_output=True, **TINY)
+    kw = dict(axes="ZYX", max_iter=20, early_stop=False, full_output=True, float_output=True, **TINY)
+    warm = restore(stack, "dip", warm_start=True, warm_iter_fraction=0.25, **kw)
+    assert warm["image"].shape == stack.shape
+    assert warm["provenance"]["stop_iterations"] == [20, 5, 5]
+    assert warm["provenance"]["planes_done"] == 3 and not warm["provenance"]["stopped"]
+    cold = restore(stack, "dip", **kw)  # the default: a fresh fit per plane, one at a time on a CPU
     assert cold["provenance"]["stop_iterations"] == [20, 20, 20]
-    assert not np.array_equal(cold["image"][1], out["image"][1])  # plane 2 was fitted anew
+    assert cold["provenance"]["plane_batch"] == 1
+    assert not np.array_equal(cold["image"][1], warm["image"][1])  # plane 2 was fitted anew
+    # the three planes fitted together as three networks in one batched step: each plane as alone
+    batched = restore(stack, "dip", plane_batch=3, **kw)
+    assert batched["provenance"]["plane_batch"] == 3
+    assert batched["provenance"]["stop_iterations"] == [20, 20, 20]
+    # (equal up to float rounding, which Adam's first steps amplify a little)
+    assert np.abs(batched["image"] - cold["image"]).mean(axis=(1, 2)).max() < 5e-3
+    other = restore(stack[2], "dip", axes="YX", seed=2, float_output=True, max_iter=20,
+                    early_stop=False, **TINY)
+    assert np.abs(other - cold["image"][2]).mean() > 3e-2  # another code and seed: far apart
 
 
 def test_early_stopping_reports_iterations(noisy):
@@ -129,7 +141,8 @@ def test_early_stopping_reports_iterations(noisy):
         assert stop == best + 31
 
 
-def test_stop_returns_best_so_far_and_marks_unrestored_planes(noisy):
+@pytest.mark.parametrize("batch,done", [(1, 1), (2, 2)])
+def test_stop_returns_best_so_far_and_marks_unrestored_planes(noisy, batch, done):
     stack = np.stack([noisy["image"]] * 3)
     calls = {"n": 0}
 
@@ -138,11 +151,36 @@ def test_stop_returns_best_so_far_and_marks_unrestored_planes(noisy):
         return calls["n"] > 3
 
     out = restore(stack, "dip", axes="ZYX", max_iter=200, early_stop=False, preview_every=10,
-                  es_window=5, should_stop=should_stop, full_output=True, **TINY)
+                  es_window=5, should_stop=should_stop, full_output=True, plane_batch=batch,
+                  float_output=True, **TINY)
     prov = out["provenance"]
-    assert prov["stopped"] and prov["planes_done"] == 1
-    assert prov["stop_iterations"][0] < 200
+    assert prov["stopped"] and prov["planes_done"] == done  # a batch stops together
+    assert len(prov["stop_iterations"]) == done and prov["stop_iterations"][0] < 200
     assert out["image"].shape == stack.shape
+    assert not np.array_equal(out["image"][done - 1], stack[done - 1])  # fitted
+    np.testing.assert_allclose(out["image"][done:], stack[done:], atol=1e-6)  # left as they were
+
+
+def test_batch_too_large_for_the_device_halves_and_retries(noisy, monkeypatch, caplog):
+    from napari_ssl_restore.nets.stack import StackedNets
+
+    forward = StackedNets.forward
+
+    def scarce(self, x):
+        if self.count > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return forward(self, x)
+
+    monkeypatch.setattr(StackedNets, "forward", scarce)
+    stack = np.stack([noisy["image"]] * 3)
+    kw = dict(axes="ZYX", max_iter=10, early_stop=False, full_output=True, float_output=True, **TINY)
+    out = restore(stack, "dip", plane_batch=3, **kw)
+    assert out["provenance"]["plane_batch"] == 1 and "retrying with 1" in caplog.text
+    assert out["provenance"]["stop_iterations"] == [10, 10, 10]
+    with pytest.raises(ValueError, match="shape"):  # other errors are not retried
+        monkeypatch.setattr(StackedNets, "forward", lambda self, x: (_ for _ in ()).throw(
+            ValueError("wrong shape")))
+        restore(stack, "dip", plane_batch=2, **kw)
 
 
 def test_progress_has_previews(noisy):

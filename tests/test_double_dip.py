@@ -75,11 +75,11 @@ def test_rgb_dehaze_and_stack():
     out = restore(img, "double-dip", task="dehaze", max_iter=5, full_output=True, **TINY)
     assert out["image"].shape == img.shape and out["airlight"].shape == (3,)
     stack = np.stack([img[..., 0]] * 2)
-    res = restore(stack, "double-dip", axes="ZYX", task="separate", max_iter=8, full_output=True,
-                  **TINY)
+    res = restore(stack, "double-dip", axes="ZYX", task="separate", max_iter=8, warm_start=True,
+                  full_output=True, **TINY)
     assert res["layer1"].shape == stack.shape and res["provenance"]["stop_iterations"] == [8, 2]
-    cold = restore(stack, "double-dip", axes="ZYX", task="separate", max_iter=8, warm_start=False,
-                   full_output=True, **TINY)
+    cold = restore(stack, "double-dip", axes="ZYX", task="separate", max_iter=8,
+                   full_output=True, **TINY)  # the default: a fresh fit per plane
     assert cold["provenance"]["stop_iterations"] == [8, 8]
     assert not np.array_equal(cold["layer1"][1], res["layer1"][1])
 

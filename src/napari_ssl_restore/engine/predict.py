@@ -68,7 +68,8 @@ def _width(net) -> int:
     return next((m.out_channels for m in net.modules() if isinstance(m, torch.nn.Conv2d)), 32)
 
 
-def _is_oom(exc: BaseException) -> bool:
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` says the device (or host) ran out of memory."""
     import torch
 
     if isinstance(exc, torch.OutOfMemoryError):
@@ -76,6 +77,14 @@ def _is_oom(exc: BaseException) -> bool:
     text = str(exc).lower()
     return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate" in text
                                               or "not enough memory" in text)
+
+
+def free_device_memory(device) -> None:
+    """Return the cached blocks of a CUDA device to the driver (after an out-of-memory error)."""
+    import torch
+
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def _transforms(ensemble: bool):
@@ -163,7 +172,7 @@ class Predictor:
             try:
                 return (yield from self._run(planes))
             except Exception as exc:  # noqa: BLE001 - only out-of-memory errors are retried
-                if not _is_oom(exc):
+                if not is_out_of_memory(exc):
                     raise
                 self._back_off(planes.shape[1:3])
 
@@ -177,10 +186,7 @@ class Predictor:
             return done.value
 
     def _back_off(self, hw) -> None:
-        import torch
-
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
+        free_device_memory(self.device)
         (th, _), (tw, _) = self.plan(hw)
         b = self.batch_size((th, tw))
         if b > 1:

@@ -46,9 +46,10 @@ class FitParams:
     skip_channels: int = param(4, "Channels of each skip connection (paper: 4).", min=0, max=256, advanced=True)
     upsample_mode: Literal["bilinear", "nearest"] = param(
         "bilinear", "Upsampling in the decoder (paper: bilinear).", choices=("bilinear", "nearest"), advanced=True)
-    warm_start: bool = param(True, "Stacks: start each plane from the previous plane's networks "
-                                   "(about 3x faster; measured ~3 dB worse on a noisy test stack, "
-                                   "see README). Off: a fresh fit of max_iter per plane.")
+    warm_start: bool = param(False, "Stacks: start each plane from the previous plane's networks "
+                                    "and fit it for warm_iter_fraction of max_iter (about 3x "
+                                    "faster, for quick looks: measured ~3 dB worse on a noisy test "
+                                    "stack, see README). Off: a fresh fit of max_iter per plane.")
     warm_iter_fraction: float = param(0.25, "Stacks: planes after the first start from the previous "
                                             "plane's networks and run this fraction of max_iter "
                                             "(1 = a full fit per plane).",
@@ -70,7 +71,9 @@ class EarlyStop:
 
     An exponentially weighted mean and variance of the recent outputs (constant memory): the
     variance falls while the network fits structure and rises once it fits noise. The estimate at
-    the variance minimum is kept; ``patience`` iterations without a new minimum freeze it.
+    the variance minimum is kept; ``patience`` iterations without a new minimum freeze it. Each row
+    of the outputs (each plane of a batch fitted together) has its own statistics, minimum and
+    freeze; the estimates' rows follow their plane's.
     """
 
     def __init__(self, window: int, patience: int):
@@ -81,41 +84,51 @@ class EarlyStop:
         self.best: dict | None = None
 
     def update(self, it: int, output, estimate: dict) -> None:
-        """Feed iteration ``it``'s raw ``output``; ``estimate`` is what to keep if it is the best."""
+        """Feed iteration ``it``'s raw ``output`` (rows = planes); ``estimate`` is what to keep for
+        the planes at a new minimum."""
         import torch
 
         output = output.detach()
         if self.mean is None:
-            dev = output.device
+            dev, n = output.device, output.shape[0]
             self.mean = output.clone()
-            self.var = torch.zeros((), device=dev)
-            self.best_var = torch.full((), float("inf"), device=dev)
-            self.best_iter = torch.full((), -1, dtype=torch.long, device=dev)
-            self.stop_iter = torch.full((), -1, dtype=torch.long, device=dev)
-            self.frozen = torch.zeros((), dtype=torch.bool, device=dev)
+            self.var = torch.zeros(n, device=dev)
+            self.best_var = torch.full((n,), float("inf"), device=dev)
+            self.best_iter = torch.full((n,), -1, dtype=torch.long, device=dev)
+            self.stop_iter = torch.full((n,), -1, dtype=torch.long, device=dev)
+            self.frozen = torch.zeros(n, dtype=torch.bool, device=dev)
             self.best = {k: v.detach().clone() for k, v in estimate.items()}
             return
         delta = output - self.mean
         self.mean.add_(delta, alpha=self.alpha)
-        self.var = (1 - self.alpha) * (self.var + self.alpha * delta.pow(2).mean())
+        self.var = (1 - self.alpha) * (self.var + self.alpha * delta.pow(2).flatten(1).mean(1))
         if it < self.window:
             return
         better = (self.var < self.best_var) & ~self.frozen
         self.best_var = torch.where(better, self.var, self.best_var)
         self.best_iter = torch.where(better, torch.full_like(self.best_iter, it), self.best_iter)
         for k, v in estimate.items():
-            self.best[k].copy_(torch.where(better, v.detach(), self.best[k]))
+            rows = better.view((-1,) + (1,) * (v.dim() - 1))
+            self.best[k].copy_(torch.where(rows, v.detach(), self.best[k]))
         now = (self.best_iter >= 0) & (it - self.best_iter > self.patience) & ~self.frozen
         self.stop_iter = torch.where(now, torch.full_like(self.stop_iter, it), self.stop_iter)
         self.frozen = self.frozen | now
 
+    def found_each(self) -> list[bool]:
+        """Whether each plane has a best estimate (reads the device)."""
+        if self.mean is None:
+            return []
+        return [bool(b) for b in (self.best_iter >= 0).tolist()]
+
     @property
     def found(self) -> bool:
-        """Whether a best estimate exists (reads the device)."""
-        return self.mean is not None and int(self.best_iter) >= 0
+        """Whether every plane has a best estimate (reads the device)."""
+        each = self.found_each()
+        return bool(each) and all(each)
 
     def finished(self) -> bool:
-        return self.mean is not None and bool(self.frozen)
+        """Whether every plane is frozen (reads the device)."""
+        return self.mean is not None and bool(self.frozen.all())
 
 
 def make_nets(params: FitParams, out_channels, device, *, seed: int, sigmoid: bool = True):
@@ -140,6 +153,41 @@ def make_net(params: FitParams, out_channels: int, device, *, seed: int, sigmoid
     return make_nets(params, [out_channels], device, seed=seed, sigmoid=sigmoid)[0]
 
 
+def stack_nets(nets):
+    """``nets`` (one architecture) as one module fitting a plane each in one batched step."""
+    from ..nets.stack import StackedNets
+
+    return StackedNets(nets)
+
+
+PLANE_BATCH_MAX = 32
+"""The most planes fitted together (beyond this a step is no longer launch-bound)."""
+ACTIVATION_COPIES = 24
+"""Bytes a skip-network fit holds per plane, in full-resolution float32 feature maps of ``channels``
+channels: the autograd graph saves ~16.5 of them (counted with saved-tensor hooks at 64²-256²,
+5 scales), the gradients and temporaries the rest."""
+
+
+def plane_batch(requested: int, n: int, c: int, hw: tuple[int, int], channels: int, device) -> int:
+    """How many of ``n`` planes to fit at once.
+
+    ``requested`` > 0 is taken as given. Automatic (0): on CUDA, as many as fit in half the free
+    device memory (an out-of-memory error halves it again, see ``dip.run``), at most
+    :data:`PLANE_BATCH_MAX`; elsewhere 1, because on a CPU the batched step (grouped convolutions)
+    was measured slower per plane than fitting the planes one by one (see README, Deep Image Prior).
+    """
+    import torch
+
+    if requested:
+        return max(1, min(requested, n))
+    device = torch.device(device)
+    if device.type != "cuda":
+        return 1
+    free, _ = torch.cuda.mem_get_info(device)
+    per_plane = ACTIVATION_COPIES * max(channels, c) * hw[0] * hw[1] * 4
+    return int(max(1, min(n, PLANE_BATCH_MAX, (free // 2) // max(per_plane, 1))))
+
+
 def make_code(params: FitParams, shape: tuple[int, int], generator, device):
     """The fixed random input ``z``: uniform noise scaled by 0.1, as in the paper."""
     import torch
@@ -156,9 +204,17 @@ def fit(nets, codes, render, objective, params: FitParams, iterations: int, *, g
     noise), ``render`` turns their outputs into named tensors, ``objective`` turns those into the
     loss, and Adam updates the networks (and ``extra_parameters``). Every rendered tensor is averaged
     over iterations (``output_averaging``); early stopping watches ``rendered[watch]``. Previews show
-    ``rendered[watch]``, or a dict of the ``preview_keys`` tensors when given. Returns ``(estimates,
-    info)``: the averaged tensors (at the variance minimum with early stopping), and
-    ``{"stop_iteration", "best_iteration", "stopped", "final_loss", "meaningful"}``. A Stop ends the
+    ``rendered[watch]``, or a dict of the ``preview_keys`` tensors when given.
+
+    Several planes fitted together (a :class:`~napari_ssl_restore.nets.stack.StackedNets` per
+    generator, codes of ``B`` rows, ``objective`` the sum of the per-plane losses) pass one noise
+    ``generator`` per plane, so each plane draws the noise it would draw alone; early stopping then
+    runs per plane (rows of ``rendered[watch]``) and the loop ends when every plane has stopped.
+
+    Returns ``(estimates, info)``: the averaged tensors (each plane's at its variance minimum with
+    early stopping), and ``{"stop_iteration", "best_iteration", "stopped", "final_loss",
+    "meaningful"}`` (the first plane's; ``meaningful``: every plane has an estimate worth keeping)
+    with per-plane lists ``"stop_iterations"``, ``"best_iterations"``, ``"meaningful_each"``. A Stop ends the
     fit and returns the best estimates so far.
     """
     import torch
@@ -166,16 +222,22 @@ def fit(nets, codes, render, objective, params: FitParams, iterations: int, *, g
     device = codes[0].device
     amp = params.mixed_precision and device.type == "cuda"
     trainable = [p for net in nets for p in net.parameters()] + list(extra_parameters)
-    opt = torch.optim.Adam(trainable, lr=params.learning_rate)
+    opt = torch.optim.Adam(trainable, lr=params.learning_rate, fused=device.type == "cuda")
     es = EarlyStop(params.es_window, params.es_patience) if params.early_stop else None
     state: dict = {"avg": None, "rendered": None}
+    gens = list(generator) if isinstance(generator, (list, tuple)) else [generator]
+
+    def noise(z):
+        if len(gens) == 1:
+            return torch.randn(z.shape, generator=gens[0], device=device, dtype=z.dtype)
+        return torch.cat([torch.randn((1,) + tuple(z.shape[1:]), generator=g, device=device,
+                                      dtype=z.dtype) for g in gens])
 
     def step(it):
         outs = []
         for net, z in zip(nets, codes):
             if params.reg_noise_std > 0:
-                z = z + params.reg_noise_std * torch.randn(z.shape, generator=generator,
-                                                           device=device, dtype=z.dtype)
+                z = z + params.reg_noise_std * noise(z)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
                 outs.append(net(z).float())
         state["rendered"] = render(outs)
@@ -195,9 +257,14 @@ def fit(nets, codes, render, objective, params: FitParams, iterations: int, *, g
         state["rendered"] = None
 
     def describe(it, loss):
-        best = f", best@{int(es.best_iter)}" if es is not None and es.found else ""
+        best = ""
+        if es is not None and es.mean is not None:
+            if len(es.best_iter) == 1:
+                best = f", best@{int(es.best_iter[0])}" if es.found else ""
+            else:
+                best = f", {int(es.frozen.sum())}/{len(es.frozen)} planes stopped"
         metrics = {"loss": loss, "iteration": it,
-                   "es_variance": float(es.var) if es is not None and es.mean is not None
+                   "es_variance": float(es.var.mean()) if es is not None and es.mean is not None
                    else float("nan")}
         return f"{label} iter {it}/{iterations}, loss {loss:.3e}{best}".strip(), metrics
 
@@ -212,13 +279,22 @@ def fit(nets, codes, render, objective, params: FitParams, iterations: int, *, g
                                finished=(lambda it: es.finished()) if es is not None else None,
                                describe=describe, preview=preview,
                                preview_every=params.preview_every, step0=step0, total=total)
-    found = es is not None and es.found
-    estimates = es.best if found else state["avg"]
-    stop_at = int(es.stop_iter) if es is not None and es.finished() else loop.steps
-    meaningful = found or (es is None and loop.steps >= min(params.es_window, iterations))
-    return estimates, {"stop_iteration": stop_at,
-                       "best_iteration": int(es.best_iter) if found else loop.steps,
-                       "stopped": loop.stopped, "final_loss": loop.loss, "meaningful": meaningful}
+    rows = codes[0].shape[0]
+    if es is not None and es.mean is not None:
+        found = es.found_each()
+        best = [b if f else loop.steps for b, f in zip(es.best_iter.tolist(), found)]
+        stops = [s if s >= 0 else loop.steps for s in es.stop_iter.tolist()]
+    else:
+        found = [es is None and loop.steps >= min(params.es_window, iterations)] * rows
+        best = stops = [loop.steps] * rows
+    estimates = state["avg"]
+    if es is not None and any(found):  # planes without a minimum yet keep their running average
+        estimates = {k: torch.where(torch.tensor(found, device=device).view(
+            (-1,) + (1,) * (v.dim() - 1)), es.best[k], v) for k, v in state["avg"].items()}
+    return estimates, {"stop_iteration": stops[0], "best_iteration": best[0],
+                       "stopped": loop.stopped, "final_loss": loop.loss,
+                       "meaningful": all(found), "stop_iterations": stops,
+                       "best_iterations": best, "meaningful_each": found}
 
 
 def too_early(plane_info: dict, params: FitParams) -> str:
