@@ -3,8 +3,9 @@
 A pretrained denoiser is fine-tuned on the video itself. Consecutive frames show (nearly) the same
 scene with independent noise, so once the previous noisy frame is warped onto the current one by the
 optical flow it is a noisy *target* for the current noisy frame, as in Noise2Noise. The flow is
-computed between the denoised frames (TV-L1, scikit-image), the warp is a bilinear backward warp
-(``grid_sample``), and pixels where the flow cannot be trusted — occlusions (large flow divergence),
+computed between the denoised frames (TV-L1, in torch on the network's device, frame pairs batched:
+:mod:`napari_ssl_restore.core.flow`; scikit-image's on the CPU with ``flow='tvl1-skimage'``), the
+warp is a bilinear backward warp (``grid_sample``), and pixels where the flow cannot be trusted — occlusions (large flow divergence),
 large warping error between the denoised frames, pixels warped from outside the frame — are masked
 out of the L1 loss (dilated). Adam, lr 5e-5, as in the paper.
 
@@ -26,7 +27,6 @@ import dataclasses
 from typing import Literal
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from ..core.params import param
 from ..core.progress import Step, StopRequested
@@ -34,6 +34,8 @@ from ..core.registry import MethodSpec, Output, RunContext
 from ..engine.planes import Outputs, Planes
 from ..engine.video import OFFLINE, ONLINE, VideoParams, demo_samples
 from ._public import public_function
+
+FLOWS = ("tvl1", "tvl1-skimage", "ilk")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,10 +50,12 @@ class Params(VideoParams):
                         max=100_000, when=OFFLINE)
     learning_rate: float = param(5e-5, "Adam learning rate (paper: 5e-5).", min=1e-8, max=1.0,
                                  step=1e-5, advanced=True)
-    flow: Literal["tvl1", "ilk"] = param(
-        "tvl1", "Optical flow between denoised frames: 'tvl1' (TV-L1, as in the paper) or 'ilk' "
-                "(iterative Lucas-Kanade, about 2x faster, less accurate at motion boundaries).",
-        choices=("tvl1", "ilk"), advanced=True)
+    flow: Literal["tvl1", "tvl1-skimage", "ilk"] = param(
+        "tvl1", "Optical flow between denoised frames: 'tvl1' (TV-L1 as in the paper, computed on "
+                "the same device as the network, frame pairs batched), 'tvl1-skimage' "
+                "(scikit-image's TV-L1 on the CPU, the reference) or 'ilk' (scikit-image's "
+                "iterative Lucas-Kanade, less accurate at motion boundaries).",
+        choices=FLOWS, advanced=True)
     divergence_threshold: float = param(0.75, "Mask pixels whose flow divergence magnitude "
                                               "exceeds this (occlusions; paper: 0.75).",
                                         min=0.0, max=100.0, step=0.05, advanced=True)
@@ -72,69 +76,49 @@ def _masked_l1(pred, target, mask):
 
 # --- optical flow, warping and occlusions ----------------------------------------------------------
 
-def optical_flow(reference: np.ndarray, moving: np.ndarray, method: str = "tvl1") -> np.ndarray:
-    """Flow ``(2, H, W)`` (rows, columns) with ``moving[r + v_r, c + v_c] ≈ reference[r, c]``.
-
-    Computed on the channel mean of two (denoised) ``(H, W, C)`` frames with scikit-image's TV-L1
-    (Zach, Pock, Bischof 2007) or iterative Lucas-Kanade.
-    """
-    from skimage import registration
-
-    a = reference.mean(axis=-1) if reference.ndim == 3 else reference
-    b = moving.mean(axis=-1) if moving.ndim == 3 else moving
-    if method == "tvl1":
-        return np.asarray(registration.optical_flow_tvl1(a, b), np.float32)
-    if method == "ilk":
-        return np.asarray(registration.optical_flow_ilk(a, b, radius=7), np.float32)
-    raise ValueError(f"unknown flow method {method!r}; use 'tvl1' or 'ilk'.")
+PAIR_BATCH = 8
+"""Frame pairs whose flows, warps and masks are computed in one batch on a GPU (offline); one at a
+time on a CPU, where batching was measured slower per pair (``benchmarks/bench_flow.py``)."""
 
 
-def warp(image: np.ndarray, flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Backward-warp ``(H, W, C)`` ``image`` by ``flow`` with bilinear ``grid_sample``.
+def optical_flow(reference: np.ndarray, moving: np.ndarray, method: str = "tvl1", device="cpu"):
+    """Flows ``(N, 2, H, W)`` (rows, columns), ``moving[r + v_r, c + v_c] ≈ reference[r, c]``, as a
+    tensor on ``device``, between the channel means of ``(N, H, W, C)`` (denoised) frames.
 
-    Returns the warped image and a boolean map of pixels that sampled inside the frame.
+    ``'tvl1'``: TV-L1 in torch on ``device``, all pairs at once (:func:`..core.flow.tvl1`);
+    ``'tvl1-skimage'`` / ``'ilk'``: scikit-image's TV-L1 (Zach, Pock, Bischof 2007) / iterative
+    Lucas-Kanade on the CPU, pair by pair.
     """
     import torch
-    import torch.nn.functional as F
 
-    h, w = image.shape[:2]
-    rr, cc = np.mgrid[0:h, 0:w].astype(np.float32)
-    r, c = rr + flow[0], cc + flow[1]
-    inside = (r >= 0) & (r <= h - 1) & (c >= 0) & (c <= w - 1)
-    grid = np.stack([2 * c / max(w - 1, 1) - 1, 2 * r / max(h - 1, 1) - 1], axis=-1)
-    x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32))[None]
-    with torch.no_grad():
-        y = F.grid_sample(x, torch.from_numpy(grid)[None], mode="bilinear",
-                          padding_mode="border", align_corners=True)
-    return y[0].numpy().transpose(1, 2, 0), inside
+    from ..core.flow import tvl1
+    from ..engine.train import to_device
 
+    if method == "tvl1":
+        return tvl1(to_device(reference, device).mean(1), to_device(moving, device).mean(1))
+    if method not in FLOWS:
+        raise ValueError(f"unknown flow method {method!r}; use one of {', '.join(FLOWS)}.")
+    from skimage import registration
 
-def occlusion_mask(flow: np.ndarray, warped_denoised: np.ndarray, denoised: np.ndarray,
-                   inside: np.ndarray, *, divergence: float, warp_error: float,
-                   dilation: int) -> np.ndarray:
-    """Pixels to train on: not occluded and inside the frame.
-
-    Occluded: flow divergence magnitude above ``divergence`` (Ehret et al. use ~0.75) or a warping
-    error of the denoised frames above ``warp_error`` (normalised intensity), dilated by ``dilation``
-    pixels.
-    """
-    div = np.gradient(flow[0], axis=0) + np.gradient(flow[1], axis=1)
-    err = np.abs(warped_denoised - denoised).mean(axis=-1)
-    bad = (np.abs(div) > divergence) | (err > warp_error) | ~inside
-    if dilation > 0 and bad.any():
-        bad = ndi.binary_dilation(bad, iterations=dilation)
-    return ~bad
+    solve = (registration.optical_flow_tvl1 if method == "tvl1-skimage" else
+             lambda a, b: registration.optical_flow_ilk(a, b, radius=7))
+    flows = [solve(a.mean(axis=-1), b.mean(axis=-1)) for a, b in zip(reference, moving)]
+    return torch.from_numpy(np.stack(flows).astype(np.float32)).to(device)
 
 
-def _pair(noisy, noisy_prev, denoised, denoised_prev, params):
-    """Target (the previous noisy frame warped onto this one) and mask, from denoised frames."""
-    flow = optical_flow(denoised, denoised_prev, params.flow)
-    warped, inside = warp(noisy_prev, flow)
-    warped_den, _ = warp(denoised_prev, flow)
-    mask = occlusion_mask(flow, warped_den, denoised, inside,
+def _pairs(noisy, noisy_prev, denoised, denoised_prev, params, device):
+    """Targets (the previous noisy frames warped onto these) and masks, ``(K, C, H, W)`` and
+    ``(K, 1, H, W)`` on ``device``, from ``(K, H, W, C)`` frames and their denoised versions."""
+    from ..core.flow import occlusion_mask, warp
+    from ..engine.train import to_device
+
+    flow = optical_flow(denoised, denoised_prev, params.flow, device)
+    warped, inside = warp(to_device(noisy_prev, device), flow)
+    warped_den, _ = warp(to_device(denoised_prev, device), flow)
+    mask = occlusion_mask(flow, warped_den, to_device(denoised, device), inside,
                           divergence=params.divergence_threshold,
                           warp_error=params.warp_error_threshold, dilation=params.mask_dilation)
-    return warped, mask.astype(np.float32)[..., None]
+    return warped, mask
 
 
 # --- the generator ---------------------------------------------------------------------------------
@@ -162,9 +146,10 @@ def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs):
                 return None
             current = r.predict(planes[i])
             tf = time.perf_counter()
-            target, mask = _pair(planes[i], planes[i - depth], current, previous, params)
+            target, mask = _pairs(planes[i][None], planes[i - depth][None], current[None],
+                                  previous[None], params, r.device)
             flow_seconds += time.perf_counter() - tf
-            fields = [to_device(x[None], r.device) for x in (planes[i], target, mask)]
+            fields = [to_device(planes[i][None], r.device), target, mask]
             return PatchSampler(fields, [(0, 0, 0)], params.patch_size, r.rng)
 
         r.info.update((yield from online(r, out, params, make_sampler=make_sampler,
@@ -185,18 +170,26 @@ def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs):
             stoppable=True)
         if stopped:
             raise StopRequested()  # nothing fine-tuned yet: the run ends without a result
-        noisy, targets, masks = [], [], []
-        for k, (t, s, p) in enumerate(chosen):
-            i, j = planes.frame_index(t, p), planes.frame_index(s, p)
+        targets, masks = [], []
+        per_call = PAIR_BATCH if r.device.type == "cuda" else 1
+        for k0 in range(0, len(chosen), per_call):  # flows, warps and masks batched by pairs
+            group = chosen[k0:k0 + per_call]
+            now = [planes.frame_index(t, p) for t, _, p in group]
+            before = [planes.frame_index(s, p) for _, s, p in group]
             tf = time.perf_counter()
-            target, mask = _pair(planes[i], planes[j], denoised[i], denoised[j], params)
+            target, mask = _pairs(np.stack([planes[i] for i in now]),
+                                  np.stack([planes[j] for j in before]),
+                                  np.stack([denoised[i] for i in now]),
+                                  np.stack([denoised[j] for j in before]), params, r.device)
             flow_seconds += time.perf_counter() - tf
-            noisy.append(planes[i])
             targets.append(target)
             masks.append(mask)
-            yield Step(len(needed) + k + 1, total, f"optical flow {k + 1}/{len(chosen)}")
+            yield Step(len(needed) + k0 + len(group), total,
+                       f"optical flow {k0 + len(group)}/{len(chosen)}")
         del denoised
-        fields = [to_device(np.stack(x), r.device) for x in (noisy, targets, masks)]
+        noisy = to_device(np.stack([planes[planes.frame_index(t, p)] for t, _, p in chosen]),
+                          r.device)
+        fields = [noisy, torch.cat(targets), torch.cat(masks)]
         del noisy, targets, masks
         sampler = PatchSampler(fields, [(k, k, k) for k in range(len(chosen))], params.patch_size,
                                r.rng)
