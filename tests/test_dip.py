@@ -227,3 +227,17 @@ def test_stop_in_a_later_plane_before_its_estimate_keeps_the_planes_done(noisy):
     prov = out["provenance"]
     assert prov["stopped"] and prov["planes_done"] == 1 and len(prov["stop_iterations"]) == 1
     np.testing.assert_allclose(out["image"][1], stack[1], atol=1e-6)  # the input (float32 round trip)
+
+
+def test_deconvolution_can_rise_above_the_blurred_data():
+    """A deconvolved peak is brighter than its blurred image: the estimate's range allows it (a
+    plain sigmoid over the data's percentile range could not exceed the data's maximum)."""
+    from scipy import ndimage as ndi
+
+    img = np.zeros((32, 32), np.float32)
+    img[10, 10] = img[20, 22] = 1.0
+    img[5:8, 25:28] = 0.3
+    y = ndi.convolve(img, ops.gaussian_psf(1.5), mode="reflect")
+    out = restore_dip(y, task="deconv", psf_sigma=1.5, max_iter=300, early_stop=False,
+                      float_output=True, seed=0, **TINY)
+    assert out.max() > 1.2 * y.max()
