@@ -62,6 +62,51 @@ def wait_until(predicate, timeout: float) -> bool:
     return False
 
 
+def dip_stack(viewer, widget, out: str, i: int) -> list[str]:
+    """A 3-plane stack fitted two planes at a time (plane_batch=2): a run to the end, then a run
+    stopped during the first batch, which keeps both of its planes."""
+    import numpy as np
+
+    fails = []
+    base = np.asarray(viewer.layers["noisy cells"].data, np.float32)
+    rng = np.random.default_rng(0)
+    stack = np.stack([base + 0.05 * rng.standard_normal(base.shape) for _ in range(3)])
+    viewer.add_image(stack.astype(np.float32), name="noisy stack")
+    widget.image.value = viewer.layers["noisy stack"]
+    widget.axes.value = "ZYX"
+    widget.params.max_iter.value = 40
+    widget.params.es_patience.value = 500
+    widget.params.plane_batch.value = 2
+    widget.run_button.native.click()
+    if not wait_until(lambda: widget._worker is None, timeout=300):
+        return ["dip stack: did not finish in 300 s"]
+    result = viewer.layers["noisy stack dip"] if "noisy stack dip" in viewer.layers else None
+    if result is None or result.data.shape != stack.shape:
+        fails.append(f"dip stack: no result of shape {stack.shape} ({widget.status.value})")
+    print(f"dip stack, plane_batch=2: status {widget.status.value!r}")
+    settle(0.2)
+    viewer.screenshot(path=f"{out}/result_{i}_dip_stack.png", canvas_only=False)
+    widget.params.max_iter.value = 100_000
+    widget.params.es_patience.value = 100_000
+    widget.run_button.native.click()
+    import re
+
+    def iteration() -> int:
+        found = re.search(r"planes 1-2/3, iter (\d+)/", widget.status.value)
+        return int(found.group(1)) if found else 0
+
+    wait_until(lambda: iteration() >= 50, timeout=120)  # past early stopping's first estimate
+    widget.stop_button.native.click()
+    pressed = time.monotonic()
+    if not wait_until(lambda: widget._worker is None, timeout=30):
+        fails.append("dip stack: Stop did not end the run within 30 s")
+    print(f"dip stack: Stop answered in {time.monotonic() - pressed:.2f} s: "
+          f"{widget.status.value!r}")
+    if "2/3" not in widget.status.value:
+        fails.append(f"dip stack stop: {widget.status.value}")
+    return fails
+
+
 def main(out: str) -> int:
     from napari_ssl_restore._napari.widgets import RestoreWidget
 
@@ -118,6 +163,7 @@ def main(out: str) -> int:
                       f"{widget.status.value!r}")
                 if not widget.status.value.startswith("stopped: best result so far"):
                     fails.append(f"dip stop: {widget.status.value}")
+                fails += dip_stack(viewer, widget, out, i)
             viewer.window.remove_dock_widget(widget)
         except Exception as exc:  # noqa: BLE001 - report everything
             fails.append(f"widget {name}: {type(exc).__name__}: {exc}")
