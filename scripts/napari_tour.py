@@ -96,14 +96,21 @@ def dip_stack(viewer, widget, out: str, i: int) -> list[str]:
         return int(found.group(1)) if found else 0
 
     wait_until(lambda: iteration() >= 50, timeout=120)  # past early stopping's first estimate
+    return fails + press_stop(widget, "dip stack", lambda status: "2/3" in status)
+
+
+def press_stop(widget, label: str, expected) -> list[str]:
+    """Press Stop on a running dock; it must end the run within 30 s with a status ``expected``
+    accepts."""
     widget.stop_button.native.click()
     pressed = time.monotonic()
+    fails = []
     if not wait_until(lambda: widget._worker is None, timeout=30):
-        fails.append("dip stack: Stop did not end the run within 30 s")
-    print(f"dip stack: Stop answered in {time.monotonic() - pressed:.2f} s: "
+        fails.append(f"{label}: Stop did not end the run within 30 s")
+    print(f"{label}: Stop answered in {time.monotonic() - pressed:.2f} s: "
           f"{widget.status.value!r}")
-    if "2/3" not in widget.status.value:
-        fails.append(f"dip stack stop: {widget.status.value}")
+    if not expected(widget.status.value):
+        fails.append(f"{label} stop: {widget.status.value}")
     return fails
 
 
@@ -155,14 +162,8 @@ def main(out: str) -> int:
                 widget.params.es_patience.value = 100_000
                 widget.run_button.native.click()
                 wait_until(lambda: "best@" in widget.status.value, timeout=120)
-                widget.stop_button.native.click()
-                pressed = time.monotonic()
-                if not wait_until(lambda: widget._worker is None, timeout=30):
-                    fails.append("dip: Stop did not end the run within 30 s")
-                print(f"dip: Stop answered in {time.monotonic() - pressed:.2f} s: "
-                      f"{widget.status.value!r}")
-                if not widget.status.value.startswith("stopped: best result so far"):
-                    fails.append(f"dip stop: {widget.status.value}")
+                fails += press_stop(widget, "dip", lambda status: status.startswith(
+                    "stopped: best result so far"))
                 fails += dip_stack(viewer, widget, out, i)
             viewer.window.remove_dock_widget(widget)
         except Exception as exc:  # noqa: BLE001 - report everything

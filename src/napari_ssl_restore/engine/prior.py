@@ -161,11 +161,11 @@ def stack_nets(nets):
 
 
 PLANE_BATCH_MAX = 32
-"""The most planes fitted together (beyond this a step is no longer launch-bound)."""
+"""The most planes fitted together automatically (a cap, not yet tuned on a GPU)."""
 ACTIVATION_COPIES = 24
-"""Bytes a skip-network fit holds per plane, in full-resolution float32 feature maps of ``channels``
-channels: the autograd graph saves ~16.5 of them (counted with saved-tensor hooks at 64²-256²,
-5 scales), the gradients and temporaries the rest."""
+"""The memory a skip-network fit holds per plane, counted in full-resolution float32 feature maps
+of ``channels`` channels: the autograd graph saves ~16.5 of them (counted with saved-tensor hooks at
+64²-256², 5 scales), the gradients and temporaries the rest."""
 
 
 def plane_batch(requested: int, n: int, c: int, hw: tuple[int, int], channels: int, device) -> int:
