@@ -189,15 +189,15 @@ def step_speed() -> None:
     """Seconds per plane of one DIP training step: B networks fitted one by one vs batched."""
     import torch
 
-    from napari_ssl_restore.engine.prior import stack_nets
     from napari_ssl_restore.nets.skip import SkipNet
+    from napari_ssl_restore.nets.stack import StackedNets
 
     print("\n| step (forward + backward + Adam), B=4 planes | one by one, s/plane | batched, "
           "s/plane | batched / one by one |\n|---|---|---|---|")
     for channels, size in ((32, 64), (64, 128), (128, 128), (32, 256)):
         torch.manual_seed(0)
         nets = [SkipNet(32, 1, channels, 5, 4) for _ in range(4)]
-        stacked = stack_nets(nets)
+        stacked = StackedNets(nets)
         z = torch.rand(4, 32, size, size) * 0.1
         y = torch.rand(4, 1, size, size)
         opts = [torch.optim.Adam(n.parameters(), lr=0.01) for n in nets]

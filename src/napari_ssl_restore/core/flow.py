@@ -12,7 +12,7 @@ solved by alternating a pointwise thresholding step (the data term, coupled to `
 
 The defaults (λ = 15, θ = 0.3, 5 warps, 10 iterations, pyramid by factors of 2 down to 16 px) are
 those of scikit-image's ``optical_flow_tvl1``, the CPU reference it is validated against (tests and
-``benchmarks/bench_video.py --flow``). Differences: the pyramid is an antialiased bilinear
+``benchmarks/bench_flow.py``). Differences: the pyramid is an antialiased bilinear
 reduction, the flow is carried to the next level by bilinear interpolation, and every warp runs (no
 tolerance test, which would need a read-back from the device).
 
@@ -29,7 +29,7 @@ def _grid(flow):
     """Sampling grid for ``grid_sample`` (``align_corners=True``) at ``x + flow``."""
     import torch
 
-    n, _, h, w = flow.shape
+    h, w = flow.shape[-2:]
     rows = torch.arange(h, device=flow.device, dtype=flow.dtype).view(1, h, 1)
     cols = torch.arange(w, device=flow.device, dtype=flow.dtype).view(1, 1, w)
     r = rows + flow[:, 0]
@@ -50,23 +50,6 @@ def warp(image, flow):
     inside = (r >= 0) & (r <= h - 1) & (c >= 0) & (c <= w - 1)
     warped = F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=True)
     return warped, inside
-
-
-def central_gradient(x):
-    """``(d/drow, d/dcol)`` of ``(N, H, W)`` by central differences, one-sided at the borders (as
-    ``numpy.gradient``)."""
-    import torch
-
-    def along(t, dim):
-        n = t.shape[dim]
-        if n < 2:
-            return torch.zeros_like(t)
-        inner = (t.narrow(dim, 2, n - 2) - t.narrow(dim, 0, n - 2)) / 2
-        first = t.narrow(dim, 1, 1) - t.narrow(dim, 0, 1)
-        last = t.narrow(dim, n - 1, 1) - t.narrow(dim, n - 2, 1)
-        return torch.cat([first, inner, last], dim=dim)
-
-    return along(x, -2), along(x, -1)
 
 
 def _forward_diff(u):
@@ -127,8 +110,7 @@ def _solve_level(i0, i1, flow, *, attachment, tightness, warps, iterations):
     for _ in range(warps):
         warped, _ = warp(i1[:, None], flow)
         warped = warped[:, 0]
-        gr, gc = central_gradient(warped)
-        grad = torch.stack([gr, gc], 1)
+        grad = torch.stack(torch.gradient(warped, dim=(-2, -1)), 1)  # central, one-sided at edges
         norm2 = (grad * grad).sum(1)
         norm2 = torch.where(norm2 == 0, torch.ones_like(norm2), norm2)
         rho0 = warped - i0 - (grad * flow).sum(1)
@@ -185,9 +167,10 @@ def occlusion_mask(flow, warped_denoised, denoised, inside, *, divergence: float
     error of the ``(N, C, H, W)`` denoised frames above ``warp_error`` (normalised intensity); the
     untrusted region is grown by ``dilation`` pixels (a square neighbourhood).
     """
+    import torch
     import torch.nn.functional as F
 
-    div = central_gradient(flow[:, 0])[0] + central_gradient(flow[:, 1])[1]
+    div = torch.gradient(flow[:, 0], dim=-2)[0] + torch.gradient(flow[:, 1], dim=-1)[0]
     err = (warped_denoised - denoised).abs().mean(1)
     bad = ((div.abs() > divergence) | (err > warp_error) | ~inside).float()[:, None]
     if dilation > 0:

@@ -66,6 +66,11 @@ class FitParams:
         return [first] + [later] * (n - 1)
 
 
+def per_row(flags, like):
+    """Per-plane ``flags`` ``(N,)`` shaped to broadcast over ``like`` ``(N, ...)``."""
+    return flags.view((-1,) + (1,) * (like.dim() - 1))
+
+
 class EarlyStop:
     """Running-variance early stopping on the device (after ES-EMV, Wang et al. 2021).
 
@@ -108,8 +113,7 @@ class EarlyStop:
         self.best_var = torch.where(better, self.var, self.best_var)
         self.best_iter = torch.where(better, torch.full_like(self.best_iter, it), self.best_iter)
         for k, v in estimate.items():
-            rows = better.view((-1,) + (1,) * (v.dim() - 1))
-            self.best[k].copy_(torch.where(rows, v.detach(), self.best[k]))
+            self.best[k].copy_(torch.where(per_row(better, v), v.detach(), self.best[k]))
         now = (self.best_iter >= 0) & (it - self.best_iter > self.patience) & ~self.frozen
         self.stop_iter = torch.where(now, torch.full_like(self.stop_iter, it), self.stop_iter)
         self.frozen = self.frozen | now
@@ -151,13 +155,6 @@ def make_nets(params: FitParams, out_channels, device, *, seed: int, sigmoid: bo
 def make_net(params: FitParams, out_channels: int, device, *, seed: int, sigmoid: bool = True):
     """One generator (see :func:`make_nets`)."""
     return make_nets(params, [out_channels], device, seed=seed, sigmoid=sigmoid)[0]
-
-
-def stack_nets(nets):
-    """``nets`` (one architecture) as one module fitting a plane each in one batched step."""
-    from ..nets.stack import StackedNets
-
-    return StackedNets(nets)
 
 
 PLANE_BATCH_MAX = 32
@@ -289,8 +286,9 @@ def fit(nets, codes, render, objective, params: FitParams, iterations: int, *, g
         best = stops = [loop.steps] * rows
     estimates = state["avg"]
     if es is not None and any(found):  # planes without a minimum yet keep their running average
-        estimates = {k: torch.where(torch.tensor(found, device=device).view(
-            (-1,) + (1,) * (v.dim() - 1)), es.best[k], v) for k, v in state["avg"].items()}
+        flags = torch.tensor(found, device=device)
+        estimates = {k: torch.where(per_row(flags, v), es.best[k], v)
+                     for k, v in state["avg"].items()}
     return estimates, {"stop_iteration": stops[0], "best_iteration": best[0],
                        "stopped": loop.stopped, "final_loss": loop.loss,
                        "meaningful": all(found), "stop_iterations": stops,

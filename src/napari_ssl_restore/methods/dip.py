@@ -37,7 +37,7 @@ from ..core.progress import StopRequested, unrestored
 from ..core.registry import ExtraInput, MethodResult, MethodSpec, Output, RunContext
 from ..engine.planes import Outputs, Planes
 from ..engine.predict import free_device_memory, is_out_of_memory
-from ..engine.prior import FitParams, fit, make_code, make_net, plane_batch, stack_nets, too_early
+from ..engine.prior import FitParams, fit, make_code, make_net, plane_batch, too_early
 from ._public import public_function
 
 logger = logging.getLogger(__name__)
@@ -90,6 +90,7 @@ def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs, mask=None
     import torch
 
     from ..core.device import resolve_device
+    from ..nets.stack import StackedNets
 
     device = resolve_device(ctx.device)
     n, (h, w), c = len(planes), planes.hw, planes.c
@@ -124,8 +125,6 @@ def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs, mask=None
         def operator(x):
             return x
 
-    # the generator ends in a sigmoid; a deconvolved image is sharper than the data, its peaks above
-    # the data's (the unit range's 1) and its background below
     lo, hi = DECONV_RANGE if task == "deconv" else (0.0, 1.0)
     gen = torch.Generator(device=device).manual_seed(ctx.seed)
     z = make_code(params, (out_h, out_w), gen, device)
@@ -149,7 +148,7 @@ def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs, mask=None
             nets, gens = net, gen
         else:
             singles = [make_net(params, c, device, seed=ctx.seed + planes.first + r) for r in rows]
-            nets = singles[0] if len(rows) == 1 else stack_nets(singles)
+            nets = singles[0] if len(rows) == 1 else StackedNets(singles)
             gens = [noise_generator(planes.first + r) for r in rows]
         block = np.stack([planes[r] for r in rows])
         target = torch.from_numpy(np.ascontiguousarray(block.transpose(0, 3, 1, 2))).to(device)
@@ -162,7 +161,8 @@ def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs, mask=None
 
         def objective(r, target=target, weight=weight, norm=norm):
             residual = ((operator(r["image"]) - target) ** 2).flatten(1)
-            per_plane = residual.mean(1) if weight is None else (residual * weight.flatten(1)).sum(1) / norm
+            per_plane = (residual.mean(1) if weight is None
+                         else (residual * weight.flatten(1)).sum(1) / norm)
             loss = per_plane.sum()  # planes fitted together do not share gradients
             if params.tv_weight > 0:
                 loss = loss + params.tv_weight * len(rows) * total_variation(r["image"])
@@ -173,8 +173,8 @@ def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs, mask=None
         try:
             estimates, fit_info = yield from fit(
                 [nets], [code], lambda outs: {"image": lo + (hi - lo) * outs[0]}, objective,
-                params, iters[i],
-                generator=gens, step0=step0, total=total, label=label, watch="image")
+                params, iters[i], generator=gens, step0=step0, total=total, label=label,
+                watch="image")
         except Exception as exc:  # a batch too large for the device: fit fewer planes at once
             if len(rows) == 1 or not is_out_of_memory(exc):
                 raise

@@ -5,9 +5,9 @@ scene with independent noise, so once the previous noisy frame is warped onto th
 optical flow it is a noisy *target* for the current noisy frame, as in Noise2Noise. The flow is
 computed between the denoised frames (TV-L1, in torch on the network's device, frame pairs batched:
 :mod:`napari_ssl_restore.core.flow`; scikit-image's on the CPU with ``flow='tvl1-skimage'``), the
-warp is a bilinear backward warp (``grid_sample``), and pixels where the flow cannot be trusted — occlusions (large flow divergence),
-large warping error between the denoised frames, pixels warped from outside the frame — are masked
-out of the L1 loss (dilated). Adam, lr 5e-5, as in the paper.
+warp is a bilinear backward warp (``grid_sample``), and pixels where the flow cannot be trusted —
+occlusions (large flow divergence), large warping error between the denoised frames, pixels warped
+from outside the frame — are masked out of the L1 loss (dilated). Adam, lr 5e-5, as in the paper.
 
 - ``mode='online'``: sweep forward through T; each frame gets ``steps_per_frame`` steps (paper: 20)
   on its pair with the previous restored frame and is then restored by the model as it is. The first
@@ -106,9 +106,10 @@ def optical_flow(reference: np.ndarray, moving: np.ndarray, method: str = "tvl1"
     return torch.from_numpy(np.stack(flows).astype(np.float32)).to(device)
 
 
-def _pairs(noisy, noisy_prev, denoised, denoised_prev, params, device):
-    """Targets (the previous noisy frames warped onto these) and masks, ``(K, C, H, W)`` and
-    ``(K, 1, H, W)`` on ``device``, from ``(K, H, W, C)`` frames and their denoised versions."""
+def _pairs(noisy_prev, denoised, denoised_prev, params, device):
+    """Targets (the previous noisy frames warped onto these frames) and masks, ``(K, C, H, W)``
+    and ``(K, 1, H, W)`` on ``device``, from ``(K, H, W, C)`` previous noisy frames and the denoised
+    frames and previous frames."""
     from ..core.flow import occlusion_mask, warp
     from ..engine.train import to_device
 
@@ -146,8 +147,8 @@ def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs):
                 return None
             current = r.predict(planes[i])
             tf = time.perf_counter()
-            target, mask = _pairs(planes[i][None], planes[i - depth][None], current[None],
-                                  previous[None], params, r.device)
+            target, mask = _pairs(planes[i - depth][None], current[None], previous[None],
+                                  params, r.device)
             flow_seconds += time.perf_counter() - tf
             fields = [to_device(planes[i][None], r.device), target, mask]
             return PatchSampler(fields, [(0, 0, 0)], params.patch_size, r.rng)
@@ -170,15 +171,15 @@ def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs):
             stoppable=True)
         if stopped:
             raise StopRequested()  # nothing fine-tuned yet: the run ends without a result
-        targets, masks = [], []
+        noisy, targets, masks = [], [], []
         per_call = PAIR_BATCH if r.device.type == "cuda" else 1
         for k0 in range(0, len(chosen), per_call):  # flows, warps and masks batched by pairs
             group = chosen[k0:k0 + per_call]
             now = [planes.frame_index(t, p) for t, _, p in group]
             before = [planes.frame_index(s, p) for _, s, p in group]
+            noisy.append(to_device(np.stack([planes[i] for i in now]), r.device))
             tf = time.perf_counter()
-            target, mask = _pairs(np.stack([planes[i] for i in now]),
-                                  np.stack([planes[j] for j in before]),
+            target, mask = _pairs(np.stack([planes[j] for j in before]),
                                   np.stack([denoised[i] for i in now]),
                                   np.stack([denoised[j] for j in before]), params, r.device)
             flow_seconds += time.perf_counter() - tf
@@ -187,9 +188,7 @@ def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs):
             yield Step(len(needed) + k0 + len(group), total,
                        f"optical flow {k0 + len(group)}/{len(chosen)}")
         del denoised
-        noisy = to_device(np.stack([planes[planes.frame_index(t, p)] for t, _, p in chosen]),
-                          r.device)
-        fields = [noisy, torch.cat(targets), torch.cat(masks)]
+        fields = [torch.cat(noisy), torch.cat(targets), torch.cat(masks)]
         del noisy, targets, masks
         sampler = PatchSampler(fields, [(k, k, k) for k in range(len(chosen))], params.patch_size,
                                r.rng)

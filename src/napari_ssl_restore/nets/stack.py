@@ -58,12 +58,3 @@ class StackedNets(nn.Module):
             return functional_call(self.base, {**p, **b}, (xi[None],))[0]
 
         return vmap(one)(params, buffers, x)
-
-    def unstacked(self, index: int, like: nn.Module) -> nn.Module:
-        """Network ``index`` as a module of ``like``'s architecture (a copy with its weights)."""
-        net = copy.deepcopy(like)
-        state = dict(net.state_dict())
-        for k, w in zip(self.names, self.weights):
-            state[k] = w[index].detach().clone()
-        net.load_state_dict(state)
-        return net
