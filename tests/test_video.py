@@ -12,7 +12,7 @@ from napari_ssl_restore import restore  # noqa: E402
 from napari_ssl_restore.core import models  # noqa: E402
 from napari_ssl_restore.data import add_noise, moving_scene, noisy_video  # noqa: E402
 from napari_ssl_restore.methods import frame2frame as f2f  # noqa: E402
-from napari_ssl_restore.methods import restore_from_restored as rfr  # noqa: E402
+from napari_ssl_restore.core.noise import estimate_noise  # noqa: E402
 
 FAST = {"frame2frame": {"steps_per_frame": 2, "epochs": 1, "patch_size": 32, "batch_size": 2},
         "restore-from-restored": {"steps_per_frame": 2, "epochs": 1, "patch_size": 32,
@@ -163,7 +163,7 @@ def test_noise_model_estimation(kind):
     kw = {"gaussian": {"sigma": 0.1}, "poisson-gaussian": {"sigma": 0.05, "poisson": 30.0},
           "correlated": {"sigma": 0.1, "correlation": 1.0}}[kind]
     noisy = add_noise(clean, **kw)
-    model = rfr.estimate_noise(noisy[..., None], clean[..., None], "auto", True)
+    model = estimate_noise(noisy[..., None], clean[..., None], "auto", True)
     assert model.offset == pytest.approx(kw["sigma"] ** 2, rel=0.2)
     assert model.gain == pytest.approx(1 / kw.get("poisson", np.inf), abs=0.006)
     gen = torch.Generator().manual_seed(1)
