@@ -124,3 +124,115 @@ def test_blurred_cells_sample():
     s = blurred_cells(size=64, examples=2)
     assert s["image"].shape == (64, 64) and s["image"].dtype == np.uint16
     assert s["clean"].shape == (2, 64, 64) and s["truth"].shape == (64, 64)
+
+
+def test_dehaze_operator_is_dcps_haze_model():
+    """task='dehaze': H(x) = x t + A (1 - t) with DCP's airlight and refined transmission of each
+    plane; the residual map checks it on the whole plane, with the synthetic and data-adversarial
+    terms switched on (they run and stay finite)."""
+    from napari_ssl_restore.core.haze import dark_channel, estimate_airlight, refined_transmission
+    from napari_ssl_restore.data import hazy_fields
+
+    d = hazy_fields(n=1, size=64, examples=2)
+    y = d["image"][0].astype(np.float32) / 65535
+    out = restore(y, "physics-gan", task="dehaze", clean=d["clean"], full_output=True, haze_patch=7,
+                  float_output=True, synthetic_weight=1.0, data_adversarial_weight=1.0,
+                  **dict(FAST, steps=12))
+    x = out["image"]
+    assert x.shape == y.shape and np.isfinite(x).all()
+    # percentile normalisation is affine, the operator is too: compare in the normalised units
+    lo, hi = np.percentile(y, [0.1, 99.9])
+    yn, xn = (y - lo) / (hi - lo), (x - lo) / (hi - lo)
+    planar = np.clip(yn, 0, 1)[None]
+    a = estimate_airlight(planar, dark_channel(planar, 7), 0.001)
+    t = refined_transmission(planar, a, patch_size=7, guided_radius=28)
+    np.testing.assert_allclose(out["residual"] / (hi - lo), np.abs(xn * t + a[0] * (1 - t) - yn),
+                               atol=2e-3)
+
+
+def test_qc_pair_chooses_the_checkpoint_and_errors():
+    y = _blurred(sigma=2.0)
+    clean = np.stack([_scene(k) for k in (1, 2)])
+    qc_truth = _scene(7)
+    qc_input = _blurred(7, sigma=2.0)
+    out = restore(y, "physics-gan", clean=clean, qc_input=qc_input, qc_truth=qc_truth,
+                  psf_sigma=2.0, full_output=True, **FAST)
+    prov = out["provenance"]
+    assert prov["checkpoint_by"] == "QC pair" and 0 <= prov["qc_error"] < 1.5
+    assert np.isfinite(prov["physics_residual"])
+    with pytest.raises(ValueError, match="both qc_input= .* and qc_truth="):
+        restore(y, "physics-gan", clean=clean, qc_input=qc_input, **FAST)
+    with pytest.raises(ValueError, match="times 2"):
+        restore(y, "physics-gan", clean=_scene(1, 96), task="sr", qc_input=qc_input,
+                qc_truth=qc_truth, **FAST)
+
+
+def test_noise_of_the_degraded_image_alone():
+    """The synthetic term's noise: estimated from a blurred image without a clean estimate."""
+    from scipy import ndimage as ndi
+
+    from napari_ssl_restore.core.noise import noise_of_image
+    from napari_ssl_restore.data import add_noise, cells
+
+    blurred = ndi.convolve(cells(128, seed=3), gaussian_psf(2.0), mode="reflect")
+    pg = noise_of_image(add_noise(blurred, 0.01, poisson=200, seed=1))
+    assert pg.gain == pytest.approx(1 / 200, rel=0.2) and pg.offset < 3e-4
+    gauss = noise_of_image(add_noise(blurred, 0.05, seed=1))
+    assert gauss.gain == 0 and gauss.offset == pytest.approx(0.05 ** 2, rel=0.1)
+
+
+def _anisotropic_volume(z=20, size=32, lateral=1.0, axial=3.0, seed=0):
+    """Random bright points blurred more along Z than in XY (cubic voxels), with a little noise."""
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(seed)
+    vol = np.zeros((z, size, size), np.float32)
+    pts = rng.integers(2, [z - 2, size - 2, size - 2], size=(40, 3))
+    vol[tuple(pts.T)] = 1.0
+    vol = ndi.gaussian_filter(vol, (axial, lateral, lateral))
+    vol /= vol.max()
+    return np.clip(vol + 0.005 * rng.standard_normal(vol.shape), 0, None).astype(np.float32)
+
+
+def test_lateral_planes_restore_the_axial_slices_of_a_stack(tmp_path):
+    """clean='lateral': the stack's XY planes are the clean examples for its XZ/YZ slices; the
+    operator is the axial blur the lateral planes lack (Gaussian sqrt(axial² - lateral²) along Z),
+    from axial_sigma or a 3-D PSF's widths; errors name the fix."""
+    from napari_ssl_restore.core.operators import psf_widths
+
+    vol = _anisotropic_volume()
+    settings = dict(FAST, patch_size=16, steps=12, psf_sigma=1.0, axial_sigma=3.0)
+    out = restore(vol, "physics-gan", axes="ZYX", clean="lateral", full_output=True,
+                  float_output=True, **settings)
+    assert out["image"].shape == vol.shape and out["residual"].shape == vol.shape
+    assert np.isfinite(out["image"]).all() and out["provenance"]["planes_done"] == vol.shape[0]
+    # a 3-D PSF gives the same widths
+    zz, yy, xx = np.mgrid[-9:10, -4:5, -4:5]
+    psf3 = np.exp(-0.5 * (zz ** 2 / 9.0 + (yy ** 2 + xx ** 2) / 1.0))
+    lateral, axial = psf_widths(psf3)
+    assert lateral == pytest.approx(1.0, rel=0.02) and axial == pytest.approx(3.0, rel=0.02)
+    with_psf = restore(vol, "physics-gan", axes="ZYX", clean="lateral", psf=psf3,
+                       float_output=True, **dict(settings, axial_sigma=0.0))
+    np.testing.assert_allclose(with_psf, out["image"], atol=0.05)
+    # the CLI: --clean lateral and a 3-D PSF file
+    import tifffile
+
+    from napari_ssl_restore.cli import main
+
+    tifffile.imwrite(tmp_path / "vol.tif", vol)
+    tifffile.imwrite(tmp_path / "psf.tif", psf3.astype(np.float32))
+    flags = [f"--{k.replace('_', '-')}" if i == 0 else str(v)
+             for k, v in dict(settings, axial_sigma=0.0).items() for i in range(2)]
+    assert main(["run", "physics-gan", str(tmp_path / "vol.tif"), "--axes", "ZYX", "--clean",
+                 "lateral", "--psf", str(tmp_path / "psf.tif"), "-o", str(tmp_path / "iso.tif"),
+                 "--float", *flags]) == 0
+    np.testing.assert_allclose(tifffile.imread(tmp_path / "iso.tif"), with_psf, atol=1e-5)
+    with pytest.raises(ValueError, match="Z stack"):
+        restore(vol[0], "physics-gan", clean="lateral", **settings)
+    with pytest.raises(ValueError, match="lower patch_size to at most 20"):
+        restore(vol, "physics-gan", axes="ZYX", clean="lateral", **dict(settings, patch_size=24))
+    with pytest.raises(ValueError, match="axial_sigma"):
+        restore(vol, "physics-gan", axes="ZYX", clean="lateral", **dict(settings, axial_sigma=0.5))
+    with pytest.raises(ValueError, match="task='deconv'"):
+        restore(vol, "physics-gan", axes="ZYX", clean="lateral", task="sr",
+                **dict(settings, patch_size=16))

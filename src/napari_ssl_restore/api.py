@@ -86,6 +86,9 @@ def prepare(data, method: str, *, axes: str | None = None, device: str = "auto",
             if inp.required:
                 raise ValueError(f"{spec.name} needs {inp.name}=: {inp.doc}")
             continue
+        if isinstance(value, str) and value in inp.keywords:
+            extras[inp.name] = value
+            continue
         if inp.examples:
             from .core.io import read_examples
 

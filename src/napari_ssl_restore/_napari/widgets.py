@@ -271,7 +271,8 @@ class RestoreWidget(QWidget):
         def choices(_widget=None):
             return [(layer.name, layer) for layer in self.viewer.layers
                     if isinstance(layer, kinds)
-                    and not any(layer == p for p in self._previews.values())]
+                    and not any(layer == p for p in self._previews.values())] + [
+                (f"({word})", word) for word in inp.keywords]
 
         return choices
 
@@ -307,7 +308,9 @@ class RestoreWidget(QWidget):
             src = self.inputs[inp.name].value
             if src is None or not inp.applies(settings):
                 continue
-            if isinstance(src, napari.layers.Shapes):
+            if isinstance(src, str):  # a keyword (clean='lateral')
+                extras[inp.name] = src
+            elif isinstance(src, napari.layers.Shapes):
                 extras[inp.name] = src.to_masks(mask_shape=np.shape(layer.data)[-2:]).any(axis=0)
             elif inp.like_image:  # another acquisition of the image: streamed like it
                 extras[inp.name] = src.data[0] if getattr(src, "multiscale", False) else src.data

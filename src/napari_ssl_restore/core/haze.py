@@ -278,8 +278,19 @@ def dehaze_plane(planar: np.ndarray, *, patch_size: int = 15, omega: float = 0.9
         dark = dark_channel(planar, patch_size)
     if airlight is None:
         airlight = estimate_airlight(planar, dark, airlight_fraction, airlight_estimator)
+    t = refined_transmission(planar, airlight, omega=omega, patch_size=patch_size, dark=dark,
+                             refine=refine, guided_radius=guided_radius, guided_eps=guided_eps,
+                             guided_subsample=guided_subsample)
+    return recover(planar, t, airlight, t0, out), t, airlight
+
+
+def refined_transmission(planar: np.ndarray, airlight: np.ndarray, *, omega: float = 0.95,
+                         patch_size: int = 15, dark: np.ndarray | None = None,
+                         refine: bool = True, guided_radius: int = 60, guided_eps: float = 1e-4,
+                         guided_subsample: int = 4) -> np.ndarray:
+    """DCP's transmission map of one ``(C, H, W)`` plane: raw (:func:`transmission`), refined by
+    the fast guided filter with the grey image as guide, clipped to [0, 1]."""
     t = transmission(planar, airlight, omega=omega, patch_size=patch_size, dark=dark)
     if refine:
         t = fast_guided_filter(gray(planar), t, guided_radius, guided_eps, guided_subsample)
-    t = np.clip(t, 0.0, 1.0, out=t)
-    return recover(planar, t, airlight, t0, out), t, airlight
+    return np.clip(t, 0.0, 1.0, out=t)

@@ -13,7 +13,11 @@ import numpy as np
 
 # --- operators -----------------------------------------------------------------------------------
 
-def lanczos_kernel(factor: int, a: int = 3) -> np.ndarray:
+LANCZOS_A = 3
+"""Lobes of the Lanczos kernel of :func:`downsample`: its reach in low-resolution pixels."""
+
+
+def lanczos_kernel(factor: int, a: int = LANCZOS_A) -> np.ndarray:
     """1-D Lanczos-``a`` anti-aliasing kernel for downsampling by ``factor`` (length ``2 a factor``)."""
     k = 2 * a * factor
     pad_left = (k - factor) // 2
@@ -40,13 +44,36 @@ def downsample(x, factor: int):
     return F.conv2d(x, k1.view(1, 1, k, 1).expand(c, 1, k, 1), stride=(factor, 1), groups=c)
 
 
-def gaussian_psf(sigma: float) -> np.ndarray:
-    """Normalised 2-D Gaussian PSF of std ``sigma`` pixels, ``2 ceil(3 sigma) + 1`` wide."""
+def gaussian_kernel_1d(sigma: float) -> np.ndarray:
+    """Normalised 1-D Gaussian of std ``sigma`` pixels, ``2 ceil(3 sigma) + 1`` long."""
     r = max(1, math.ceil(3 * sigma))
     ax = np.arange(-r, r + 1, dtype=np.float64)
     g = np.exp(-0.5 * (ax / sigma) ** 2)
+    return (g / g.sum()).astype(np.float32)
+
+
+def gaussian_psf(sigma: float) -> np.ndarray:
+    """Normalised 2-D Gaussian PSF of std ``sigma`` pixels, ``2 ceil(3 sigma) + 1`` wide."""
+    g = gaussian_kernel_1d(sigma).astype(np.float64)
     psf = np.outer(g, g)
     return (psf / psf.sum()).astype(np.float32)
+
+
+def psf_widths(psf) -> tuple[float, float]:
+    """``(lateral, axial)`` std in pixels of a 3-D PSF ``(Z, Y, X)``, from the second moments of
+    its projections (lateral: the mean of the Y and X ones), background clipped at zero."""
+    p = np.clip(np.asarray(psf, dtype=np.float64), 0, None)
+    if p.ndim != 3 or p.sum() <= 0:
+        raise ValueError(f"a 3-D PSF must be (Z, Y, X) with a positive sum; got shape {p.shape}.")
+    p = p / p.sum()
+
+    def std(axis: int) -> float:
+        m = p.sum(axis=tuple(a for a in range(3) if a != axis))
+        i = np.arange(m.size)
+        mean = float((i * m).sum())
+        return float(np.sqrt(((i - mean) ** 2 * m).sum()))
+
+    return (std(1) + std(2)) / 2, std(0)
 
 
 def check_psf(psf: np.ndarray) -> np.ndarray:
@@ -55,7 +82,8 @@ def check_psf(psf: np.ndarray) -> np.ndarray:
     psf = np.squeeze(psf)
     if psf.ndim != 2:
         raise ValueError(f"psf must be a 2-D image (Y, X); got shape {psf.shape}. For a 3-D PSF, "
-                         "pass its in-focus plane.")
+                         "pass its in-focus plane (physics-gan: clean='lateral' takes the 3-D "
+                         "PSF of a Z stack).")
     if (psf < 0).any() or psf.sum() <= 0:
         raise ValueError("psf must be non-negative with a positive sum; subtract the background "
                          "and clip negative values first.")

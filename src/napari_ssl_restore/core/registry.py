@@ -44,6 +44,9 @@ class ExtraInput:
     examples: bool = False
     """A set of example images of any sizes (``clean=``): an array, a list of arrays, or a file,
     glob or folder of TIFFs; the method receives a list of arrays."""
+    keywords: tuple[str, ...] = ()
+    """Words that stand for the input and reach the method as they are (``clean='lateral'``); the
+    widget offers them beside the layers."""
     when: tuple[tuple[str, tuple], ...] = ()
     """Settings under which it is used, e.g. ``(("task", ("inpaint",)),)``; the widget shows it only
     then."""

@@ -211,15 +211,16 @@ class UnpairedParams:
             raise ValueError(f"{title}: tile_overlap must be smaller than tile_size.")
 
 
-def clean_examples(what: str):
+def clean_examples(what: str, keywords: tuple[str, ...] = (), also: str = ""):
     """The ``clean=`` input of an adversarial method (``what``: which examples, e.g. "Clear
-    examples of similar samples (confocal, deconvolved)")."""
+    examples of similar samples (confocal, deconvolved)"; ``keywords`` and ``also``: words that
+    stand for examples the method finds itself, and what they mean)."""
     from ..core.registry import ExtraInput
 
     return ExtraInput("clean", f"{what} for training: images or stacks of any size, not "
                                "registered to the input (a layer, an array, a list of arrays, or "
-                               "a file, folder or glob of TIFFs).", examples=True,
-                       when=tuple(TRAIN.items()))
+                               f"a file, folder or glob of TIFFs){also}.", examples=True,
+                       keywords=keywords, when=tuple(TRAIN.items()))
 
 
 def trains_on_the_stack(params) -> str:
@@ -279,11 +280,15 @@ def example_stack(clean, channels: int, need: int):
 
 
 def unpaired_data(planes, clean, *, patch: int, device, rng, title: str, zoom: int = 1,
-                  rescale=None):
+                  rescale=None, aligned=None, augment: bool | str = True):
     """The two unpaired training sets on the device: crops of the degraded planes (a long stack
     trains on planes spread over it) and crops of the clean examples (``patch * zoom`` on a side,
-    optionally mapped by ``rescale``). Returns ``(degraded sampler, clean sampler, preview crop)``;
-    errors name what is missing or too small."""
+    optionally mapped by ``rescale``). ``aligned(plane) -> (H, W, K)`` adds a map per degraded
+    plane that the degraded sampler crops at the same windows (e.g. a haze transmission), and
+    ``rescale`` then takes those maps too. ``augment`` is the degraded crops' (see
+    :class:`~napari_ssl_restore.engine.train.PatchSampler`: fewer when the operator is not
+    invariant to rotations or flips); the clean crops are always augmented. Returns ``(degraded sampler, clean sampler, preview
+    crop)``; errors name what is missing or too small."""
     import numpy as np
 
     from ..engine.predict import centre_crop
@@ -297,12 +302,15 @@ def unpaired_data(planes, clean, *, patch: int, device, rng, title: str, zoom: i
         raise ValueError(f"patch_size {patch} is larger than the image ({planes.hw[0]}x"
                          f"{planes.hw[1]}); choose at most {min(planes.hw)}.")
     examples = to_device(example_stack(clean, planes.c, patch * zoom), device)
-    if rescale is not None:
-        examples = rescale(examples)
     plane_bytes = int(np.prod(planes.hw)) * planes.c * 4
     chosen = spread(len(planes), planes_within(TRAIN_BYTES, plane_bytes))
-    degraded = to_device(planes.stack(chosen), device)
-    y = PatchSampler([degraded], [[k] for k in range(len(chosen))], patch, rng, augment=True)
+    fields = [to_device(planes.stack(chosen), device)]
+    if aligned is not None:
+        fields.append(to_device(np.stack([aligned(planes[i]) for i in chosen]), device))
+    if rescale is not None:
+        examples = rescale(examples, *fields[1:])
+    y = PatchSampler(fields, [[k] * len(fields) for k in range(len(chosen))], patch, rng,
+                     augment=augment)
     x = PatchSampler([examples], [[k] for k in range(len(examples))], patch * zoom, rng,
                      augment=True)
     return y, x, centre_crop(planes[chosen[0]], 128)

@@ -131,11 +131,12 @@ class PatchSampler:
     plane ``j`` of the same or another field; Frame2Frame reads plane ``k`` of the noisy frames, the
     warped targets and the masks). A batch draws rows and windows with a NumPy generator (no device
     read), crops every field at the same window and applies the same random 90° rotation and flip
-    to all of them (``augment``).
+    to all of them (``augment``; ``"flips"``: left-right flips only, for data whose operator is
+    not rotation-invariant, e.g. an axial slice with Z vertical).
     """
 
     def __init__(self, fields: Sequence[Any], rows: Sequence[Sequence[int]], patch: int,
-                 rng: np.random.Generator, *, augment: bool = False):
+                 rng: np.random.Generator, *, augment: bool | str = False):
         if not rows:
             raise ValueError("the sampler needs at least one row of planes to draw from.")
         h, w = fields[0].shape[-2:]
@@ -153,7 +154,8 @@ class PatchSampler:
         ys = self.rng.integers(0, self.h - self.ph + 1, size=n)
         xs = self.rng.integers(0, self.w - self.pw + 1, size=n)
         square = self.ph == self.pw
-        rots = self.rng.integers(4, size=n) if self.augment and square else np.zeros(n, int)
+        rotate = self.augment is True and square
+        rots = self.rng.integers(4, size=n) if rotate else np.zeros(n, int)
         flips = self.rng.integers(2, size=n) if self.augment else np.zeros(n, int)
         batches = []
         for f, field in enumerate(self.fields):

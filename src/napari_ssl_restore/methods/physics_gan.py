@@ -5,29 +5,42 @@ A generator ``G`` maps the degraded image ``y`` to an estimate ``x = G(y)`` unde
 
 - **physics**: pushed back through the known degradation ``H`` the estimate must reproduce the
   input, ``L1(H(G(y)), y)`` weighted 10 as the authors do — ``H`` is a PSF blur (``deconv``: the
-  given PSF or a Gaussian of ``psf_sigma``), an anti-aliased ×2/×4 downsampling (``sr``) or the
-  identity (``denoise``), the operators Deep Image Prior uses (:mod:`napari_ssl_restore.core.operators`);
+  given PSF or a Gaussian of ``psf_sigma``), an anti-aliased ×2/×4 downsampling (``sr``), the haze
+  model ``x t + A (1 - t)`` with the Dark Channel Prior's transmission ``t`` and airlight ``A``
+  (``dehaze``) or the identity (``denoise``); the blur and downsampling are Deep Image Prior's
+  (:mod:`napari_ssl_restore.core.operators`), the haze estimate DCP's
+  (:mod:`napari_ssl_restore.core.haze`). On training crops the term is scored inside the operator's
+  reach from the border (a blurred crop's border depends on the padding, not on ``G(y)``);
 - **adversarial**: a PatchGAN discriminator trained on the clean examples (``clean=``: confocal or
   deconvolved images of similar samples — any size, not registered to ``y``) must not tell ``G(y)``
-  from them (LSGAN, one-sided label smoothing, a pool of past fakes).
+  from them (LSGAN, one-sided label smoothing, a pool of past fakes). Optionally
+  (``data_adversarial_weight``, the authors' second discriminator) another one must not tell
+  ``H(G(y))`` from ``y``.
 
 Either term alone fails in its own way: physics alone has many solutions (it amplifies noise), the
 GAN alone invents plausible structure unrelated to ``y``. The second output, the **residual map**
 ``|H(G(y)) - y|``, shows where the estimate does not explain the data.
 
 Training uses random crops of ``y`` and of the clean examples (flips and 90° rotations, on the
-device), Adam 2e-4 with β1 = 0.5, the engine's one loop (the discriminator steps after each generator
-step); prediction streams every plane through the engine's batched predictor with the exponential
-moving average of the generator's weights. The checkpoint kept is the one with the lowest physics
-residual on a fixed set of crops (checked every ``check_every`` steps); when even that explains the
-input less well than the input itself (``|H(y) - y|``), the provenance says so (``warning``). A NaN
-loss ends training with the best checkpoint, saying so.
+device), Adam 2e-4 with β1 = 0.5, the engine's one loop (the discriminators step after each
+generator step); prediction streams every plane through the engine's batched predictor with the
+exponential moving average of the generator's weights. The checkpoint kept is the one with the
+lowest physics residual on a fixed set of crops (checked every ``check_every`` steps) or, when the
+user gives a paired QC image (``qc_input=``, ``qc_truth=``), the one that restores it best (error
+after the best gain and offset); when the kept estimate explains the input less well than the input
+itself (``|H(y) - y|``), the provenance says so (``warning``). A NaN loss ends training with the
+best checkpoint, saying so.
 
 Deviations: the generator is CycleGAN's ResNet generator with resize-convolution upsampling and a
 global skip (starts as the identity / nearest upsampling), without normalisation so tiles of a
 large plane agree exactly (instance norm, as in the authors' code, makes them disagree); smaller
-defaults (32 features, 6 blocks, 64² crops) so it trains on a laptop CPU; the authors' optional second
-discriminator on ``H(G(y))`` vs ``y`` and their paired L1 term are not included.
+defaults (32 features, 6 blocks, 64² crops) so it trains on a laptop CPU. Added (off by default, not
+in the paper): ``synthetic_weight`` — the clean examples degraded by the same ``H`` and by noise
+estimated from the input (:func:`napari_ssl_restore.core.noise.noise_of_image`) give synthetic
+pairs, ``L1(G(H(x) + n), x)``; the unpaired data and the known physics then also supervise ``G``
+directly (the README's benchmark measures it). The authors' paired L1 term for users with
+registered training pairs is not included (the QC pair only chooses the checkpoint; nothing
+trains on it).
 """
 from __future__ import annotations
 
@@ -46,7 +59,7 @@ from ._public import public_function
 
 logger = logging.getLogger(__name__)
 
-TASKS = ("deconv", "sr", "denoise")
+TASKS = ("deconv", "sr", "dehaze", "denoise")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,19 +74,35 @@ class Params(UnpairedParams):
     check_every: int = param(100, "Steps between checks of the physics residual on fixed crops "
                                   "(the best checkpoint is kept) and previews.", min=1,
                              max=100_000, when=TRAIN, advanced=True)
-    task: Literal["deconv", "sr", "denoise"] = param(
+    task: Literal["deconv", "sr", "dehaze", "denoise"] = param(
         "deconv", "The known degradation H: 'deconv' (PSF blur: psf= or a Gaussian of psf_sigma), "
-                  "'sr' (anti-aliased downsampling by sr_factor), 'denoise' (identity).",
+                  "'sr' (anti-aliased downsampling by sr_factor), 'dehaze' (haze x t + A (1 - t), "
+                  "t and A by the Dark Channel Prior), 'denoise' (identity).",
         choices=TASKS)
     psf_sigma: float = param(2.0, "deconv: std (pixels) of the Gaussian PSF when no psf= is given.",
                              min=0.3, max=20.0, step=0.1, when=(("task", ("deconv",)),))
     sr_factor: int = param(2, "sr: upsampling factor (2 or 4).", min=2, max=4,
                            when=(("task", ("sr",)),))
+    axial_sigma: float = param(0.0, "clean='lateral': the PSF's axial std in pixels (Z sampled "
+                                    "like X), above psf_sigma (its lateral std); unused when a 3-D "
+                                    "psf= is given.", min=0.0, max=50.0, step=0.1,
+                               when=(("task", ("deconv",)),), advanced=True)
+    haze_patch: int = param(15, "dehaze: the Dark Channel Prior's patch side (He et al.: 15); the "
+                                "guided filter that refines t has 4x its radius.", min=3, max=101,
+                            when=(("task", ("dehaze",)),), advanced=True)
     physics_weight: float = param(10.0, "Weight of L1(H(G(y)), y) against the adversarial term "
                                         "(authors: 10).", min=0.0, max=1e4, step=1.0, when=TRAIN)
     adversarial_weight: float = param(1.0, "Weight of the adversarial term (0: physics only, "
                                            "for the ablation).", min=0.0, max=1e3, step=0.1,
                                       when=TRAIN, advanced=True)
+    data_adversarial_weight: float = param(
+        0.0, "Weight of a second discriminator that tells H(G(y)) from the input y (the "
+             "authors' optional one; 0: off).", min=0.0, max=1e3, step=0.1, when=TRAIN,
+        advanced=True)
+    synthetic_weight: float = param(
+        0.0, "Weight of L1(G(H(x) + n), x): the clean examples x degraded by H and by noise n "
+             "estimated from the input, as pairs (0: off, the paper's loss). Not in the paper.",
+        min=0.0, max=1e4, step=1.0, when=TRAIN)
     features: int = param(32, "Generator channels of its first layer (CycleGAN: 64).", min=4,
                           max=256, when=TRAIN, advanced=True)
     blocks: int = param(6, "Generator residual blocks (CycleGAN: 9 at 256², 6 at ≤128²).", min=1,
@@ -93,24 +122,101 @@ class Params(UnpairedParams):
 
 # --- the operator ----------------------------------------------------------------------------------
 
-def make_operator(params: Params, psf, device):
-    """``H`` for the task, on ``(N, C, H, W)`` tensors."""
-    from ..core.operators import blur, downsample, psf_kernel
+def make_operator(params: Params, psf, device, haze=None, axial=None):
+    """``H(x, *maps)`` for the task, on ``(N, C, H, W)`` tensors (``maps``: the transmission crop
+    for 'dehaze', nothing otherwise), and its reach ``(rows, columns)`` in input pixels: within
+    that margin of a crop's border ``H(G(y))`` depends on the padding, not on ``G(y)`` (see
+    :func:`interior`)."""
+    from ..core.operators import LANCZOS_A, blur, downsample, psf_kernel
 
-    if params.task == "deconv":
+    if axial is not None:  # axial slices, Z vertical: the blur the lateral planes lack
+        kernel = axial_kernel(params, psf, device)
+    elif params.task == "deconv":
         kernel = psf_kernel(psf, params.psf_sigma, device)
-        return lambda x: blur(x, kernel)
-    if params.task == "sr":
-        return lambda x: downsample(x, params.sr_factor)
-    return lambda x: x
+    elif params.task == "sr":
+        return (lambda x, *_: downsample(x, params.sr_factor)), (LANCZOS_A, LANCZOS_A)
+    elif params.task == "dehaze":
+        return haze.apply, (0, 0)
+    else:
+        return (lambda x, *_: x), (0, 0)
+    return (lambda x, *_: blur(x, kernel)), (kernel.shape[0] // 2, kernel.shape[1] // 2)
+
+
+def axial_kernel(params: Params, psf, device):
+    """The extra axial blur of an XZ slice over a lateral plane, as a ``(k, 1)`` kernel along Z
+    (rows): Gaussian of std ``sqrt(axial² - lateral²)``, the widths from a 3-D ``psf`` (second
+    moments, see :func:`~napari_ssl_restore.core.operators.psf_widths`) or ``psf_sigma`` and
+    ``axial_sigma``."""
+    import torch
+
+    from ..core.operators import gaussian_kernel_1d, psf_widths
+
+    if psf is not None:
+        lateral, axial = psf_widths(psf)
+        source = f"the 3-D psf's widths (lateral {lateral:.2f}, axial {axial:.2f} px)"
+    else:
+        lateral, axial = params.psf_sigma, params.axial_sigma
+        source = f"axial_sigma {axial:g} and psf_sigma {lateral:g}"
+    if axial <= lateral:
+        raise ValueError(f"clean='lateral': {source} leave no axial blur to undo; set axial_sigma "
+                         "(pixels, Z sampled like X) above psf_sigma, or give the 3-D psf=.")
+    k = gaussian_kernel_1d(float(np.sqrt(axial ** 2 - lateral ** 2)))
+    return torch.from_numpy(k[:, None]).to(device)
+
+
+class Haze:
+    """The haze model of the Dark Channel Prior (He, Sun & Tang 2009) as the known operator:
+    ``H(x) = x t + A (1 - t)``, with the airlight ``A`` shared by the stack (from at most four
+    planes spread over it) and each plane's transmission ``t`` from its dark channel, refined by
+    the guided filter (:mod:`napari_ssl_restore.core.haze`; DCP's ω 0.95, ``patch`` 15 and guided
+    radius 60 by default). Intensities are the
+    normalised input's, clipped to [0, 1] for the estimate."""
+
+    def __init__(self, planes, device, patch: int = 15):
+        import torch
+
+        from ..core.haze import dark_channel, estimate_airlight
+        from ..engine.train import spread
+
+        lights = []
+        for i in spread(len(planes), 4):
+            planar = self._planar(planes[i])
+            lights.append(estimate_airlight(planar, dark_channel(planar, patch), 0.001))
+        self.patch = patch
+        self.airlight = np.mean(lights, axis=0).astype(np.float32)
+        self._a = torch.from_numpy(self.airlight).to(device).view(1, -1, 1, 1)
+
+    @staticmethod
+    def _planar(plane: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(np.clip(plane, 0.0, 1.0).transpose(2, 0, 1))
+
+    def transmission(self, plane: np.ndarray) -> np.ndarray:
+        """``t`` of an ``(H, W, C)`` plane, as ``(H, W, 1)``."""
+        from ..core.haze import refined_transmission
+
+        return refined_transmission(self._planar(plane), self.airlight, patch_size=self.patch,
+                                    guided_radius=4 * self.patch)[..., None]
+
+    def apply(self, x, t):
+        return x * t + self._a * (1.0 - t)
+
+
+def interior(x, margin: tuple[int, int], zoom: int = 1):
+    """``x`` without ``margin`` (rows, columns; times ``zoom`` on an upsampled grid) at each
+    border, at most a quarter of each side: the physics term is scored where ``H(G(y))`` sees
+    ``G(y)`` and not the operator's padding of a small crop (a 64² crop blurred by a σ = 2 PSF is
+    padded over a third of its pixels)."""
+    h, w = x.shape[-2:]
+    my, mx = (min(m * zoom, side // 4) for m, side in zip(margin, (h, w)))
+    return x[..., my:h - my, mx:w - mx]
 
 
 # --- the generator -------------------------------------------------------------------------------
 
-def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs, clean=None, psf=None):
-    """Train G (or load it), then restore every plane and its residual map, streamed."""
-    import torch
-
+def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs, clean=None, psf=None,
+        qc_input=None, qc_truth=None):
+    """Train G (or load it), then restore every plane and its residual map, streamed; with
+    ``clean='lateral'`` the axial slices of the volume (see :class:`Axial`)."""
     from ..core.device import resolve_device
     from ..core.models import build
     from ..engine.adversarial import keep_trained, saved_generator, unpaired_data
@@ -120,8 +226,10 @@ def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs, clean=Non
 
     device = resolve_device(ctx.device)
     rng = np.random.default_rng(ctx.seed)
-    c, n, zoom = planes.c, len(planes), params.zoom
-    operator = make_operator(params, psf, device)
+    c, zoom = planes.c, params.zoom
+    axial = Axial(planes, params, ctx) if isinstance(clean, str) else None  # clean='lateral'
+    haze = Haze(planes, device, params.haze_patch) if params.task == "dehaze" else None
+    operator, margin = make_operator(params, psf, device, haze, axial)
     ckpt = saved_generator(params.model, c, zoom)
     if ckpt is not None:
         net = build(ckpt, device)
@@ -131,13 +239,20 @@ def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs, clean=Non
         net = net.to(device)
     info: dict = {"device": str(device), "trained_steps": 0, "stopped": False, "zoom": zoom}
     total, stopped = 0, False
+    sources = axial.slices if axial is not None else planes  # what G restores
     if params.mode == "train":
         y_sampler, x_sampler, preview_crop = unpaired_data(
-            planes, clean, patch=params.patch_size, zoom=zoom, device=device, rng=rng,
-            title="Physics-GAN", rescale=lambda x: _in_input_units(x, operator))
+            axial.training if axial is not None else planes,
+            axial.lateral_planes() if axial is not None else clean,
+            patch=params.patch_size, zoom=zoom, device=device, rng=rng, title="Physics-GAN",
+            rescale=lambda x, *maps: _in_input_units(x, operator, *maps),
+            aligned=haze.transmission if haze is not None else None,
+            augment=_augmentation(params, psf, axial))
         total = params.steps
-        fit = yield from _train(net, operator, y_sampler, x_sampler, params, ctx, rng,
-                                total=total, grand_total=total + n, preview_crop=preview_crop)
+        qc = _qc_pair(qc_input, qc_truth, c, zoom, ctx, device)
+        fit = yield from _train(net, operator, margin, y_sampler, x_sampler, params, ctx, rng,
+                                total=total, grand_total=total + len(sources),
+                                preview_crop=preview_crop, qc=qc)
         del y_sampler, x_sampler
         stopped = fit["stopped"]
         net, ckpt_out = keep_trained(fit, info, method="physics-gan",
@@ -149,24 +264,128 @@ def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs, clean=Non
     predictor = Predictor(net, device, tile=params.tile_size, overlap=params.tile_overlap,
                           scale=zoom)
 
-    def write(i: int, plane: np.ndarray) -> None:
-        out["image"][i] = plane
+    def residual(plane: np.ndarray, source: np.ndarray):
+        """``|H(x) - y|`` of a restored plane and its input, mean over channels."""
+        import torch
+
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(plane.transpose(2, 0, 1)))[None].to(device)
-            y = torch.from_numpy(np.ascontiguousarray(planes[i].transpose(2, 0, 1)))[None]
-            residual = (operator(x).cpu() - y).abs().mean(1)[0].numpy()
+            y = torch.from_numpy(np.ascontiguousarray(source.transpose(2, 0, 1)))[None]
+            maps = () if haze is None else (
+                torch.from_numpy(haze.transmission(source).transpose(2, 0, 1))[None].to(device),)
+            r = (operator(x, *maps).cpu() - y).abs().mean(1)[0].numpy()
         if zoom > 1:  # on the output's grid, so the two layers overlay
-            residual = np.repeat(np.repeat(residual, zoom, axis=0), zoom, axis=1)
-        out["residual"][i] = residual * ctx.scale  # in the input's intensity units
+            r = np.repeat(np.repeat(r, zoom, axis=0), zoom, axis=1)
+        return r
 
-    done, stopped = yield from predict_after_training(predictor, planes, write, step0=total,
+    def write(i: int, plane: np.ndarray) -> None:
+        if axial is not None:
+            axial.add(i, plane, residual(plane, axial.slices[i]))
+            return
+        out["image"][i] = plane
+        out["residual"][i] = residual(plane, planes[i]) * ctx.scale  # in the input's units
+
+    done, stopped = yield from predict_after_training(predictor, sources, write, step0=total,
                                                       stopped=stopped, verb="restoring")
+    if axial is not None:
+        done = axial.write(out, ctx.scale, complete=done == len(sources))
     info.update(planes_done=done, stopped=stopped)
     return MethodResult({}, info, {"model": ckpt_out})
 
 
-def _train(net, operator, y_sampler, x_sampler, params: Params, ctx: RunContext, rng, *,
-           total: int, grand_total: int, preview_crop: np.ndarray):
+class Axial:
+    """``clean='lateral'``: an anisotropic volume's own lateral (XY) planes are the clean examples
+    for its axial slices (Neuroclear's idea: Park et al., Nat. Commun. 2022 — the lateral
+    resolution is what the axial one should be). Training crops the XZ slices (one per Y, ``(Z,
+    X)``, Z vertical; left-right flips only, a rotation would turn Z sideways); prediction restores
+    the XZ and the YZ slices and averages the two estimates of each voxel, then writes the volume
+    plane by plane. The volume must be sampled with cubic voxels (resample Z to the XY pixel size
+    first) and holds three float32 copies in memory (input, sum, residual): this mode does not
+    stream."""
+
+    def __init__(self, planes, params: Params, ctx: RunContext):
+        if "Z" not in ctx.axes or "T" in ctx.axes:
+            raise ValueError(f"clean='lateral' needs one Z stack (axes ZYX); got axes "
+                             f"{ctx.axes.replace('C', '')!r}. Give clean examples instead, or "
+                             "restore one time point at a time.")
+        if params.task != "deconv":
+            raise ValueError("clean='lateral' restores the axial blur: use task='deconv' (with "
+                             f"axial_sigma or a 3-D psf=); got task={params.task!r}.")
+        z = len(planes)
+        if z < params.patch_size:
+            raise ValueError(f"clean='lateral' crops axial slices at patch_size {params.patch_size} "
+                             f"but the stack has {z} Z planes: lower patch_size to at most {z}, "
+                             "or resample Z to the XY pixel size first (cubic voxels).")
+        self.volume = planes.stack()  # (Z, H, W, C), normalised
+        self.sum = np.zeros_like(self.volume)
+        self.residual = np.zeros(self.volume.shape[:-1], np.float32)
+        h, w = self.volume.shape[1:3]
+        self.h, self.w = h, w
+        self.slices = _Slices(self.volume, h, w)
+        self.training = _Slices(self.volume, h, 0)  # the XZ slices
+
+    def lateral_planes(self) -> list:
+        return [self.volume[..., 0] if self.volume.shape[-1] == 1 else self.volume]
+
+    def add(self, i: int, plane: np.ndarray, residual: np.ndarray) -> None:
+        if i < self.h:
+            self.sum[:, i] += plane
+            self.residual[:, i] += residual
+        else:
+            self.sum[:, :, i - self.h] += plane
+            self.residual[:, :, i - self.h] += residual
+
+    def write(self, out, scale: float, *, complete: bool) -> int:
+        from ..core.progress import StopRequested
+
+        if not complete:  # a Stop while restoring: a half-restored volume is no result
+            raise StopRequested("Stopped while restoring the axial slices; nothing was written.")
+        for k in range(len(self.volume)):
+            out["image"][k] = self.sum[k] / 2
+            out["residual"][k] = self.residual[k] * (scale / 2)
+        return len(self.volume)
+
+
+class _Slices:
+    """The first ``xz`` XZ slices, then the first ``yz`` YZ slices, of a ``(Z, H, W, C)`` volume,
+    as planes ``(Z, ·, C)`` (the planes interface :func:`unpaired_data` and the predictor read)."""
+
+    def __init__(self, volume: np.ndarray, xz: int, yz: int):
+        self.volume, self.xz, self.yz = volume, xz, yz
+        self.c = volume.shape[-1]
+        self.hw = (volume.shape[0], volume.shape[2] if xz else volume.shape[1])
+
+    def __len__(self) -> int:
+        return self.xz + self.yz
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        v = self.volume
+        return v[:, i] if i < self.xz else v[:, :, i - self.xz]
+
+    def stack(self, indices) -> np.ndarray:
+        return np.stack([self[i] for i in indices])
+
+
+def _augmentation(params: Params, psf, axial) -> bool | str:
+    """The degraded crops' augmentation: every flip and rotation where the operator is invariant
+    to them (Gaussian PSF, downsampling, haze, identity); for a measured PSF only the ones it is
+    symmetric under; for axial slices left-right flips."""
+    if axial is not None:
+        return "flips"
+    if params.task != "deconv" or psf is None:
+        return True
+    from ..core.operators import check_psf
+
+    k = check_psf(psf)
+    flips = np.allclose(k, k[:, ::-1], atol=1e-4 * k.max())
+    if flips and k.shape[0] == k.shape[1] and np.allclose(k, k.T, atol=1e-4 * k.max()) \
+            and np.allclose(k, k[::-1], atol=1e-4 * k.max()):
+        return True
+    return "flips" if flips else False
+
+
+def _train(net, operator, margin: tuple[int, int], y_sampler, x_sampler, params: Params, ctx: RunContext,
+           rng, *, total: int, grand_total: int, preview_crop: np.ndarray, qc=None):
     """The adversarial training on the engine's loop; returns the generator kept and statistics."""
     import torch
 
@@ -183,30 +402,59 @@ def _train(net, operator, y_sampler, x_sampler, params: Params, ctx: RunContext,
                                        patch_layers(params.patch_size * params.zoom),
                                        params.disc_scales, spectral=params.spectral_norm)
     critic = Critic(disc.to(device), lr=params.learning_rate, rng=rng)
+    critics = {"clean": critic}
+    if params.data_adversarial_weight:  # H(G(y)) against y, on the input's grid
+        with seeded_init(ctx.seed + 2):
+            data_disc = MultiScaleDiscriminator(c, params.disc_features,
+                                                patch_layers(params.patch_size),
+                                                params.disc_scales, spectral=params.spectral_norm)
+        critics["data"] = Critic(data_disc.to(device), lr=params.learning_rate, rng=rng)
     ema = EMA(net, params.ema_decay)
     opt = torch.optim.Adam(net.parameters(), lr=params.learning_rate, betas=(0.5, 0.999))
-    (val,) = y_sampler(max(4, params.batch_size))  # fixed crops: the physics residual's yardstick
-    keeper = Keeper(ema.average, score=lambda model: (operator(model(val)) - val).abs().mean())
+    val, *val_maps = y_sampler(max(4, params.batch_size))  # fixed crops: the residual's yardstick
+
+    def residual(model):
+        return interior((operator(model(val), *val_maps) - val).abs(), margin).mean()
+
+    keeper = Keeper(ema.average, score=residual if qc is None else lambda model: _qc_error(
+        model(qc[0]), qc[1]))
     terms, state = Terms(), {}
+    if params.synthetic_weight:
+        noise = _input_noise(y_sampler.fields[0])
+        generator = torch.Generator(device=device).manual_seed(ctx.seed)
 
     def step(it: int):
-        (y,) = y_sampler(params.batch_size)
+        y, *maps = y_sampler(params.batch_size)
         (x,) = x_sampler(params.batch_size)
         fake = net(y)
         state["fake"], state["real"] = fake, x
-        loss = terms("physics", (operator(fake) - y).abs().mean(), params.physics_weight)
+        seen = operator(fake, *maps)
+        loss = terms("physics", interior((seen - y).abs(), margin).mean(), params.physics_weight)
+        if params.data_adversarial_weight:
+            state["seen"], state["y"] = seen, y
+            loss = loss + terms("G_data", generator_loss(critics["data"].judge(seen)),
+                                params.data_adversarial_weight)
         if params.adversarial_weight:
             loss = loss + terms("G", generator_loss(critic.judge(fake)), params.adversarial_weight)
+        if params.synthetic_weight:
+            with torch.no_grad():
+                degraded = operator(x, *maps)  # dehaze: the input's haze maps, elsewhere
+                degraded = degraded + noise.sample(degraded, generator)
+            miss = interior((net(degraded) - x).abs(), margin, params.zoom).mean()
+            loss = loss + terms("synthetic", miss, params.synthetic_weight)
         return loss
 
     def after_step(it: int) -> None:
         if params.adversarial_weight:
             critic.update(state["real"], state["fake"])
+        if params.data_adversarial_weight:
+            critics["data"].update(state.pop("y"), state.pop("seen"))
         ema.update()
         state.pop("fake")
 
-    describe = reporter(total, terms, {"clean": critic},
-                        extra=lambda: {"physics_residual": keeper.last})
+    describe = reporter(total, terms, critics,
+                        extra=lambda: {"qc_error" if qc is not None else "physics_residual":
+                                       keeper.last})
 
     preview_net = Predictor(ema.average, device, scale=params.zoom)
 
@@ -214,7 +462,8 @@ def _train(net, operator, y_sampler, x_sampler, params: Params, ctx: RunContext,
         return preview_net(preview_crop[None])[0]
 
     with torch.inference_mode():  # the input's own residual |H(y) - y|, for reference
-        start = float((operator(val) - val).abs().mean()) if params.zoom == 1 else float("nan")
+        start = (float(interior((operator(val, *val_maps) - val).abs(), margin).mean())
+                 if params.zoom == 1 else float("nan"))
     net.train()
     loop = yield from optimise(step, opt, total, after_step=after_step, finished=keeper.check,
                                check_every=params.check_every, describe=describe,
@@ -223,27 +472,89 @@ def _train(net, operator, y_sampler, x_sampler, params: Params, ctx: RunContext,
     if not keeper.diverged:
         keeper.check(loop.steps)  # score the final weights too
     kept = keeper.restore("Physics-GAN")
-    result = {"net": kept, "steps": loop.steps, "stopped": loop.stopped, "nan": keeper.diverged, "best_step": keeper.best_step,
-              "physics_residual": keeper.best, "input_residual": start}
-    if keeper.best > start:  # the estimate explains y worse than y itself does
+    with torch.inference_mode():
+        kept_residual = float(residual(kept))
+    result = {"net": kept, "steps": loop.steps, "stopped": loop.stopped, "nan": keeper.diverged,
+              "best_step": keeper.best_step, "physics_residual": kept_residual,
+              "input_residual": start, "checkpoint_by": "physics residual"}
+    if qc is not None:
+        result.update(checkpoint_by="QC pair", qc_error=keeper.best)
+    if kept_residual > start:  # the estimate explains y worse than y itself does
         result["warning"] = (f"the restored image explains the input less well than the input "
-                             f"itself (physics residual {keeper.best:.3g} against "
+                             f"itself (physics residual {kept_residual:.3g} against "
                              f"{start:.3g}): the adversarial term dominates; raise "
                              "physics_weight or train longer, and check the residual map")
         logger.warning("physics-gan: %s", result["warning"])
     return result
 
 
-def _in_input_units(examples, operator):
+QC_SIDE = 256
+"""Largest side (input pixels) of the QC pair scored at each check (centre crop)."""
+
+
+def _qc_pair(qc_input, qc_truth, channels: int, zoom: int, ctx: RunContext, device):
+    """The paired QC image (``qc_input``: a degraded acquisition in the input's units;
+    ``qc_truth``: its clean counterpart, any units, ``zoom`` times larger for 'sr') as device
+    tensors, centre-cropped to ``QC_SIDE``; ``None`` when not given. Errors name the mismatch."""
+    import torch
+
+    if qc_input is None and qc_truth is None:
+        return None
+    if qc_input is None or qc_truth is None:
+        raise ValueError("Physics-GAN: a QC pair needs both qc_input= (a degraded image) and "
+                         "qc_truth= (the same field, clean); give both or neither.")
+    pair = []
+    for name, arr in (("qc_input", qc_input), ("qc_truth", qc_truth)):
+        arr = np.asarray(arr, np.float32)
+        arr = arr[..., None] if arr.ndim == 2 else arr
+        if arr.ndim != 3 or arr.shape[-1] != channels:
+            raise ValueError(f"Physics-GAN: {name} must be one plane (Y, X) with the image's "
+                             f"{channels} channel(s) last; got shape {arr.shape}.")
+        pair.append(arr)
+    (h, w), (th, tw) = pair[0].shape[:2], pair[1].shape[:2]
+    if (th, tw) != (h * zoom, w * zoom):
+        raise ValueError(f"Physics-GAN: qc_truth is {th}x{tw} but must be qc_input's {h}x{w} "
+                         f"times {zoom} (the same field, registered).")
+    s = min(QC_SIDE, h, w)
+    y0, x0 = (h - s) // 2, (w - s) // 2
+    degraded = (pair[0][y0:y0 + s, x0:x0 + s] - ctx.offset) / ctx.scale
+    truth = pair[1][y0 * zoom:(y0 + s) * zoom, x0 * zoom:(x0 + s) * zoom]
+    return tuple(torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))[None].to(device)
+                 for a in (degraded, truth))
+
+
+def _qc_error(estimate, truth):
+    """Mean squared error of ``estimate`` against ``truth`` after the best gain and offset (the
+    truth's units are its own), relative to the truth's variance: 0 is perfect, 1 is no better than
+    a flat image."""
+    e, t = estimate - estimate.mean(), truth - truth.mean()
+    gain = (e * t).sum() / (e * e).sum().clamp_min(1e-12)
+    return ((gain * e - t) ** 2).mean() / (t * t).mean().clamp_min(1e-12)
+
+
+def _input_noise(degraded):
+    """The input's noise (:func:`~napari_ssl_restore.core.noise.noise_of_image`) from at most four
+    of its training planes (``(N, C, H, W)`` on the device), in the normalised units training
+    uses."""
+    from ..core.noise import noise_of_image
+
+    picks = degraded[:: max(1, len(degraded) // 4)][:4]
+    return noise_of_image(picks.permute(0, 2, 3, 1).cpu().numpy())
+
+
+def _in_input_units(examples, operator, *maps):
     """Clean examples rescaled so that *degraded* they span what the input spans: the input is
     normalised by its percentiles, and a blur lowers peaks, so clean examples normalised by their
     own percentiles would be dimmer at their peaks than the sharp image the physics term asks for,
     and the two terms would pull against each other. Percentiles (0.1, 99.9) of ``H(examples)``
-    map to 0 and 1, like the input's."""
+    map to 0 and 1, like the input's (dehazing: under the median transmission of the input's
+    ``maps``)."""
     import torch
 
     with torch.inference_mode():
-        degraded = torch.cat([operator(examples[k:k + 8]) for k in range(0, len(examples), 8)])
+        typical = [m.median() for m in maps]
+        degraded = torch.cat([operator(examples[k:k + 8], *typical)
+                              for k in range(0, len(examples), 8)])
         flat = degraded.flatten()[:: max(1, degraded.numel() // 2**22)].float()
         lo, hi = torch.quantile(flat, torch.tensor([0.001, 0.999], device=flat.device)).tolist()
     return (examples - lo) / max(hi - lo, 1e-6)
@@ -263,9 +574,18 @@ SPEC = MethodSpec(
                                 "each input pixel repeated onto the output's grid).",
                     kind="map")),
     inputs=(
-        clean_examples("Clean examples of similar samples (confocal, deconvolved)"),
-        ExtraInput("psf", "Point-spread function (2-D) for task 'deconv'; a Gaussian of "
-                          "psf_sigma when omitted.", when=(("task", ("deconv",)),)),
+        clean_examples("Clean examples of similar samples (confocal, deconvolved)", ("lateral",),
+                       "; or 'lateral': a Z stack's own XY planes, for its axial slices (cubic "
+                       "voxels, task 'deconv' with axial_sigma or a 3-D psf)"),
+        ExtraInput("psf", "Point-spread function for task 'deconv': 2-D, or 3-D (Z, Y, X) with "
+                          "clean='lateral'; a Gaussian of psf_sigma (and axial_sigma) when "
+                          "omitted.", when=(("task", ("deconv",)),)),
+        ExtraInput("qc_input", "Optional QC pair, degraded side: one plane acquired like the "
+                               "image (a field not in it, ideally); with qc_truth, the checkpoint "
+                               "kept is the one that restores it best.", when=tuple(TRAIN.items())),
+        ExtraInput("qc_truth", "Optional QC pair, clean side: the same field as qc_input, "
+                               "registered (sr: sr_factor times larger), any units.",
+                   when=tuple(TRAIN.items())),
     ),
     scaling="percentile",
     uses_torch=True,
