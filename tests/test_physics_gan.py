@@ -236,3 +236,12 @@ def test_lateral_planes_restore_the_axial_slices_of_a_stack(tmp_path):
     with pytest.raises(ValueError, match="task='deconv'"):
         restore(vol, "physics-gan", axes="ZYX", clean="lateral", task="sr",
                 **dict(settings, patch_size=16))
+
+
+def test_denoise_task_identity_operator():
+    """task='denoise': H is the identity, so the residual map is |G(y) - y| itself."""
+    rng = np.random.default_rng(0)
+    y = np.clip(_scene(0) + 0.1 * rng.standard_normal((48, 48)), 0, 1).astype(np.float32)
+    out = restore(y, "physics-gan", task="denoise", clean=np.stack([_scene(1), _scene(2)]),
+                  full_output=True, float_output=True, **dict(FAST, steps=8))
+    np.testing.assert_allclose(out["residual"], np.abs(out["image"] - y), atol=1e-5)

@@ -287,8 +287,8 @@ def unpaired_data(planes, clean, *, patch: int, device, rng, title: str, zoom: i
     plane that the degraded sampler crops at the same windows (e.g. a haze transmission), and
     ``rescale`` then takes those maps too. ``augment`` is the degraded crops' (see
     :class:`~napari_ssl_restore.engine.train.PatchSampler`: fewer when the operator is not
-    invariant to rotations or flips); the clean crops are always augmented. Returns ``(degraded sampler, clean sampler, preview
-    crop)``; errors name what is missing or too small."""
+    invariant to rotations or flips); the clean crops are always augmented. Returns ``(degraded
+    sampler, clean sampler, preview crop)``; errors name what is missing or too small."""
     import numpy as np
 
     from ..engine.predict import centre_crop

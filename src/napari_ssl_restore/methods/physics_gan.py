@@ -320,7 +320,7 @@ class Axial:
         self.sum = np.zeros_like(self.volume)
         self.residual = np.zeros(self.volume.shape[:-1], np.float32)
         h, w = self.volume.shape[1:3]
-        self.h, self.w = h, w
+        self.h = h
         self.slices = _Slices(self.volume, h, w)
         self.training = _Slices(self.volume, h, 0)  # the XZ slices
 
@@ -384,8 +384,8 @@ def _augmentation(params: Params, psf, axial) -> bool | str:
     return "flips" if flips else False
 
 
-def _train(net, operator, margin: tuple[int, int], y_sampler, x_sampler, params: Params, ctx: RunContext,
-           rng, *, total: int, grand_total: int, preview_crop: np.ndarray, qc=None):
+def _train(net, operator, margin: tuple[int, int], y_sampler, x_sampler, params: Params,
+           ctx: RunContext, rng, *, total: int, grand_total: int, preview_crop: np.ndarray, qc=None):
     """The adversarial training on the engine's loop; returns the generator kept and statistics."""
     import torch
 
