@@ -221,17 +221,27 @@ def super_resolution(args, factor: int = 4) -> int:
             t0 = time.perf_counter()
             out = restore(y, "physics-gan", clean=clean, float_output=True, **gan, **extra)
             results[label] = (out, time.perf_counter() - t0)
-        for label, (img, sec) in results.items():
-            p = psnr(np.clip(img, 0, 1), truth)
-            rows.setdefault(label, []).append((p, sec))
-            print(f"seed {seed}: {label}: {p:.2f} dB, {sec:.1f} s", flush=True)
+        tally(rows, seed, results, truth)
     print(f"x{factor} super-resolution, {args.size}² -> {big}² cells, seeds {args.seeds}:")
-    print("| method | PSNR (dB) | s/image |")
+    print_table(rows, "s/image")
+    return 0
+
+
+def tally(rows: dict, seed: int, results: dict, truth) -> None:
+    """PSNR (clipped to [0, 1]) and seconds of each ``label -> (image, seconds)`` into ``rows``."""
+    for label, (img, sec) in results.items():
+        p = psnr(np.clip(img, 0, 1), truth)
+        rows.setdefault(label, []).append((p, sec))
+        print(f"seed {seed}: {label}: {p:.2f} dB, {sec:.1f} s", flush=True)
+
+
+def print_table(rows: dict, seconds: str) -> None:
+    """The mean PSNR and seconds of every row, as a Markdown table."""
+    print(f"| method | PSNR (dB) | {seconds} |")
     print("|---|---|---|")
     for label, vals in rows.items():
         p, sec = np.mean(vals, axis=0)
         print(f"| {label} | {p:.2f} | {sec:.1f} |")
-    return 0
 
 
 def volume(size: int, depth: int, seed: int) -> np.ndarray:
@@ -292,18 +302,10 @@ def lateral(args) -> int:
             out = restore(y, "physics-gan", axes="ZYX", clean="lateral", float_output=True,
                           **gan, **extra_params)
             results[label] = (out, time.perf_counter() - t0)
-        for label, (img, sec) in results.items():
-            # axial slices only matter, but the volume score covers them all the same
-            p = psnr(np.clip(img, 0, 1), target)
-            rows.setdefault(label, []).append((p, sec))
-            print(f"seed {seed}: {label}: {p:.2f} dB, {sec:.1f} s", flush=True)
+        tally(rows, seed, results, target)
     print(f"Axial deblurring (clean='lateral'), {args.size}² x 64 volume, lateral std {lat}, axial "
           f"std {ax} px, seeds {args.seeds} (PSNR dB against the laterally blurred truth):")
-    print("| method | PSNR (dB) | s/volume |")
-    print("|---|---|---|")
-    for label, vals in rows.items():
-        p, sec = np.mean(vals, axis=0)
-        print(f"| {label} | {p:.2f} | {sec:.1f} |")
+    print_table(rows, "s/volume")
     return 0
 
 
