@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from napari_ssl_restore import restore, restore_physics_gan
 from napari_ssl_restore.core.operators import gaussian_psf
@@ -77,11 +78,12 @@ def test_physics_residual_reported_against_the_inputs_own():
 
     y = _blurred(sigma=2.0)
     clean = np.stack([_scene(k) for k in (1, 2, 3)])
-    settings = dict(FAST, steps=60, psf_sigma=2.0)
+    settings = dict(FAST, steps=60, psf_sigma=2.0, synthetic_weight=0.0)
     out = restore(y, "physics-gan", clean=clean, full_output=True, float_output=True, **settings)
     prov = out["provenance"]
     assert prov["best_step"] > 0 and np.isfinite(prov["input_residual"])
     assert ("warning" in prov) == (prov["physics_residual"] > prov["input_residual"])
+    assert prov["checkpoint_by"] == "physics residual" and prov["noise_floor"] > 0
     # the map is |H(G(y)) - y| in the input's units
     hx = ndi.convolve(out["image"], gaussian_psf(2.0), mode="reflect")
     np.testing.assert_allclose(out["residual"][8:-8, 8:-8], np.abs(hx - y)[8:-8, 8:-8],
@@ -140,6 +142,8 @@ def test_dehaze_operator_is_dcps_haze_model():
                   **dict(FAST, steps=12))
     x = out["image"]
     assert x.shape == y.shape and np.isfinite(x).all()
+    prov = out["provenance"]
+    assert prov["checkpoint_by"] == "synthetic pairs" and np.isfinite(prov["synthetic_error"])
     # percentile normalisation is affine, the operator is too: compare in the normalised units
     lo, hi = np.percentile(y, [0.1, 99.9])
     yn, xn = (y - lo) / (hi - lo), (x - lo) / (hi - lo)
@@ -179,6 +183,12 @@ def test_noise_of_the_degraded_image_alone():
     assert pg.gain == pytest.approx(1 / 200, rel=0.2) and pg.offset < 3e-4
     gauss = noise_of_image(add_noise(blurred, 0.05, seed=1))
     assert gauss.gain == 0 and gauss.offset == pytest.approx(0.05 ** 2, rel=0.1)
+    # the discrepancy principle's floor: the expected |noise| at each pixel
+    clean = torch.from_numpy(blurred.astype(np.float32))[None, None]
+    draws = pg.sample(clean.expand(256, 1, -1, -1), torch.Generator().manual_seed(0))
+    np.testing.assert_allclose(pg.mean_abs(clean)[0, 0].numpy(), draws.abs().mean(0)[0].numpy(),
+                               rtol=0.35, atol=2e-3)
+    assert float(pg.mean_abs(clean).mean()) == pytest.approx(float(draws.abs().mean()), rel=0.02)
 
 
 def _anisotropic_volume(z=20, size=32, lateral=1.0, axial=3.0, seed=0):
@@ -245,3 +255,41 @@ def test_denoise_task_identity_operator():
     out = restore(y, "physics-gan", task="denoise", clean=np.stack([_scene(1), _scene(2)]),
                   full_output=True, float_output=True, **dict(FAST, steps=8))
     np.testing.assert_allclose(out["residual"], np.abs(out["image"] - y), atol=1e-5)
+
+
+def test_training_pairs_units_and_errors():
+    """pairs_input/pairs_truth train G (a 'paired' loss term is reported); the truth, in units of
+    its own, is mapped so that its degradation matches the acquisition in the normalised units;
+    errors name what is missing or mismatched."""
+    from types import SimpleNamespace
+
+    from napari_ssl_restore.methods.physics_gan import Params, _training_pairs, make_operator
+
+    truth = np.stack([_scene(k) for k in (7, 8)])
+    acquired = np.stack([_blurred(k, sigma=2.0) for k in (7, 8)])
+    params = Params(psf_sigma=2.0, patch_size=32)
+    operator, _ = make_operator(params, None, "cpu")
+    ctx = SimpleNamespace(offset=0.01, scale=0.5)  # the image's percentile normalisation
+    pairs = _training_pairs(acquired, 1000 * truth + 7, params, 1, operator, ctx, "cpu",
+                            np.random.default_rng(0), augment=True)
+    a, b = pairs.fields
+    assert a.shape == b.shape == (2, 1, 48, 48)
+    np.testing.assert_allclose(a.numpy(), ((acquired - 0.01) / 0.5)[:, None], atol=1e-6)
+    # H(b) now explains a up to the acquisition's noise (0.01 / 0.5 in these units)
+    fit = operator(b)[..., 8:-8, 8:-8] - a[..., 8:-8, 8:-8]
+    assert float(fit.abs().mean()) < 0.03 and abs(float(fit.mean())) < 0.005
+
+    y = _blurred(sigma=2.0)
+    clean = np.stack([_scene(k) for k in (1, 2)])
+    steps = []
+    restore(y, "physics-gan", clean=clean, pairs_input=acquired, pairs_truth=truth,
+            psf_sigma=2.0, progress=steps.append, **FAST)
+    assert any("paired" in s.message for s in steps)
+    with pytest.raises(ValueError, match="both pairs_input= .* and pairs_truth="):
+        restore(y, "physics-gan", clean=clean, pairs_truth=truth, **FAST)
+    with pytest.raises(ValueError, match="task 'deconv' or 'denoise'"):
+        restore(y, "physics-gan", clean=_scene(1, 96), task="sr", pairs_input=acquired,
+                pairs_truth=truth, **FAST)
+    with pytest.raises(ValueError, match="same shape"):
+        restore(y, "physics-gan", clean=clean, pairs_input=acquired, pairs_truth=truth[:1],
+                **FAST)

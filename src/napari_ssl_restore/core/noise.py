@@ -36,6 +36,11 @@ class NoiseModel:
         var = (self.gain * clean.clamp_min(0) + self.offset).clamp_min(1e-10)
         return white * var.sqrt()
 
+    def mean_abs(self, clean):
+        """The expected ``|noise|`` at each pixel of the tensor ``clean`` (Gaussian:
+        ``sqrt(2 var / π)``)."""
+        return (2.0 / np.pi * (self.gain * clean.clamp_min(0) + self.offset).clamp_min(0)).sqrt()
+
     def describe(self) -> dict:
         return {"gain": float(self.gain), "offset": float(self.offset),
                 "sigma_at_0": float(np.sqrt(max(self.offset, 0))),
