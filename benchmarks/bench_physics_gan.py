@@ -2,7 +2,7 @@
 
     python benchmarks/bench_physics_gan.py [--size 128] [--steps 800] [--sigma 2.0] [--figure F]
         [--no-dip | --dip-cache DIR] [--variants 0,1] [--physics-weights 30,100]
-        [--dehaze | --lateral | --sr]
+        [--dehaze | --lateral | --sr | --inference]
 
 Held-out synthetic fluorescence fields (``data.cells``, seeds 10 and 11) blurred by a Gaussian PSF
 and Poisson-Gaussian noise; the clean examples are *other* fields (seeds 0-3: unpaired, never the
@@ -100,7 +100,12 @@ def main() -> int:
                          "against Richardson-Lucy with the same axial kernel")
     ap.add_argument("--sr", action="store_true",
                     help="x4 super-resolution instead, against bicubic and DIP task='sr'")
+    ap.add_argument("--inference", action="store_true",
+                    help="instead: seconds and peak memory of applying a saved generator to a "
+                         "2048² uint16 plane from the command line")
     args = ap.parse_args()
+    if args.inference:
+        return inference()
     if args.sr:
         return super_resolution(args)
     if args.dehaze:
@@ -168,7 +173,11 @@ def main() -> int:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        variant = "physics-GAN:\n" + shown[2].split(" (")[0].replace("pairs, no", "pairs,\nno")
+        import textwrap
+
+        name = shown[2].split(" (")[0]
+        variant = textwrap.fill(name if name.startswith("physics-GAN") else
+                                f"physics-GAN: {name}", 34)
         titles = ["input (blurred, noisy)", "Richardson–Lucy", "DIP deconv", variant,
                   "residual |H(G(y)) − y|", "truth"]
         panels = list(zip(shown[3], titles))
@@ -255,6 +264,38 @@ def super_resolution(args, factor: int = 4) -> int:
         tally(rows, seed, results, truth)
     print(f"x{factor} super-resolution, {args.size}² -> {big}² cells, seeds {args.seeds}:")
     print_table(rows, "s/image")
+    return 0
+
+
+def inference(side: int = 2048) -> int:
+    """A generator of the default size (trained 20 steps: the weights do not change the
+    arithmetic) applied with ``--mode apply`` to a ``side``² uint16 TIFF through the CLI, in a
+    child process: wall seconds (with Python's start and imports) and peak RSS."""
+    import tempfile
+    from pathlib import Path
+
+    import tifffile
+    from bench_scale import cli, measure
+
+    from napari_ssl_restore import restore
+    from napari_ssl_restore.data import cells
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model, image = Path(tmp) / "g.pt", Path(tmp) / "plane.tif"
+        small = cells(128, seed=1).astype(np.float32)
+        restore(small, "physics-gan", clean=small[None], steps=20, check_every=10,
+                save_model=str(model), device="cpu")
+        big = np.tile(cells(512, seed=2), (side // 512, side // 512))
+        tifffile.imwrite(image, (big * 3000 + 200).astype(np.uint16))
+        argv, env = cli()
+        print("| plane | s (CLI, apply) | peak RSS (MiB) |\n|---|---|---|")
+        for tile in (0, 512):
+            rss, seconds = measure(argv + ["run", "physics-gan", str(image), "--mode", "apply",
+                                           "--model", str(model), "--device", "cpu",
+                                           "--tile-size", str(tile), "-o",
+                                           str(Path(tmp) / f"out{tile}.tif")], env)
+            print(f"| {side}² uint16, tile_size {tile or '0 (from memory)'} | {seconds:.1f} | "
+                  f"{rss:.0f} |", flush=True)
     return 0
 
 

@@ -37,7 +37,7 @@ Deviations: the generator is CycleGAN's ResNet generator with resize-convolution
 global skip (starts as the identity / nearest upsampling), without normalisation so tiles of a
 large plane agree exactly (instance norm, as in the authors' code, makes them disagree), and by
 default without its two downsamplings (``downs=0``: every layer at full resolution, the same
-arithmetic per pixel; measured on the README's deconvolution benchmark, +2 dB over ``downs=2``);
+arithmetic per pixel; measured on the README's deconvolution benchmark, +2.3 dB over ``downs=2``);
 smaller defaults (32 features, 6 blocks, 64² crops) so it trains on a laptop CPU. Added (not in
 the paper, on by default): ``synthetic_weight`` — the clean examples degraded by the same ``H``
 and by noise estimated from the input (:func:`napari_ssl_restore.core.noise.noise_of_image`) give
@@ -266,6 +266,10 @@ def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs, clean=Non
             augment=_augmentation(params, psf, axial))
         total = params.steps
         qc = _qc_pair(qc_input, qc_truth, c, zoom, ctx, device)
+        if axial is not None and (pairs_input is not None or pairs_truth is not None):
+            raise ValueError("clean='lateral' learns from the volume's own lateral planes; "
+                             "training pairs (pairs_input/pairs_truth) do not apply to its axial "
+                             "slices: leave them out.")
         pairs = _training_pairs(pairs_input, pairs_truth, params, c, operator, ctx, device, rng,
                                 augment=_augmentation(params, psf, axial))
         fit = yield from _train(net, operator, margin, y_sampler, x_sampler, params, ctx, rng,
@@ -600,6 +604,7 @@ def _training_pairs(pairs_input, pairs_truth, params: Params, channels: int, ope
         raise ValueError(f"Physics-GAN: training pairs are for task 'deconv' or 'denoise' (same "
                          f"size, an operator without per-image maps); got task={params.task!r}. "
                          "Give the pair as qc_input=/qc_truth= to choose the checkpoint instead.")
+
     def planes(v):  # (N, Y, X, C), or None when the shape does not fit the image's channels
         v = np.asarray(v, np.float32)
         if channels == 1 and v.ndim in (2, 3):
@@ -661,6 +666,10 @@ def _in_input_units(examples, operator, *maps):
     return (examples - lo) / max(hi - lo, 1e-6)
 
 
+TRAINING = tuple(TRAIN.items())
+PAIRED = TRAINING + (("task", ("deconv", "denoise")),)
+"""When the QC pair and the training pairs are asked for (widget)."""
+
 SPEC = MethodSpec(
     name="physics-gan",
     title="Physics-based GAN (Pan et al. 2020): restore through a known operator, adversarial "
@@ -683,16 +692,16 @@ SPEC = MethodSpec(
                           "omitted.", when=(("task", ("deconv",)),)),
         ExtraInput("qc_input", "Optional QC pair, degraded side: one plane acquired like the "
                                "image (a field not in it, ideally); with qc_truth, the checkpoint "
-                               "kept is the one that restores it best.", when=tuple(TRAIN.items())),
+                               "kept is the one that restores it best.", when=TRAINING),
         ExtraInput("qc_truth", "Optional QC pair, clean side: the same field as qc_input, "
                                "registered (sr: sr_factor times larger), any units.",
-                   when=tuple(TRAIN.items())),
+                   when=TRAINING),
         ExtraInput("pairs_input", "Optional training pairs, degraded side (deconv, denoise): "
                                   "images acquired like the image; with pairs_truth they train G "
-                                  "directly (paired_weight).", when=tuple(TRAIN.items())),
+                                  "directly (paired_weight).", when=PAIRED),
         ExtraInput("pairs_truth", "Optional training pairs, clean side: the same fields as "
                                   "pairs_input, registered, same shape, any units.",
-                   when=tuple(TRAIN.items())),
+                   when=PAIRED),
     ),
     scaling="percentile",
     uses_torch=True,
