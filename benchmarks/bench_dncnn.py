@@ -54,8 +54,8 @@ def poisson_gaussian(args, extra: dict) -> None:
     """Still images with Poisson-Gaussian noise: DnCNN directly, DnCNN and BM3D after the GAT."""
     from napari_ssl_restore.data import add_noise
 
-    labels = ["noisy", "DnCNN (blind, directly)", "DnCNN after GAT", "BM3D after GAT (σ=1)"]
-    table, times = {}, {k: [] for k in labels[1:]}
+    table, times = {}, {k: [] for k in ("DnCNN (blind, directly)", "DnCNN after GAT",
+                                        "BM3D after GAT (σ=1)")}
     for photons in [float(v) for v in args.photons.split(",")]:
         gain = 1.0 / photons
         for k, name in enumerate(HELD_OUT):
@@ -73,21 +73,32 @@ def poisson_gaussian(args, extra: dict) -> None:
                     "DnCNN after GAT": after_gat,
                     "BM3D after GAT (σ=1)": lambda: gat_inverse(_bm3d(stable, 1.0), gain,
                                                                 args.read)}
-            table.setdefault((photons, "noisy"), []).append(
-                psnr(img, np.clip(noisy, 0, 1), data_range=1))
-            for label, fn in runs.items():
-                t0 = time.perf_counter()
-                out = fn()
-                times[label].append(time.perf_counter() - t0)
-                table.setdefault((photons, label), []).append(
-                    psnr(img, np.clip(out, 0, 1), data_range=1))
-            print(f"{photons:g} photons, {name}: " + ", ".join(
-                f"{k} {table[(photons, k)][-1]:.2f}" for k in labels), flush=True)
-    print(f"\n| photons (read noise {args.read:g}) | " + " | ".join(labels) + " |")
+            _score(img, noisy, runs, f"{photons:g} photons, {name}", photons, table, times)
+    _print_table(f"photons (read noise {args.read:g})",
+                 [float(v) for v in args.photons.split(",")], table, times)
+
+
+def _score(img, noisy, runs: dict, what: str, key, table: dict, times: dict) -> None:
+    """Run every ``label -> fn`` of ``runs``, recording its PSNR under ``(key, label)`` in
+    ``table`` (the noisy input's under ``(key, "noisy")``) and its seconds in ``times``."""
+    table.setdefault((key, "noisy"), []).append(psnr(img, np.clip(noisy, 0, 1), data_range=1))
+    for label, fn in runs.items():
+        t0 = time.perf_counter()
+        out = fn()
+        times[label].append(time.perf_counter() - t0)
+        table.setdefault((key, label), []).append(psnr(img, np.clip(out, 0, 1), data_range=1))
+    print(f"{what}: " + ", ".join(f"{k} {table[(key, k)][-1]:.2f}" for k in ["noisy", *runs]),
+          flush=True)
+
+
+def _print_table(heading: str, keys: list, table: dict, times: dict) -> None:
+    """Mean PSNR per key and method, and mean seconds per method, as a Markdown table."""
+    labels = ["noisy", *times]
+    print(f"\n| {heading} | " + " | ".join(labels) + " |")
     print("|---" * (len(labels) + 1) + "|")
-    for photons in [float(v) for v in args.photons.split(",")]:
-        print(f"| {photons:g} | " + " | ".join(f"{np.mean(table[(photons, k)]):.2f}"
-                                               for k in labels) + " |")
+    for key in keys:
+        print(f"| {key:g} | " + " | ".join(f"{np.mean(table[(key, k)]):.2f}" for k in labels)
+              + " |")
     print("| seconds per image | – | " + " | ".join(f"{np.mean(times[k]):.2f}" for k in times)
           + " |")
 
@@ -137,24 +148,9 @@ def main(argv=None) -> None:
                                                               sigma=s / 255, fast_mode=True,
                                                               patch_size=5, patch_distance=6),
             }
-            table.setdefault((s, "noisy"), []).append(psnr(img, np.clip(noisy, 0, 1),
-                                                          data_range=1))
             runs = {k: v for k, v in runs.items() if k in times}
-            for label, fn in runs.items():
-                t0 = time.perf_counter()
-                out = fn()
-                times[label].append(time.perf_counter() - t0)
-                table.setdefault((s, label), []).append(psnr(img, np.clip(out, 0, 1),
-                                                            data_range=1))
-            print(f"σ={s} {name}: " + ", ".join(f"{k} {table[(s, k)][-1]:.2f}"
-                                                for k in ["noisy", *runs]), flush=True)
-    labels = ["noisy", *times]
-    print("\n| σ (8-bit) | " + " | ".join(labels) + " |")
-    print("|---" * (len(labels) + 1) + "|")
-    for s in [int(v) for v in args.sigmas.split(",")]:
-        print(f"| {s} | " + " | ".join(f"{np.mean(table[(s, k)]):.2f}" for k in labels) + " |")
-    print("| seconds per image | – | " + " | ".join(f"{np.mean(times[k]):.2f}" for k in times)
-          + " |")
+            _score(img, noisy, runs, f"σ={s} {name}", s, table, times)
+    _print_table("σ (8-bit)", [int(v) for v in args.sigmas.split(",")], table, times)
 
 
 if __name__ == "__main__":

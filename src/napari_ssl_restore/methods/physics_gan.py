@@ -622,9 +622,7 @@ def _training_pairs(pairs_input, pairs_truth, params: Params, channels: int, ope
     a, b = to_device((a - ctx.offset) / ctx.scale, device), to_device(b, device)
     with torch.no_grad():  # (not inference mode: the crops feed training)
         seen = torch.cat([operator(b[k:k + 1]) for k in range(len(b))])
-        s, t = seen - seen.mean(), a - a.mean()
-        gain = (s * t).sum() / (s * s).sum().clamp_min(1e-12)
-        b = gain * (b - seen.mean()) + a.mean()
+        b = _gain(seen - seen.mean(), a - a.mean()) * (b - seen.mean()) + a.mean()
     return PatchSampler([a, b], [[k, k] for k in range(len(a))], params.patch_size, rng,
                         augment=augment)
 
@@ -634,8 +632,12 @@ def _qc_error(estimate, truth):
     truth's units are its own), relative to the truth's variance: 0 is perfect, 1 is no better than
     a flat image."""
     e, t = estimate - estimate.mean(), truth - truth.mean()
-    gain = (e * t).sum() / (e * e).sum().clamp_min(1e-12)
-    return ((gain * e - t) ** 2).mean() / (t * t).mean().clamp_min(1e-12)
+    return ((_gain(e, t) * e - t) ** 2).mean() / (t * t).mean().clamp_min(1e-12)
+
+
+def _gain(x, y):
+    """The least-squares gain from ``x`` to ``y`` (both centred): ``argmin_g |g x - y|²``."""
+    return (x * y).sum() / (x * x).sum().clamp_min(1e-12)
 
 
 def _input_noise(degraded):
