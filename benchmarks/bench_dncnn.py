@@ -2,6 +2,7 @@
 
 Run:  python benchmarks/bench_dncnn.py [--sigmas 15,25,50] [--crop 256] [--model other.pt]
                                       [--no-bm3d] [--ensemble] [--photons 20,100 [--read 0.01]]
+                                      [--sizes]
 
 Images: scikit-image's ``camera``, ``coins``, ``moon`` and ``cell`` (held out by
 ``scripts/train_denoiser.py``), centre crops of ``--crop`` pixels (0 = whole image), additive white
@@ -13,6 +14,10 @@ passed as float in [0, 1] without clipping, through ``restore(..., "dncnn")`` li
 ``--read``), the shipped model applied directly and after the generalised Anscombe transform (GAT,
 Mäkitalo & Foi 2013, with the true gain and read noise), against BM3D after the GAT (σ = 1 there),
 the classical baseline for photon noise.
+
+``--sizes``: the candidate network sizes of the video-quality issue — parameters and the seconds to
+denoise one 512² frame on this machine's CPU (median of 5 after a warm-up; the shipped denoiser
+must stay ≤ 0.5 s on a laptop CPU).
 """
 from __future__ import annotations
 
@@ -103,6 +108,35 @@ def _print_table(heading: str, keys: list, table: dict, times: dict) -> None:
           + " |")
 
 
+SIZES = {"DnCNN 12×32 (shipped)": ("dncnn", {"features": 32, "depth": 12}),
+         "DnCNN 17×64 (paper's DnCNN-S)": ("dncnn", {"features": 64, "depth": 17}),
+         "U-Net 32, 4 levels": ("unet", {"features": 32, "depth": 4}),
+         "U-Net 48, 5 levels (Noise2Noise's)": ("unet", {"features": 48, "depth": 5})}
+
+
+def sizes(side: int = 512, repeats: int = 5) -> None:
+    """Parameters and CPU seconds per ``side``² frame of each candidate in :data:`SIZES`."""
+    import torch
+
+    from napari_ssl_restore.nets.dncnn import DnCNN
+    from napari_ssl_restore.nets.unet import UNet
+
+    print(f"\n| network | parameters | s per {side}² frame (CPU, {torch.get_num_threads()} "
+          "threads) |\n|---|---|---|")
+    x = torch.rand(1, 1, side, side)
+    for label, (kind, cfg) in SIZES.items():
+        net = (DnCNN if kind == "dncnn" else UNet)(1, 1, **cfg).eval()
+        times = []
+        with torch.no_grad():
+            net(x)
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                net(x)
+                times.append(time.perf_counter() - t0)
+        params = sum(p.numel() for p in net.parameters())
+        print(f"| {label} | {params / 1e3:.0f} k | {np.median(times):.3f} |", flush=True)
+
+
 def _crop(img, side: int):
     """The centre ``side``² crop (the whole image for 0)."""
     if not side:
@@ -124,7 +158,11 @@ def main(argv=None) -> None:
                     help="comma-separated photon counts at full scale: Poisson-Gaussian noise "
                          "against BM3D after the Anscombe transform instead")
     ap.add_argument("--read", type=float, default=0.01, help="read noise std with --photons")
+    ap.add_argument("--sizes", action="store_true",
+                    help="only time the candidate network sizes on a 512² frame")
     args = ap.parse_args(argv)
+    if args.sizes:
+        return sizes()
     extra = {"model": args.model} if args.model else {}
     if args.photons:
         return poisson_gaussian(args, extra)

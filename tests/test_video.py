@@ -290,6 +290,7 @@ def test_training_script_smoke(tmp_path):
     assert ckpt["architecture"] == "dncnn"
     assert ckpt["provenance"]["held_out"] == ["camera", "coins", "moon", "cell"]
     assert ckpt["provenance"]["recipe"]["steps"] == 2
+    assert set(ckpt["provenance"]["held_out_psnr"]) == {"15", "25", "50", "pg20", "pg100"}
 
     # --install ships a checkpoint: copy into the package and a manifest that verifies it
     mod = _training_script()
@@ -310,6 +311,55 @@ def _training_script():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def test_training_sources_are_offline_images_in_range():
+    from napari_ssl_restore.data import dead_leaves, microscopy_field
+
+    for make in (dead_leaves, microscopy_field):
+        a, b = make(64, seed=1), make(64, seed=2)
+        assert a.shape == (64, 64) and a.dtype == np.float32
+        assert 0 <= a.min() and a.max() <= 1 and np.isfinite(a).all()
+        np.testing.assert_array_equal(a, make(64, seed=1))
+        assert not np.array_equal(a, b)
+    leaves = dead_leaves(128, seed=3)
+    assert len(np.unique(np.round(leaves, 3))) > 50 and leaves.std() > 0.1  # many leaves
+    images, names = _training_script().package_images(np.random.default_rng(0))
+    assert len(images) >= 3 and not any("camera" in n for n in names)  # held out stays out
+    assert all(im.ndim == 2 and 0 <= im.min() and im.max() <= 1 for im in images)
+
+
+def test_photon_noise_patches_are_signal_dependent(monkeypatch):
+    mod = _training_script()
+    clean = np.concatenate([np.full((8, 1, 32, 32), 0.1, np.float32),
+                            np.full((8, 1, 32, 32), 0.9, np.float32)])
+    # no Poisson-Gaussian patches: exactly the Gaussian recipe's draws (the shipped model's)
+    rng, ref = np.random.default_rng(5), np.random.default_rng(5)
+    sigma = ref.uniform(0, 55 / 255, (16, 1, 1, 1)).astype(np.float32)
+    expected = clean + sigma * ref.standard_normal(clean.shape).astype(np.float32)
+    np.testing.assert_array_equal(mod.noisy_batch(clean, rng, 55.0), expected)
+    # all Poisson-Gaussian at 100 photons, no read noise: variance = intensity / 100
+    monkeypatch.setattr(mod, "PG_PHOTONS", (100.0, 100.0))
+    monkeypatch.setattr(mod, "PG_READ", 0.0)
+    noisy = mod.noisy_batch(clean, np.random.default_rng(6), 55.0, pg_fraction=1.0)
+    assert np.var(noisy[:8] - clean[:8]) == pytest.approx(0.001, rel=0.15)
+    assert np.var(noisy[8:] - clean[8:]) == pytest.approx(0.009, rel=0.15)
+
+
+def test_training_script_fine_tunes_from_a_checkpoint(tmp_path, monkeypatch):
+    mod = _training_script()
+    monkeypatch.setattr(mod, "held_out_psnr", lambda net, device: {"25": 0.0})  # smoke-tested
+    out = tmp_path / "ft.pt"
+    assert mod.main(["--init", os.path.join(models.WEIGHTS_DIR, "dncnn_blind_gray.pt"),
+                     "--steps", "1", "--batch-size", "2", "--synthetic", "0", "--fields", "1",
+                     "--dead-leaves", "1", "--pg-fraction", "0.5", "--lr", "1e-5",
+                     "--out", str(out)]) == 0
+    prov = models.load_checkpoint(out)["provenance"]
+    shipped = models.shipped_manifest()[models.SHIPPED_DENOISER]
+    assert prov["recipe"]["init_sha256"] == shipped["sha256"]
+    assert prov["recipe"]["init_recipe"]["steps"] == shipped["recipe"]["steps"]
+    assert prov["recipe"]["depth"] == 12 and prov["recipe"]["pg_fraction"] == 0.5
+    assert "1 dead-leaves images" in prov["train_images"]
 
 
 def test_learning_rate_schedule_is_flat_then_cosine():
