@@ -14,7 +14,8 @@ from napari_ssl_restore.data import add_noise, moving_scene, noisy_video  # noqa
 from napari_ssl_restore.methods import frame2frame as f2f  # noqa: E402
 from napari_ssl_restore.core.noise import estimate_noise  # noqa: E402
 
-FAST = {"frame2frame": {"steps_per_frame": 2, "epochs": 1, "patch_size": 32, "batch_size": 2},
+FAST = {"frame2frame": {"steps_per_frame": 2, "epochs": 1, "patch_size": 32, "batch_size": 2,
+                        "early_stop": False},
         "restore-from-restored": {"steps_per_frame": 2, "epochs": 1, "patch_size": 32,
                                   "batch_size": 2}}
 VIDEO_METHODS = list(FAST)
@@ -200,6 +201,55 @@ def test_video_methods_restore_every_frame(method, mode, video, tmp_path):
     assert any(not torch.equal(shipped[k], tuned["state_dict"][k]) for k in shipped)
     again = restore(stack, "dncnn", axes="TYX", model=str(path))
     assert again.shape == stack.shape
+
+
+def test_held_out_blocks_keep_the_best_weights():
+    from napari_ssl_restore.engine.video import HeldOut
+    from napari_ssl_restore.nets.dncnn import DnCNN
+
+    rng = np.random.default_rng(0)
+    net = DnCNN(1, 1, 4, 3)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0, 0.01)
+    clean = torch.rand(2, 1, 64, 64)
+    fields = [clean + 0.1 * torch.randn_like(clean), clean + 0.1 * torch.randn_like(clean),
+              torch.ones(2, 1, 64, 64)]
+    watch = HeldOut(net, fields, f2f._masked_l1, rng, steps=50, patch=32, crops=4, patience=2)
+    held = 1 - watch.train_mask
+    assert float(held.mean()) == 1 / 16 and torch.equal(held[0], held[1])  # 1 of 16 blocks
+    assert float((watch.m > 0).float().mean()) > 0  # the windows hold held-out pixels
+    start = {k: v.clone() for k, v in net.state_dict().items()}
+    assert not watch.check(0)
+    with torch.no_grad():  # worse weights: worse than the start twice in a row ends the loop
+        for p in net.parameters():
+            p.add_(torch.randn_like(p))
+    assert not watch.check(5) and watch.check(10)
+    watch.settle()  # the final weights are worse than the start: back to the best (the start)
+    assert all(torch.equal(start[k], v) for k, v in net.state_dict().items())
+    report = watch.report()
+    assert report["kept"] == "step 0" and len(report["held_out_loss"]) == 3
+    # final weights not worse than the start (by the tolerance) are kept, even if a check between
+    # scored better
+    watch2 = HeldOut(net, fields, f2f._masked_l1, rng, steps=50, patch=32, crops=4)
+    watch2.history = [(0, 1.0), (5, 0.5), (10, 1.004)]  # within the 0.5 % tolerance
+    watch2.best_state = {k: torch.zeros_like(v) for k, v in start.items()}
+    watch2.settle()
+    assert watch2.kept == "final" and all(torch.equal(start[k], v)
+                                          for k, v in net.state_dict().items())
+
+
+def test_frame2frame_offline_pairs_both_neighbours_and_stops_early(video):
+    prov = restore(video["image"], "frame2frame", axes="TYX", mode="offline", epochs=4,
+                   patch_size=32, batch_size=2, full_output=True)["provenance"]
+    assert prov["pairs"] == 4  # 3 frames: 0-1, 1-0, 1-2, 2-1
+    assert prov["held_out_loss"][0][0] == 0 and prov["held_out_loss"][-1][0] == prov["steps"]
+    # fine-tuning that can only harm (a huge learning rate) ends on the starting model
+    ruined = restore(video["image"], "frame2frame", axes="TYX", mode="offline", epochs=2,
+                     learning_rate=0.5, patch_size=32, batch_size=2, full_output=True)
+    assert ruined["provenance"]["kept"] == "step 0"
+    np.testing.assert_allclose(ruined["image"], restore(video["image"], "dncnn", axes="TYX"),
+                               atol=1e-5)
 
 
 def test_frame2frame_tzyx_and_rgb_video():

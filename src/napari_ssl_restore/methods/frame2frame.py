@@ -12,10 +12,15 @@ from outside the frame — are masked out of the L1 loss (dilated). Adam, lr 5e-
 - ``mode='online'``: sweep forward through T; each frame gets ``steps_per_frame`` steps (paper: 20)
   on its pair with the previous restored frame and is then restored by the model as it is. The first
   frame has no predecessor and is restored by the starting model.
-- ``mode='offline'``: flows for every consecutive pair from the starting model's denoised video (the
-  first frame pairs with the second), ``epochs`` passes over the pairs, then every frame is restored
-  by the final model. A movie too long for the training memory trains on pairs spread evenly over
-  it (all of them in a movie of a few hundred 512² frames); every frame is restored.
+- ``mode='offline'``: every frame is paired with *both* neighbours (the previous and the next noisy
+  frame, each warped onto it; twice the targets of a forward-only pairing), flows from the starting
+  model's denoised video, ``epochs`` × frames fine-tuning steps, then every frame is restored by the
+  final model. A movie too long for the training memory trains on pairs spread evenly over it (all
+  of them in a movie of a few hundred 512² frames); every frame is restored. With ``early_stop``
+  (default) 5 % of the pixels, in blocks, are held out of the targets and the masked L1 there
+  guards the fine-tuning: it stops when that loss stays above the starting model's, and ends on
+  the best weights checked (the starting model's included) when the final ones score worse, so a
+  strong pretrained model is not undone (:class:`~napari_ssl_restore.engine.video.HeldOut`).
 
 Deviation: training uses random crops (``patch_size``, ``batch_size``) of the frame pair instead of
 the whole frame, so large frames fit on a CPU; the starting model is this project's shipped DnCNN
@@ -46,8 +51,13 @@ class Params(VideoParams):
 
     steps_per_frame: int = param(20, "online: fine-tuning steps on each frame (paper: 20).",
                                  min=1, max=100_000, when=ONLINE)
-    epochs: int = param(10, "offline: passes over all consecutive frame pairs.", min=1,
-                        max=100_000, when=OFFLINE)
+    epochs: int = param(10, "offline: fine-tuning length, in steps per frame (each frame is "
+                            "paired with both neighbours).", min=1, max=100_000, when=OFFLINE)
+    early_stop: bool = param(True, "offline: hold 5% of the pixels (blocks) out of the training "
+                                   "targets and watch the loss there: stop if fine-tuning makes "
+                                   "it worse than the starting model's, and never end on weights "
+                                   "that score worse than the start.",
+                             when=OFFLINE, advanced=True)
     learning_rate: float = param(5e-5, "Adam learning rate (paper: 5e-5).", min=1e-8, max=1.0,
                                  step=1e-5, advanced=True)
     flow: Literal["tvl1", "tvl1-skimage", "ilk"] = param(
@@ -106,16 +116,16 @@ def optical_flow(reference: np.ndarray, moving: np.ndarray, method: str = "tvl1"
     return torch.from_numpy(np.stack(flows).astype(np.float32)).to(device)
 
 
-def _pairs(noisy_prev, denoised, denoised_prev, params, device):
-    """Targets (the previous noisy frames warped onto these frames) and masks, ``(K, C, H, W)``
-    and ``(K, 1, H, W)`` on ``device``, from ``(K, H, W, C)`` previous noisy frames and the denoised
-    frames and previous frames."""
+def _pairs(noisy_other, denoised, denoised_other, params, device):
+    """Targets (the neighbouring noisy frames warped onto these frames) and masks, ``(K, C, H, W)``
+    and ``(K, 1, H, W)`` on ``device``, from ``(K, H, W, C)`` neighbouring noisy frames and the
+    denoised frames and neighbouring frames."""
     from ..core.flow import occlusion_mask, warp
     from ..engine.train import to_device
 
-    flow = optical_flow(denoised, denoised_prev, params.flow, device)
-    warped, inside = warp(to_device(noisy_prev, device), flow)
-    warped_den, _ = warp(to_device(denoised_prev, device), flow)
+    flow = optical_flow(denoised, denoised_other, params.flow, device)
+    warped, inside = warp(to_device(noisy_other, device), flow)
+    warped_den, _ = warp(to_device(denoised_other, device), flow)
     mask = occlusion_mask(flow, warped_den, to_device(denoised, device), inside,
                           divergence=params.divergence_threshold,
                           warp_error=params.warp_error_threshold, dilation=params.mask_dilation)
@@ -131,7 +141,7 @@ def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs):
     import torch
 
     from ..engine.train import TRAIN_BYTES, PatchSampler, planes_within, spread, to_device
-    from ..engine.video import finish, online, predict_some, restore_all, start, tune
+    from ..engine.video import HeldOut, finish, online, predict_some, restore_all, start, tune
 
     if planes.n_frames < 2:
         raise ValueError("Frame2Frame needs at least 2 frames along T to pair them; got 1. Use "
@@ -157,14 +167,16 @@ def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs):
                                          loss_fn=_masked_l1, lr=params.learning_rate,
                                          steps_per_frame=params.steps_per_frame)))
     else:
-        # every consecutive pair (the first frame pairs with the second); a long movie trains on
-        # pairs spread over it, as many as TRAIN_BYTES holds (noisy, target, mask per pair)
-        pairs = [(t, t - 1 if t else 1, p) for t in range(planes.n_frames) for p in range(depth)]
+        # every frame with both neighbours; a long movie trains on pairs spread over it, as many
+        # as TRAIN_BYTES holds (noisy, target, mask per pair)
+        pairs = [(t, s, p) for t in range(planes.n_frames) for s in (t - 1, t + 1)
+                 if 0 <= s < planes.n_frames for p in range(depth)]
         plane_bytes = int(np.prod(planes.hw)) * planes.c * 4
         chosen = [pairs[k] for k in spread(len(pairs), planes_within(TRAIN_BYTES, plane_bytes, 3))]
         needed = sorted({planes.frame_index(t, p) for t, _, p in chosen}
                         | {planes.frame_index(s, p) for _, s, p in chosen})
-        steps = params.epochs * len(chosen)
+        trained = len({(t, p) for t, _, p in chosen})
+        steps = params.epochs * trained  # an epoch: as many steps as frames trained on
         total = len(needed) + len(chosen) + steps + n
         denoised, stopped = yield from predict_some(
             r, needed, step0=0, total=total, label="denoising with the starting model:",
@@ -176,12 +188,12 @@ def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs):
         for k0 in range(0, len(chosen), per_call):  # flows, warps and masks batched by pairs
             group = chosen[k0:k0 + per_call]
             now = [planes.frame_index(t, p) for t, _, p in group]
-            before = [planes.frame_index(s, p) for _, s, p in group]
+            other = [planes.frame_index(s, p) for _, s, p in group]
             noisy.append(to_device(np.stack([planes[i] for i in now]), r.device))
             tf = time.perf_counter()
-            target, mask = _pairs(np.stack([planes[j] for j in before]),
+            target, mask = _pairs(np.stack([planes[j] for j in other]),
                                   np.stack([denoised[i] for i in now]),
-                                  np.stack([denoised[j] for j in before]), params, r.device)
+                                  np.stack([denoised[j] for j in other]), params, r.device)
             flow_seconds += time.perf_counter() - tf
             targets.append(target)
             masks.append(mask)
@@ -190,12 +202,18 @@ def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs):
         del denoised
         fields = [torch.cat(noisy), torch.cat(targets), torch.cat(masks)]
         del noisy, targets, masks
+        watch = None
+        if params.early_stop:
+            watch = HeldOut(r.den, fields, _masked_l1, r.rng, steps=steps, patch=params.patch_size)
+            fields[2] = watch.train_mask
         sampler = PatchSampler(fields, [(k, k, k) for k in range(len(chosen))], params.patch_size,
                                r.rng)
         opt = torch.optim.Adam(r.den.parameters(), lr=params.learning_rate)
         k0 = len(needed) + len(chosen)
         loop = yield from tune(r, opt, sampler, _masked_l1, steps, params.batch_size, step0=k0,
-                               total=total, label="fine-tuning step")
+                               total=total, label="fine-tuning step", watch=watch)
+        if watch is not None:
+            r.info.update(watch.report())
         del fields, sampler
         done, stopped_late = yield from restore_all(r, out, step0=k0 + steps, total=total,
                                                     stoppable=not loop.stopped)
