@@ -305,10 +305,10 @@ def main(argv=None) -> int:
     if args.init:
         from napari_ssl_restore.core.models import build, load_checkpoint, sha256_file
 
-        first = load_checkpoint(args.init)
-        net = build(first)
+        init_ckpt = load_checkpoint(args.init)
+        net = build(init_ckpt)
         start = {"init": os.path.basename(args.init), "init_sha256": sha256_file(args.init),
-                 "init_recipe": first.get("provenance", {}).get("recipe")}
+                 "init_recipe": init_ckpt.get("provenance", {}).get("recipe")}
     else:
         with seeded_init(args.seed):
             net = DnCNN(1, 1, args.features, args.depth)

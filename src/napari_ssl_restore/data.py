@@ -130,8 +130,8 @@ def dead_leaves(size: int = 256, seed: int = 0, r_min: float = 1.5, r_max: float
     or sinusoid on its grey level, and a random fraction of images is blurred (depth of field), as
     in the textured variants of Achddou, Gousseau & Ladjal (Synthetic images as a regularity prior
     for image restoration neural networks, SSVM 2021), who report that denoisers trained on such
-    images come close to those trained on natural photographs. Used to train the shipped denoiser
-    (``scripts/train_denoiser.py``).
+    images come close to those trained on natural photographs. A training source of
+    ``scripts/train_denoiser.py --dead-leaves``.
     """
     rng = np.random.default_rng(seed)
     r_max = size / 3 if r_max is None else r_max
@@ -139,10 +139,11 @@ def dead_leaves(size: int = 256, seed: int = 0, r_min: float = 1.5, r_max: float
     empty = np.ones((size, size), bool)
     a, b = r_min ** (1 - alpha), r_max ** (1 - alpha)
     left = size * size
-    for _ in range(200_000):  # far more than a 1024² image needs; the loop ends when covered
+    for _ in range(200_000):  # a bound only: the loop ends once every pixel is covered
         r = (a + rng.random() * (b - a)) ** (1 / (1 - alpha))
         cy, cx = rng.uniform(-r, size + r, 2)
-        aspect, theta = rng.uniform(0.4, 1.0) if rng.random() < 0.5 else 1.0, rng.uniform(0, np.pi)
+        aspect = rng.uniform(0.4, 1.0) if rng.random() < 0.5 else 1.0  # ellipse or disc
+        theta = rng.uniform(0, np.pi)
         y0, y1 = max(0, int(cy - r)), min(size, int(cy + r) + 2)
         x0, x1 = max(0, int(cx - r)), min(size, int(cx + r) + 2)
         if y0 >= y1 or x0 >= x1:
@@ -179,7 +180,7 @@ def microscopy_field(size: int = 256, seed: int = 0) -> np.ndarray:
     """A clean fluorescence-like field in [0, 1], richer than :func:`cells`: curved filaments of
     varying brightness and width, textured nuclei, diffraction-limited puncta and a smooth
     background, blurred by a Gaussian PSF of random width (0.7-2 px) and given a random dynamic
-    range. Training data for the shipped denoiser (``scripts/train_denoiser.py``)."""
+    range. A training source of ``scripts/train_denoiser.py --fields``."""
     rng = np.random.default_rng(seed)
     shape = (size, size)
     img = np.zeros(shape, np.float32)

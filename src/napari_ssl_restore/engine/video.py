@@ -212,7 +212,7 @@ def tune(run: Run, opt, sample: Callable[[int], tuple], loss_fn, steps: int, bat
     ``watch.patience`` checks in a row, and ends on the final weights unless they score worse than
     the starting ones, else on the best weights checked (the starting ones included). A generator;
     returns its :class:`~napari_ssl_restore.engine.train.LoopResult` (a Stop keeps the model as it
-    is, or the best checked when that is worse than the start).
+    is — with ``watch``, unless it scores worse than the start).
     """
     den = run.den
     den.train()
