@@ -23,8 +23,9 @@ More data and noise as microscopes make it (the video-quality issue), all offlin
 microscopy fields (filaments, textured nuclei, puncta, PSF blur: ``data.microscopy_field``),
 ``--dead-leaves N`` dead-leaves images (``data.dead_leaves``), ``--pg-fraction F`` (that fraction of
 patches gets Poisson-Gaussian noise with a random photon count and read noise, :func:`noisy_batch`),
-and ``--init CKPT --lr 2e-4`` to fine-tune an existing model instead of starting at random (the
-starting file's sha256 and recipe are recorded). The held-out scores include Poisson-Gaussian noise
+``--init CKPT --lr 2e-4`` to fine-tune an existing model instead of starting at random (the
+starting file's sha256 and recipe are recorded), and ``--arch unet`` (Noise2Noise's U-Net, e.g.
+``--features 32 --depth 4``) for the size comparison. The held-out scores include Poisson-Gaussian noise
 (20 and 100 photons, read noise 0.01) as ``pg20`` / ``pg100``. The defaults stay the shipped
 model's recipe, so ``--steps 12401`` still reproduces it.
 
@@ -149,11 +150,23 @@ class Patches:
         return out
 
 
+def _denoise(net, noisy: np.ndarray, device) -> np.ndarray:
+    """One grey image through ``net`` (padded to the U-Net's multiple when it is one)."""
+    import torch
+
+    from napari_ssl_restore.nets.unet import pad_to_multiple
+
+    x = torch.from_numpy(noisy.astype(np.float32))[None, None].to(device)
+    if hasattr(net, "depth"):  # a U-Net halves the size depth times
+        x, _ = pad_to_multiple(x, 2 ** net.depth)
+    with torch.no_grad():
+        return net(x)[0, 0, :noisy.shape[0], :noisy.shape[1]].cpu().numpy()
+
+
 def held_out_psnr(net, sigmas=(15, 25, 50), pg_photons=(20, 100), seed: int = 123,
                   device="cpu") -> dict[str, float]:
     """Mean PSNR over the held-out images at each σ (in 8-bit units, keys ``"15"`` ...) and with
     Poisson-Gaussian noise of each photon count at full scale and read noise 0.01 (``"pg20"`` ...)."""
-    import torch
     from skimage import data
     from skimage.metrics import peak_signal_noise_ratio as psnr
 
@@ -165,17 +178,13 @@ def held_out_psnr(net, sigmas=(15, 25, 50), pg_photons=(20, 100), seed: int = 12
         vals = []
         for img in images:
             noisy = img + s / 255.0 * rng.standard_normal(img.shape).astype(np.float32)
-            with torch.no_grad():
-                den = net(torch.from_numpy(noisy)[None, None].to(device))[0, 0].cpu().numpy()
-            vals.append(psnr(img, np.clip(den, 0, 1), data_range=1.0))
+            vals.append(psnr(img, np.clip(_denoise(net, noisy, device), 0, 1), data_range=1.0))
         res[str(s)] = float(np.mean(vals))
     for photons in pg_photons:  # Poisson-Gaussian, read noise 0.01, the model applied directly
         vals = []
         for img in images:
             noisy = rng.poisson(img * photons) / photons + 0.01 * rng.standard_normal(img.shape)
-            with torch.no_grad():
-                den = net(torch.from_numpy(noisy.astype(np.float32))[None, None].to(device))
-            vals.append(psnr(img, np.clip(den[0, 0].cpu().numpy(), 0, 1), data_range=1.0))
+            vals.append(psnr(img, np.clip(_denoise(net, noisy, device), 0, 1), data_range=1.0))
         res[f"pg{photons:g}"] = float(np.mean(vals))
     return res
 
@@ -243,7 +252,8 @@ def install(ckpt_path: str) -> str:
         shutil.copyfile(ckpt_path, SHIPPED)
     digest = sha256_file(SHIPPED)
     recipe = prov["recipe"]
-    entry = {"file": os.path.basename(SHIPPED), "sha256": digest, "architecture": "dncnn",
+    entry = {"file": os.path.basename(SHIPPED), "sha256": digest,
+             "architecture": ckpt["architecture"],
              "config": dict(ckpt["config"]), "sigma_range_8bit": [0, recipe["sigma_max"]],
              "recipe": recipe, "held_out": prov["held_out"],
              "held_out_psnr": prov["held_out_psnr"],
@@ -263,6 +273,9 @@ def main(argv=None) -> int:
                     help="seconds of training; overrides --steps (timed on steps 10-50)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--patch", type=int, default=48)
+    ap.add_argument("--arch", choices=("dncnn", "unet"), default="dncnn",
+                    help="dncnn (residual, --depth layers) or unet (Noise2Noise's, --depth levels; "
+                         "e.g. --features 32 --depth 4)")
     ap.add_argument("--features", type=int, default=32)
     ap.add_argument("--depth", type=int, default=12)
     ap.add_argument("--sigma-max", type=float, default=55.0, help="in 8-bit units")
@@ -292,6 +305,7 @@ def main(argv=None) -> int:
 
     from napari_ssl_restore.core.models import checkpoint, save_model
     from napari_ssl_restore.nets.dncnn import DnCNN
+    from napari_ssl_restore.nets.unet import UNet
 
     from napari_ssl_restore.engine.train import optimise, seeded_init
 
@@ -311,7 +325,7 @@ def main(argv=None) -> int:
                  "init_recipe": init_ckpt.get("provenance", {}).get("recipe")}
     else:
         with seeded_init(args.seed):
-            net = DnCNN(1, 1, args.features, args.depth)
+            net = (DnCNN if args.arch == "dncnn" else UNet)(1, 1, args.features, args.depth)
         start = {}
     net = net.to(device)
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
@@ -357,7 +371,9 @@ def main(argv=None) -> int:
     recipe["versions"] = _versions()
     where = (torch.cuda.get_device_name(device) if device.type == "cuda"
              else f"{device.type} ({args.threads} threads)")
-    ckpt = checkpoint(net, architecture="dncnn", normalization={"kind": "percentile", "low": 0.1,
+    arch = "unet" if isinstance(net, UNet) else "dncnn"
+    recipe["arch"] = arch
+    ckpt = checkpoint(net, architecture=arch, normalization={"kind": "percentile", "low": 0.1,
                                                                "high": 99.9},
                       provenance={"method": "dncnn", "script": "scripts/train_denoiser.py",
                                   "recipe": recipe, "train_images": sources,

@@ -412,6 +412,21 @@ def test_training_script_fine_tunes_from_a_checkpoint(tmp_path, monkeypatch):
     assert "1 dead-leaves images" in prov["train_images"]
 
 
+def test_training_script_trains_a_unet_and_scores_it_on_odd_sizes(tmp_path, monkeypatch):
+    mod = _training_script()
+    # the held-out images have sizes a U-Net cannot halve: scoring pads (a 37×45 stand-in, quick)
+    monkeypatch.setattr(mod, "held_out_psnr", lambda net, device: {
+        "shape kept": float(mod._denoise(net, np.zeros((37, 45)), device).shape == (37, 45))})
+    out = tmp_path / "unet.pt"
+    assert mod.main(["--arch", "unet", "--features", "8", "--depth", "2", "--steps", "1",
+                     "--batch-size", "2", "--synthetic", "0", "--out", str(out)]) == 0
+    ckpt = models.load_checkpoint(out)
+    assert ckpt["architecture"] == "unet" and ckpt["provenance"]["recipe"]["arch"] == "unet"
+    assert ckpt["provenance"]["held_out_psnr"] == {"shape kept": 1.0}
+    video = noisy_video(n_frames=2, size=30, seed=1)["image"]  # 30 is not a multiple of 4
+    assert restore(video, "dncnn", axes="TYX", model=str(out)).shape == video.shape
+
+
 def test_learning_rate_schedule_is_flat_then_cosine():
     mod = _training_script()
     lrs = [mod.learning_rate(s, 1000) for s in range(1, 1001)]
