@@ -151,16 +151,14 @@ class Patches:
 
 
 def _denoise(net, noisy: np.ndarray, device) -> np.ndarray:
-    """One grey image through ``net`` (padded to the U-Net's multiple when it is one)."""
+    """One grey image through ``net``, wrapped as the video methods run it (a U-Net padded)."""
     import torch
 
-    from napari_ssl_restore.nets.unet import pad_to_multiple
+    from napari_ssl_restore.engine.video import wrap_denoiser
 
     x = torch.from_numpy(noisy.astype(np.float32))[None, None].to(device)
-    if hasattr(net, "depth"):  # a U-Net halves the size depth times
-        x, _ = pad_to_multiple(x, 2 ** net.depth)
     with torch.no_grad():
-        return net(x)[0, 0, :noisy.shape[0], :noisy.shape[1]].cpu().numpy()
+        return wrap_denoiser(net, 1)(x)[0, 0].cpu().numpy()
 
 
 def held_out_psnr(net, sigmas=(15, 25, 50), pg_photons=(20, 100), seed: int = 123,

@@ -36,7 +36,7 @@ frame by frame."""
 
 # --- the denoiser --------------------------------------------------------------------------------
 
-def _wrap(net, channels: int):
+def wrap_denoiser(net, channels: int):
     """A module running ``net`` on ``channels``-channel images (folding C into the batch for
     single-channel models, padding for U-Nets), differentiable so it can be fine-tuned."""
     import torch
@@ -77,7 +77,7 @@ def load_denoiser(model: str, channels: int, device):
                          f"{channels}; use a single-channel or a {channels}-channel model.")
     net = build(ckpt, device)
     net.eval()
-    return _wrap(net, channels), ckpt
+    return wrap_denoiser(net, channels), ckpt
 
 
 def save_checkpoint(den, base_ckpt: dict, *, method: str, params, seed: int, info: dict) -> dict:
