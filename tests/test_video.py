@@ -1,5 +1,6 @@
 """The shipped denoiser and the video methods (dncnn, frame2frame, restore-from-restored)."""
 import json
+import logging
 import os
 import shutil
 
@@ -194,6 +195,7 @@ def test_video_methods_restore_every_frame(method, mode, video, tmp_path):
     prov = out["provenance"]
     assert prov["method"] == method and prov["params"]["mode"] == mode
     assert not prov["stopped"] and prov["planes_done"] == 3 and prov["steps"] > 0
+    assert prov["fusion_radius"] == 2 and prov["fusion_seconds"] > 0  # the default
     assert not np.array_equal(img, stack)
     # the fine-tuned network differs from the shipped one and reloads for dncnn
     shipped = models.shipped_model()["state_dict"]
@@ -239,6 +241,58 @@ def test_held_out_blocks_keep_the_best_weights():
                                           for k, v in net.state_dict().items())
 
 
+def _fusion_run(noisy):
+    from types import SimpleNamespace
+
+    class Frames:  # what Fusion reads of the planes: the inputs, (H, W, 1)
+        n_frames, n_depth, hw, c = len(noisy), 1, noisy.shape[1:], 1
+
+        def __getitem__(self, i):
+            return noisy[i][..., None]
+
+    return SimpleNamespace(planes=Frames(), device=torch.device("cpu"))
+
+
+def test_temporal_fusion_averages_aligned_frames_and_leaves_out_what_does_not_match(caplog):
+    from napari_ssl_restore.engine import video as V
+
+    rng = np.random.default_rng(0)
+    clean = moving_scene(6, 64, "cells", seed=2)  # sub-pixel drift and a slow turn
+    clean[3, 20:36, 20:36] += 0.5  # a flash in frame 3 only: nothing to average it with
+    restored = (clean + 0.02 * rng.standard_normal(clean.shape)).astype(np.float32)
+    noisy = (clean + 0.1 * rng.standard_normal(clean.shape)).astype(np.float32)
+    fusion = V.Fusion(_fusion_run(noisy), 2)
+    out = {}
+    for i in range(6):
+        ready = fusion.push(i, restored[i][..., None])
+        assert [j for j, _ in ready] == list(range(len(out), len(out) + len(ready)))  # in order
+        out.update(ready)
+        assert len(out) == (6 if i == 5 else max(0, i - 1))  # two frames late, then all
+    fused = np.stack([out[i][..., 0] for i in range(6)])
+    inner = (slice(None), slice(8, -8), slice(8, -8))
+    err_restored = np.mean((restored - clean)[inner] ** 2)
+    err_fused = np.mean((fused - clean)[inner] ** 2)
+    assert err_fused < 0.4 * err_restored  # five aligned frames: ideally a fifth
+    # the flash stays in its frame, and leaves no ghost in the neighbours
+    sq = (slice(24, 32), slice(24, 32))
+    assert abs(fused[3][sq].mean() - clean[3][sq].mean()) < 0.02
+    assert abs(fused[2][sq].mean() - clean[2][sq].mean()) < 0.02
+    assert abs(fused[4][sq].mean() - clean[4][sq].mean()) < 0.02
+    assert fusion.report()["fusion_radius"] == 2
+    # radius 0: frames pass through as restored
+    off = V.Fusion(_fusion_run(noisy), 0)
+    assert np.array_equal(off.push(1, restored[1][..., None])[0][1], restored[1][..., None])
+    assert off.flush() == []
+    # frames that would not fit in memory shrink the radius, and the log says so
+    V.FUSE_BYTES, saved = 3 * 64 * 64 * 5 * 4, V.FUSE_BYTES
+    try:
+        with caplog.at_level(logging.WARNING):
+            assert V.Fusion(_fusion_run(noisy), 2).radius == 1
+    finally:
+        V.FUSE_BYTES = saved
+    assert "instead of 2" in caplog.text
+
+
 def test_frame2frame_offline_pairs_both_neighbours_and_stops_early(video):
     prov = restore(video["image"], "frame2frame", axes="TYX", mode="offline", epochs=4,
                    patch_size=32, batch_size=2, full_output=True)["provenance"]
@@ -246,7 +300,8 @@ def test_frame2frame_offline_pairs_both_neighbours_and_stops_early(video):
     assert prov["held_out_loss"][0][0] == 0 and prov["held_out_loss"][-1][0] == prov["steps"]
     # fine-tuning that can only harm (a huge learning rate) ends on the starting model
     ruined = restore(video["image"], "frame2frame", axes="TYX", mode="offline", epochs=2,
-                     learning_rate=0.5, patch_size=32, batch_size=2, full_output=True)
+                     learning_rate=0.5, patch_size=32, batch_size=2, fusion_radius=0,
+                     full_output=True)
     assert ruined["provenance"]["kept"] == "step 0"
     np.testing.assert_allclose(ruined["image"], restore(video["image"], "dncnn", axes="TYX"),
                                atol=1e-5)

@@ -22,6 +22,10 @@ from outside the frame — are masked out of the L1 loss (dilated). Adam, lr 5e-
   the best weights checked (the starting model's included) when the final ones score worse, so a
   strong pretrained model is not undone (:class:`~napari_ssl_restore.engine.video.HeldOut`).
 
+Addition: the restored frames are fused over time (``fusion_radius``, default 2; 0 is the method as
+published): each is averaged with its restored neighbours, warped onto it by the flow between them,
+where the flow explains them (:class:`~napari_ssl_restore.engine.video.Fusion`).
+
 Deviation: training uses random crops (``patch_size``, ``batch_size``) of the frame pair instead of
 the whole frame, so large frames fit on a CPU; the starting model is this project's shipped DnCNN
 (trained offline by ``scripts/train_denoiser.py``), not the authors' DnCNN weights.
@@ -215,8 +219,8 @@ def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs):
         if watch is not None:
             r.info.update(watch.report())
         del fields, sampler
-        done, stopped_late = yield from restore_all(r, out, step0=k0 + steps, total=total,
-                                                    stoppable=not loop.stopped)
+        done, stopped_late = yield from restore_all(
+            r, out, params, step0=k0 + steps, total=total, stoppable=not loop.stopped)
         r.info.update(steps=loop.steps, final_loss=loop.loss, stopped=loop.stopped or stopped_late,
                       planes_done=done, pairs=len(chosen), pairs_total=len(pairs))
     r.info["flow_seconds"] = round(flow_seconds, 3)

@@ -18,6 +18,10 @@ noise, e.g. EMCCD or demosaiced sensors). Adam with lr 1e-5 in the paper.
   restored by the final model. A movie too long for the training memory trains on frames spread
   evenly over it; every frame is restored. Synthetic noise is drawn on the device.
 
+Addition: the restored frames are fused over time (``fusion_radius``, default 2; 0 is the method as
+published): each is averaged with its restored neighbours, warped onto it by the optical flow
+between them, where the flow explains them (:class:`~napari_ssl_restore.engine.video.Fusion`).
+
 Deviations: random crops instead of whole frames (``patch_size``/``batch_size``); defaults of more
 steps and a larger learning rate than the paper's (lr 1e-4, 10 steps per frame online, 40 epochs
 offline instead of ~10), because on a CPU budget the paper's 1e-5 and one step per frame barely move
@@ -149,8 +153,8 @@ def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs):
             if loop.stopped:
                 stopped = True
                 break
-        done, stopped_late = yield from restore_all(r, out, step0=total - n, total=total,
-                                                    stoppable=not stopped)
+        done, stopped_late = yield from restore_all(
+            r, out, params, step0=total - n, total=total, stoppable=not stopped)
         r.info.update(steps=done_steps, final_loss=loss, stopped=stopped or stopped_late,
                       planes_done=done, training_frames=len(chosen))
     return finish(r, params, ctx, method="restore-from-restored")
