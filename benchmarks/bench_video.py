@@ -42,10 +42,10 @@ METHODS = {
     "pretrained DnCNN": ("dncnn", {}),
     "Frame2Frame online": ("frame2frame", {"mode": "online"}),
     "Frame2Frame offline": ("frame2frame", {"mode": "offline"}),
-    "Frame2Frame offline, no fusion": ("frame2frame", {"mode": "offline", "fusion_radius": 0}),
+    "Frame2Frame offline without fusion": ("frame2frame", {"mode": "offline", "fusion_radius": 0}),
     "RfR online": ("restore-from-restored", {"mode": "online"}),
     "RfR offline": ("restore-from-restored", {"mode": "offline"}),
-    "RfR offline, no fusion": ("restore-from-restored", {"mode": "offline", "fusion_radius": 0}),
+    "RfR offline without fusion": ("restore-from-restored", {"mode": "offline", "fusion_radius": 0}),
 }
 """Frame2Frame and RfR with their default temporal fusion (``fusion_radius=2``) and offline
 without it (the methods as published): the difference is what fusion adds, the difference of the
