@@ -473,12 +473,10 @@ def online(run: Run, out: Outputs, params, *, make_sampler, loss_fn, lr: float,
     previous: dict[int, np.ndarray] = {}
     steps, loss = 0, float("nan")
 
-    def write(ready) -> np.ndarray | None:
-        shown = None
+    def write(ready) -> None:
         for j, plane in ready:
             out["image"][j] = plane
-            shown = movie.show(j, plane)
-        return shown
+            movie.show(j, plane)
 
     def stopped() -> dict:
         write(fusion.flush(fuse=False))
@@ -500,10 +498,10 @@ def online(run: Run, out: Outputs, params, *, make_sampler, loss_fn, lr: float,
                 return stopped()
         restored = run.predict(run.planes[i])
         previous[p] = restored
-        shown = write(fusion.push(i, restored))
-        try:
-            yield Step((i + 1) * (steps_per_frame + 1), total, f"{label} restored", shown,
-                       {"frame": max(fusion.next - 1, 0) // depth})
+        write(fusion.push(i, restored))
+        try:  # the preview shows each frame as restored at once, fused when its turn comes
+            yield Step((i + 1) * (steps_per_frame + 1), total, f"{label} restored",
+                       movie.show(i, restored), {"frame": i // depth})
         except StopRequested:
             if fusion.next < n:
                 return stopped()
@@ -526,11 +524,14 @@ def restore_all(run: Run, out: Outputs, params, *, step0: int, total: int, stopp
             out["image"][j] = plane
             movie.show(j, plane)
 
+    def restored(i: int, plane: np.ndarray) -> None:
+        write(fusion.push(i, plane))
+        movie.show(i, plane)  # previewed as restored at once, fused when its turn comes
+
     what = "restoring" if stoppable else "stopped: restoring with the model so far,"
     _, stopped = yield from predict_into(
-        run.predictor, lambda i: run.planes[i], run.n,
-        lambda i, plane: write(fusion.push(i, plane)), step0=step0, total=total, label=what,
-        stoppable=stoppable,
+        run.predictor, lambda i: run.planes[i], run.n, restored, step0=step0, total=total,
+        label=what, stoppable=stoppable,
         preview=None if movie.whole is None else lambda: movie.whole.reshape(run.planes.shape))
     write(fusion.flush(fuse=not stopped))
     run.info.update(fusion.report())
