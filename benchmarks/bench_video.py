@@ -40,6 +40,7 @@ NOISE = {
 
 METHODS = {
     "pretrained DnCNN": ("dncnn", {}),
+    "pretrained DnCNN with fusion": ("dncnn", {"fusion_radius": 2}),
     "Frame2Frame online": ("frame2frame", {"mode": "online"}),
     "Frame2Frame offline": ("frame2frame", {"mode": "offline"}),
     "Frame2Frame offline without fusion": ("frame2frame", {"mode": "offline", "fusion_radius": 0}),
@@ -48,8 +49,8 @@ METHODS = {
     "RfR offline without fusion": ("restore-from-restored", {"mode": "offline", "fusion_radius": 0}),
 }
 """Frame2Frame and RfR with their default temporal fusion (``fusion_radius=2``) and offline
-without it (the methods as published): the difference is what fusion adds, the difference of the
-no-fusion rows from the pretrained DnCNN is what fine-tuning adds."""
+without it (the methods as published), and the pretrained DnCNN without and with the same fusion:
+what fusion adds, and what fine-tuning adds with fusion and without."""
 
 
 def bm3d_video(noisy: np.ndarray, sigma: float | None) -> np.ndarray:

@@ -241,16 +241,14 @@ def test_held_out_blocks_keep_the_best_weights():
                                           for k, v in net.state_dict().items())
 
 
-def _fusion_run(noisy):
-    from types import SimpleNamespace
-
+def _frames(noisy):
     class Frames:  # what Fusion reads of the planes: the inputs, (H, W, 1)
         n_frames, n_depth, hw, c = len(noisy), 1, noisy.shape[1:], 1
 
         def __getitem__(self, i):
             return noisy[i][..., None]
 
-    return SimpleNamespace(planes=Frames(), device=torch.device("cpu"))
+    return Frames()
 
 
 def test_temporal_fusion_averages_aligned_frames_and_leaves_out_what_does_not_match(caplog):
@@ -261,7 +259,7 @@ def test_temporal_fusion_averages_aligned_frames_and_leaves_out_what_does_not_ma
     clean[3, 20:36, 20:36] += 0.5  # a flash in frame 3 only: nothing to average it with
     restored = (clean + 0.02 * rng.standard_normal(clean.shape)).astype(np.float32)
     noisy = (clean + 0.1 * rng.standard_normal(clean.shape)).astype(np.float32)
-    fusion = V.Fusion(_fusion_run(noisy), 2)
+    fusion = V.Fusion(_frames(noisy), torch.device("cpu"), 2)
     out = {}
     for i in range(6):
         ready = fusion.push(i, restored[i][..., None])
@@ -280,17 +278,31 @@ def test_temporal_fusion_averages_aligned_frames_and_leaves_out_what_does_not_ma
     assert abs(fused[4][sq].mean() - clean[4][sq].mean()) < 0.02
     assert fusion.report()["fusion_radius"] == 2
     # radius 0: frames pass through as restored
-    off = V.Fusion(_fusion_run(noisy), 0)
+    off = V.Fusion(_frames(noisy), torch.device("cpu"), 0)
     assert np.array_equal(off.push(1, restored[1][..., None])[0][1], restored[1][..., None])
     assert off.flush() == []
     # frames that would not fit in memory shrink the radius, and the log says so
     V.FUSE_BYTES, saved = 3 * 64 * 64 * 5 * 4, V.FUSE_BYTES
     try:
         with caplog.at_level(logging.WARNING):
-            assert V.Fusion(_fusion_run(noisy), 2).radius == 1
+            assert V.Fusion(_frames(noisy), torch.device("cpu"), 2).radius == 1
     finally:
         V.FUSE_BYTES = saved
     assert "instead of 2" in caplog.text
+
+
+def test_dncnn_fuses_a_time_lapse_when_asked_and_says_frames_are_then_linked():
+    from napari_ssl_restore.methods import dncnn
+
+    clean = moving_scene(5, 48, "cells", seed=1)
+    noisy = add_noise(clean, sigma=25 / 255, seed=2)
+    plain = restore(noisy, "dncnn", axes="TYX", full_output=True)
+    fused = restore(noisy, "dncnn", axes="TYX", fusion_radius=2, full_output=True)
+    assert plain["provenance"]["fusion_radius"] == 0 and fused["provenance"]["fusion_radius"] == 2
+    assert psnr(clean, fused["image"]) > psnr(clean, plain["image"]) + 0.5
+    still = restore(noisy[0], "dncnn", axes="YX", fusion_radius=2, full_output=True)
+    assert still["provenance"]["fusion_radius"] == 0  # nothing to fuse with
+    assert dncnn.SPEC.links(dncnn.Params(fusion_radius=2)) and not dncnn.SPEC.links(dncnn.Params())
 
 
 def test_frame2frame_offline_pairs_both_neighbours_and_stops_early(video):

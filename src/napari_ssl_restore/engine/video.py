@@ -241,9 +241,8 @@ class Fusion:
     dilation = 2
     window = 5
 
-    def __init__(self, run: Run, radius: int):
-        planes = run.planes
-        self.planes, self.device, self.depth = planes, run.device, planes.n_depth
+    def __init__(self, planes: Planes, device, radius: int):
+        self.planes, self.device, self.depth = planes, device, planes.n_depth
         plane_bytes = int(np.prod(planes.hw)) * (planes.c + 4) * 4  # and its two flows
         fit = max(0, (FUSE_BYTES // plane_bytes - 1) // (2 * self.depth))
         self.radius = min(radius, planes.n_frames - 1, fit)
@@ -474,7 +473,7 @@ def online(run: Run, out: Outputs, params, *, make_sampler, loss_fn, lr: float,
     import torch
 
     movie = Movie(run.planes, run.previews)
-    fusion = Fusion(run, params.fusion_radius)
+    fusion = Fusion(run.planes, run.device, params.fusion_radius)
     opt = torch.optim.Adam(run.den.parameters(), lr=lr)
     n = run.n
     depth = run.planes.n_depth
@@ -521,7 +520,7 @@ def restore_all(run: Run, out: Outputs, params, *, step0: int, total: int, stopp
     restored, progress still shown.
     """
     movie = Movie(run.planes, run.previews)
-    fusion = Fusion(run, params.fusion_radius)
+    fusion = Fusion(run.planes, run.device, params.fusion_radius)
 
     def restored(i: int, plane: np.ndarray) -> None:
         _write(out, movie, fusion.push(i, plane))

@@ -8,6 +8,10 @@ Restore-from-Restored). Its weights ship in the package and are checked against 
 use. ``model=`` applies a saved model instead (a Noise2Noise U-Net, or a DnCNN fine-tuned by
 ``frame2frame``/``restore-from-restored`` with ``save_model=``).
 
+On a time-lapse, ``fusion_radius`` > 0 fuses each denoised frame with its flow-warped denoised
+neighbours (:class:`~napari_ssl_restore.engine.video.Fusion`, as the video methods do): frames are
+then no longer independent, so a batch run does not split the movie.
+
 Images are percentile-normalised (0.1–99.9 % to 0–1) before denoising, which matches the training
 range; noise that is not white Gaussian (photon shot noise, correlated camera noise) is outside what
 the model saw: fine-tune it on the data with ``frame2frame`` or ``restore-from-restored``.
@@ -15,8 +19,6 @@ the model saw: fine-tune it on the data with ``frame2frame`` or ``restore-from-r
 from __future__ import annotations
 
 import dataclasses
-
-import numpy as np
 
 from ..core.params import param
 from ..core.registry import MethodResult, MethodSpec, Output, RunContext
@@ -40,6 +42,11 @@ class Params:
     ensemble: bool = param(False, "Average the model's output over the 8 rotations/flips of each "
                                   "frame (self-ensemble): +0.14-0.16 dB in the benchmark, 8 "
                                   "network passes per frame.")
+    fusion_radius: int = param(
+        0, "Time-lapse: average each denoised frame with the denoised frames up to this many "
+           "before and after it, warped onto it by the optical flow between them (pixels the flow "
+           "does not explain are left out; as in frame2frame). 0: off, frame by frame.",
+        min=0, max=10)
 
     def __post_init__(self):
         if self.tile_size and self.tile_overlap >= self.tile_size:
@@ -50,22 +57,25 @@ def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs):
     """Denoise every plane (Z, T) with the pretrained model, in batches on the device."""
     from ..core.device import resolve_device
     from ..engine.predict import Predictor, predict_planes
-    from ..engine.video import load_denoiser
+    from ..engine.video import Fusion, load_denoiser
 
     device = resolve_device(ctx.device)
     den, ckpt = load_denoiser(params.model, planes.c, device)
     predictor = Predictor(den, device, tile=params.tile_size, overlap=params.tile_overlap,
                           ensemble=params.ensemble)
+    fusion = Fusion(planes, device, params.fusion_radius)
 
-    def write(i: int, plane: np.ndarray) -> None:
-        out["image"][i] = plane
+    def write(ready) -> None:
+        for i, plane in ready:
+            out["image"][i] = plane
 
-    yield from predict_planes(predictor, lambda i: planes[i], range(len(planes)), write,
-                              label="denoising")
+    yield from predict_planes(predictor, lambda i: planes[i], range(len(planes)),
+                              lambda i, plane: write(fusion.push(i, plane)), label="denoising")
+    write(fusion.flush())
     prov = ckpt.get("provenance", {})
     info = {"device": str(device), "model": params.model or prov.get("shipped", ""),
             "model_sha256": prov.get("sha256", ""), "architecture": ckpt["architecture"],
-            "tile": predictor.tile}
+            "tile": predictor.tile, **fusion.report()}
     return MethodResult({}, info)
 
 
@@ -87,6 +97,8 @@ SPEC = MethodSpec(
     scaling="percentile",
     uses_torch=True,
     demo=_demo,
+    linked_planes=lambda p: ("temporal fusion averages each frame with its neighbours "
+                             "(fusion_radius=0 restores frame by frame)" if p.fusion_radius else ""),
 )
 
 denoise_dncnn = public_function(
