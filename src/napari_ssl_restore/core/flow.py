@@ -159,6 +159,17 @@ def tvl1(reference, moving, *, attachment: float = 15.0, tightness: float = 0.3,
     return flow
 
 
+def tvl1_pairs(reference, moving):
+    """:func:`tvl1` for ``(N, H, W)`` pairs the way each device runs them fastest: all at once on a
+    GPU, one by one on a CPU (batching was measured slower per pair there,
+    ``benchmarks/bench_flow.py``)."""
+    import torch
+
+    if reference.device.type == "cuda":
+        return tvl1(reference, moving)
+    return torch.cat([tvl1(r[None], m[None]) for r, m in zip(reference, moving)])
+
+
 def occlusion_mask(flow, warped_denoised, denoised, inside, *, divergence: float,
                    warp_error: float, dilation: int):
     """Pixels to train on (float ``(N, 1, H, W)``, 1 = trusted): not occluded and inside the frame.

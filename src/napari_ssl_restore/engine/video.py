@@ -233,7 +233,8 @@ class Fusion:
     aligned restored frames removes more of it: +0.7 to +1.6 dB on the benchmark's videos of real
     images and +1.8 to +2.2 on synthetic cells, at σ = 25 and with Poisson-Gaussian noise
     (``benchmarks/bench_video.py``) — the idea of video BM3D's temporal grouping (Dabov, Foi,
-    Egiazarian 2007) applied to a network's outputs. Memory: ``2 * radius * Z + 1`` restored planes (within :data:`FUSE_BYTES`).
+    Egiazarian 2007) applied to a network's outputs. Memory: ``2 * radius * Z + 1`` restored
+    planes (within :data:`FUSE_BYTES`).
     """
 
     warp_error = 0.1
@@ -291,21 +292,16 @@ class Fusion:
         return ready
 
     def _unit_flows(self, pairs) -> None:
-        """The flows between consecutive frames ``(i, j)`` not yet known: all in one batch on a
-        GPU, one by one on a CPU (batching measured slower per pair there)."""
+        """The flows between consecutive frames ``(i, j)`` not yet known, in one call."""
         import torch
 
-        from ..core.flow import tvl1
+        from ..core.flow import tvl1_pairs
 
         missing = [pair for pair in dict.fromkeys(pairs) if pair not in self.flows]
         if not missing:
             return
-        ref = torch.cat([self.held[a] for a, _ in missing]).mean(1)
-        moving = torch.cat([self.held[b] for _, b in missing]).mean(1)
-        if self.device.type == "cuda":
-            flows = tvl1(ref, moving)
-        else:
-            flows = torch.cat([tvl1(r[None], m[None]) for r, m in zip(ref, moving)])
+        flows = tvl1_pairs(torch.cat([self.held[a] for a, _ in missing]).mean(1),
+                           torch.cat([self.held[b] for _, b in missing]).mean(1))
         for k, pair in enumerate(missing):
             self.flows[pair] = flows[k:k + 1]
 
@@ -352,11 +348,12 @@ class Fusion:
         return {"fusion_radius": self.radius, "fusion_seconds": round(self.seconds, 3)}
 
 
-def _write(out: Outputs, movie: Movie, ready) -> None:
-    """Planes ``(index, plane)`` ready from :class:`Fusion` into the output and the preview."""
+def write_ready(out: Outputs, ready, movie: Movie | None = None) -> None:
+    """Planes ``(index, plane)`` ready from :class:`Fusion` into the output (and the preview)."""
     for j, plane in ready:
         out["image"][j] = plane
-        movie.show(j, plane)
+        if movie is not None:
+            movie.show(j, plane)
 
 
 def tune(run: Run, opt, sample: Callable[[int], tuple], loss_fn, steps: int, batch_size: int, *,
@@ -482,7 +479,7 @@ def online(run: Run, out: Outputs, params, *, make_sampler, loss_fn, lr: float,
     steps, loss = 0, float("nan")
 
     def stopped() -> dict:
-        _write(out, movie, fusion.flush(fuse=False))
+        write_ready(out, fusion.flush(fuse=False), movie)
         if fusion.next < n:
             _partial(fusion.next, n)
         return {"stopped": True, "planes_done": fusion.next, "steps": steps, **fusion.report()}
@@ -501,7 +498,7 @@ def online(run: Run, out: Outputs, params, *, make_sampler, loss_fn, lr: float,
                 return stopped()
         restored = run.predict(run.planes[i])
         previous[p] = restored
-        _write(out, movie, fusion.push(i, restored))
+        write_ready(out, fusion.push(i, restored), movie)
         try:  # the preview shows each frame as restored at once, fused when its turn comes
             yield Step((i + 1) * (steps_per_frame + 1), total, f"{label} restored",
                        movie.show(i, restored), {"frame": i // depth})
@@ -523,7 +520,7 @@ def restore_all(run: Run, out: Outputs, params, *, step0: int, total: int, stopp
     fusion = Fusion(run.planes, run.device, params.fusion_radius)
 
     def restored(i: int, plane: np.ndarray) -> None:
-        _write(out, movie, fusion.push(i, plane))
+        write_ready(out, fusion.push(i, plane), movie)
         movie.show(i, plane)  # previewed as restored at once, fused when its turn comes
 
     what = "restoring" if stoppable else "stopped: restoring with the model so far,"
@@ -531,7 +528,7 @@ def restore_all(run: Run, out: Outputs, params, *, step0: int, total: int, stopp
         run.predictor, lambda i: run.planes[i], run.n, restored, step0=step0, total=total,
         label=what, stoppable=stoppable,
         preview=None if movie.whole is None else lambda: movie.whole.reshape(run.planes.shape))
-    _write(out, movie, fusion.flush(fuse=not stopped))
+    write_ready(out, fusion.flush(fuse=not stopped), movie)
     run.info.update(fusion.report())
     if stopped and fusion.next < run.n:
         _partial(fusion.next, run.n)

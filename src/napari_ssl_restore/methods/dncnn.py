@@ -57,21 +57,17 @@ def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs):
     """Denoise every plane (Z, T) with the pretrained model, in batches on the device."""
     from ..core.device import resolve_device
     from ..engine.predict import Predictor, predict_planes
-    from ..engine.video import Fusion, load_denoiser
+    from ..engine.video import Fusion, load_denoiser, write_ready
 
     device = resolve_device(ctx.device)
     den, ckpt = load_denoiser(params.model, planes.c, device)
     predictor = Predictor(den, device, tile=params.tile_size, overlap=params.tile_overlap,
                           ensemble=params.ensemble)
     fusion = Fusion(planes, device, params.fusion_radius)
-
-    def write(ready) -> None:
-        for i, plane in ready:
-            out["image"][i] = plane
-
     yield from predict_planes(predictor, lambda i: planes[i], range(len(planes)),
-                              lambda i, plane: write(fusion.push(i, plane)), label="denoising")
-    write(fusion.flush())
+                              lambda i, plane: write_ready(out, fusion.push(i, plane)),
+                              label="denoising")
+    write_ready(out, fusion.flush())
     prov = ckpt.get("provenance", {})
     info = {"device": str(device), "model": params.model or prov.get("shipped", ""),
             "model_sha256": prov.get("sha256", ""), "architecture": ckpt["architecture"],
@@ -98,7 +94,8 @@ SPEC = MethodSpec(
     uses_torch=True,
     demo=_demo,
     linked_planes=lambda p: ("temporal fusion averages each frame with its neighbours "
-                             "(fusion_radius=0 restores frame by frame)" if p.fusion_radius else ""),
+                             "(fusion_radius=0 restores frame by frame)"
+                             if p.fusion_radius else ""),
 )
 
 denoise_dncnn = public_function(

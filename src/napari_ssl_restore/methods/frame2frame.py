@@ -99,17 +99,18 @@ def optical_flow(reference: np.ndarray, moving: np.ndarray, method: str = "tvl1"
     """Flows ``(N, 2, H, W)`` (rows, columns), ``moving[r + v_r, c + v_c] ≈ reference[r, c]``, as a
     tensor on ``device``, between the channel means of ``(N, H, W, C)`` (denoised) frames.
 
-    ``'tvl1'``: TV-L1 in torch on ``device``, all pairs at once (:func:`..core.flow.tvl1`);
+    ``'tvl1'``: TV-L1 in torch on ``device`` (:func:`..core.flow.tvl1_pairs`: all pairs at once
+    on a GPU, one by one on a CPU);
     ``'tvl1-skimage'`` / ``'ilk'``: scikit-image's TV-L1 (Zach, Pock, Bischof 2007) / iterative
     Lucas-Kanade on the CPU, pair by pair.
     """
     import torch
 
-    from ..core.flow import tvl1
+    from ..core.flow import tvl1_pairs
     from ..engine.train import to_device
 
     if method == "tvl1":
-        return tvl1(to_device(reference, device).mean(1), to_device(moving, device).mean(1))
+        return tvl1_pairs(to_device(reference, device).mean(1), to_device(moving, device).mean(1))
     if method not in FLOWS:
         raise ValueError(f"unknown flow method {method!r}; use one of {', '.join(FLOWS)}.")
     from skimage import registration
