@@ -302,6 +302,8 @@ def test_dncnn_fuses_a_time_lapse_when_asked_and_says_frames_are_then_linked():
     assert psnr(clean, fused["image"]) > psnr(clean, plain["image"]) + 0.5
     still = restore(noisy[0], "dncnn", axes="YX", fusion_radius=2, full_output=True)
     assert still["provenance"]["fusion_radius"] == 0  # nothing to fuse with
+    with pytest.raises(ValueError, match="set axes to TYX"):  # a movie taken for a Z stack
+        restore(noisy, "dncnn", axes="ZYX", fusion_radius=2)
     assert dncnn.SPEC.links(dncnn.Params(fusion_radius=2)) and not dncnn.SPEC.links(dncnn.Params())
 
 

@@ -59,6 +59,10 @@ def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs):
     from ..engine.predict import Predictor, predict_planes
     from ..engine.video import Fusion, load_denoiser, write_ready
 
+    if params.fusion_radius and planes.n_frames < 2 and len(planes) > 1:
+        raise ValueError(f"DnCNN: fusion_radius averages neighbouring frames along T, but this "
+                         f"stack (axes {planes.axes}) has {planes.n_frames} frame. For a "
+                         "time-lapse set axes to TYX (or TZYX); else set fusion_radius to 0.")
     device = resolve_device(ctx.device)
     den, ckpt = load_denoiser(params.model, planes.c, device)
     predictor = Predictor(den, device, tile=params.tile_size, overlap=params.tile_overlap,
