@@ -225,6 +225,31 @@ def noisy_batch(clean: np.ndarray, rng: np.random.Generator, sigma_max: float,
     return noisy.astype(np.float32)
 
 
+def noisy_batch_on_device(clean, generator, sigma_max: float, pg_fraction: float = 0.0):
+    """:func:`noisy_batch`'s noise drawn by torch where ``clean`` (a tensor) lives
+    (``--noise-on-device``), so that on a GPU the host only crops patches. Host noise for 128
+    patches, half of them photon noise, took 18–25 ms on the 2-core development CPU — about a
+    whole step of the shipped model's GPU run (12401 steps in 270 s); the gain on a GPU is not
+    measured yet. The same distributions, other draws; every patch gets both kinds of noise and
+    keeps one, so no step waits on the host for the number of photon-noise patches."""
+    import torch
+
+    n, dev = clean.shape[0], clean.device
+
+    def uniform(lo, hi):
+        return lo + (hi - lo) * torch.rand((n, 1, 1, 1), generator=generator, device=dev)
+
+    noisy = clean + uniform(0, sigma_max / 255.0) * torch.randn(clean.shape, generator=generator,
+                                                                 device=dev)
+    if pg_fraction > 0:
+        photons = torch.exp(uniform(math.log(PG_PHOTONS[0]), math.log(PG_PHOTONS[1])))
+        read = uniform(0, PG_READ)
+        photon = (torch.poisson(clean.clamp(min=0) * photons, generator=generator) / photons
+                  + read * torch.randn(clean.shape, generator=generator, device=dev))
+        noisy = torch.where(uniform(0, 1) < pg_fraction, photon, noisy)
+    return noisy
+
+
 WARM_STEPS = 50
 
 
@@ -285,6 +310,9 @@ def main(argv=None) -> int:
                     help="also train on matplotlib's and PyWavelets' sample images")
     ap.add_argument("--pg-fraction", type=float, default=0.0,
                     help="fraction of patches given Poisson-Gaussian noise instead of Gaussian")
+    ap.add_argument("--noise-on-device", action="store_true",
+                    help="draw the noise with torch on --device instead of NumPy on the host "
+                         "(faster on a GPU; other draws, so not the shipped recipe's)")
     ap.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate (cosine to 1%%)")
     ap.add_argument("--init", metavar="CKPT", default="",
                     help="start from this checkpoint's weights (fine-tune) instead of at random")
@@ -328,10 +356,18 @@ def main(argv=None) -> int:
     net = net.to(device)
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
 
+    if args.noise_on_device:
+        noise_gen = torch.Generator(device=device)
+        noise_gen.manual_seed(args.seed)
+
     def step(_it):
         clean = patches.sample(args.batch_size)
-        noisy = torch.from_numpy(noisy_batch(clean, rng, args.sigma_max, args.pg_fraction))
-        clean, noisy = torch.from_numpy(clean).to(device), noisy.to(device)
+        if args.noise_on_device:
+            clean = torch.from_numpy(clean).to(device, non_blocking=True)
+            noisy = noisy_batch_on_device(clean, noise_gen, args.sigma_max, args.pg_fraction)
+        else:
+            noisy = torch.from_numpy(noisy_batch(clean, rng, args.sigma_max, args.pg_fraction))
+            clean, noisy = torch.from_numpy(clean).to(device), noisy.to(device)
         return torch.mean((net(noisy) - clean) ** 2)
 
     def run(n: int, first: int, total: int) -> None:

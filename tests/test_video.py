@@ -422,11 +422,11 @@ def test_training_script_smoke(tmp_path):
     assert entry["recipe"]["steps"] == 2 and entry["config"]["depth"] == 3
 
 
-def _training_script():
+def _training_script(name: str = "train_denoiser"):
     import importlib.util
 
-    script = os.path.join(os.path.dirname(__file__), "..", "scripts", "train_denoiser.py")
-    spec = importlib.util.spec_from_file_location("train_denoiser", script)
+    script = os.path.join(os.path.dirname(__file__), "..", "scripts", name + ".py")
+    spec = importlib.util.spec_from_file_location(name, script)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -449,6 +449,8 @@ def test_training_sources_are_offline_images_in_range():
 
 
 def test_photon_noise_patches_are_signal_dependent(monkeypatch):
+    import torch
+
     mod = _training_script()
     clean = np.concatenate([np.full((8, 1, 32, 32), 0.1, np.float32),
                             np.full((8, 1, 32, 32), 0.9, np.float32)])
@@ -463,6 +465,23 @@ def test_photon_noise_patches_are_signal_dependent(monkeypatch):
     noisy = mod.noisy_batch(clean, np.random.default_rng(6), 55.0, pg_fraction=1.0)
     assert np.var(noisy[:8] - clean[:8]) == pytest.approx(0.001, rel=0.15)
     assert np.var(noisy[8:] - clean[8:]) == pytest.approx(0.009, rel=0.15)
+    # the same distributions drawn by torch (--noise-on-device), here on the CPU
+    gen = torch.Generator().manual_seed(7)
+    noisy = mod.noisy_batch_on_device(torch.from_numpy(clean), gen, 55.0, pg_fraction=1.0).numpy()
+    assert np.var(noisy[:8] - clean[:8]) == pytest.approx(0.001, rel=0.15)
+    assert np.var(noisy[8:] - clean[8:]) == pytest.approx(0.009, rel=0.15)
+    noisy = mod.noisy_batch_on_device(torch.from_numpy(clean), gen, 55.0).numpy()
+    per_patch = (noisy - clean).std(axis=(1, 2, 3))
+    assert per_patch.max() < 0.23 and per_patch.std() > 0.02  # sigma uniform in [0, 55/255]
+
+
+def test_candidate_launcher_reads_sizes_and_refuses_others():
+    mod = _training_script("train_candidates")
+    assert mod.parse_candidate("unet:32x4") == ("unet", 32, 4)
+    assert [mod.parse_candidate(c)[0] for c in mod.CANDIDATES] == ["dncnn", "dncnn", "unet"]
+    for bad in ("unet32x4", "resnet:32x4", "dncnn:32", "dncnn:0x12"):
+        with pytest.raises(SystemExit, match="candidate"):
+            mod.parse_candidate(bad)
 
 
 def test_training_script_fine_tunes_from_a_checkpoint(tmp_path, monkeypatch):
@@ -472,12 +491,13 @@ def test_training_script_fine_tunes_from_a_checkpoint(tmp_path, monkeypatch):
     assert mod.main(["--init", os.path.join(models.WEIGHTS_DIR, "dncnn_blind_gray.pt"),
                      "--steps", "1", "--batch-size", "2", "--synthetic", "0", "--fields", "1",
                      "--dead-leaves", "1", "--pg-fraction", "0.5", "--lr", "1e-5",
-                     "--out", str(out)]) == 0
+                     "--noise-on-device", "--out", str(out)]) == 0
     prov = models.load_checkpoint(out)["provenance"]
     shipped = models.shipped_manifest()[models.SHIPPED_DENOISER]
     assert prov["recipe"]["init_sha256"] == shipped["sha256"]
     assert prov["recipe"]["init_recipe"]["steps"] == shipped["recipe"]["steps"]
     assert prov["recipe"]["depth"] == 12 and prov["recipe"]["pg_fraction"] == 0.5
+    assert prov["recipe"]["noise_on_device"]
     assert "1 dead-leaves images" in prov["train_images"]
 
 
