@@ -51,8 +51,9 @@ def parse_candidate(spec: str) -> tuple[str, int, int]:
     except ValueError:
         raise SystemExit(f"candidate {spec!r}: write it as ARCH:FEATURESxDEPTH, e.g. unet:32x4") \
             from None
-    if arch not in ("dncnn", "unet") or features < 1 or depth < 1:
-        raise SystemExit(f"candidate {spec!r}: the architecture is dncnn or unet, sizes positive")
+    if arch not in ("dncnn", "unet", "unet-res") or features < 1 or depth < 1:
+        raise SystemExit(f"candidate {spec!r}: the architecture is dncnn, unet or unet-res, sizes "
+                         "positive")
     return arch, features, depth
 
 

@@ -25,8 +25,9 @@ microscopy fields (filaments, textured nuclei, puncta, PSF blur: ``data.microsco
 patches gets Poisson-Gaussian noise with a random photon count and read noise, :func:`noisy_batch`),
 ``--init CKPT --lr 2e-4`` to fine-tune an existing model instead of starting at random (the
 starting file's sha256 and recipe are recorded), and ``--arch unet`` (Noise2Noise's U-Net, e.g.
-``--features 32 --depth 4``) for the size comparison. The held-out scores include Poisson-Gaussian noise
-(20 and 100 photons, read noise 0.01) as ``pg20`` / ``pg100``. The defaults stay the shipped
+``--features 32 --depth 4``; ``unet-res`` predicts the noise, as DnCNN does) for the size
+comparison (``scripts/train_candidates.py`` trains several side by side). The held-out scores
+include Poisson-Gaussian noise (20 and 100 photons, read noise 0.01) as ``pg20`` / ``pg100``. The defaults stay the shipped
 model's recipe, so ``--steps 12401`` still reproduces it.
 
     python scripts/train_denoiser.py --init src/napari_ssl_restore/weights/dncnn_blind_gray.pt \
@@ -296,9 +297,10 @@ def main(argv=None) -> int:
                     help="seconds of training; overrides --steps (timed on steps 10-50)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--patch", type=int, default=48)
-    ap.add_argument("--arch", choices=("dncnn", "unet"), default="dncnn",
-                    help="dncnn (residual, --depth layers) or unet (Noise2Noise's, --depth levels; "
-                         "e.g. --features 32 --depth 4)")
+    ap.add_argument("--arch", choices=("dncnn", "unet", "unet-res"), default="dncnn",
+                    help="dncnn (residual, --depth layers), unet (Noise2Noise's, --depth levels; "
+                         "e.g. --features 32 --depth 4) or unet-res (the same U-Net predicting "
+                         "the noise, as DnCNN does)")
     ap.add_argument("--features", type=int, default=32)
     ap.add_argument("--depth", type=int, default=12)
     ap.add_argument("--sigma-max", type=float, default=55.0, help="in 8-bit units")
@@ -351,7 +353,8 @@ def main(argv=None) -> int:
                  "init_recipe": init_ckpt.get("provenance", {}).get("recipe")}
     else:
         with seeded_init(args.seed):
-            net = (DnCNN if args.arch == "dncnn" else UNet)(1, 1, args.features, args.depth)
+            net = (DnCNN(1, 1, args.features, args.depth) if args.arch == "dncnn" else
+                   UNet(1, 1, args.features, args.depth, residual=args.arch == "unet-res"))
         start = {}
     net = net.to(device)
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
@@ -406,7 +409,7 @@ def main(argv=None) -> int:
     where = (torch.cuda.get_device_name(device) if device.type == "cuda"
              else f"{device.type} ({args.threads} threads)")
     arch = "unet" if isinstance(net, UNet) else "dncnn"
-    recipe["arch"] = arch
+    recipe["arch"] = arch + ("-res" if getattr(net, "residual", False) else "")  # as --arch
     ckpt = checkpoint(net, architecture=arch, normalization={"kind": "percentile", "low": 0.1,
                                                                "high": 99.9},
                       provenance={"method": "dncnn", "script": "scripts/train_denoiser.py",

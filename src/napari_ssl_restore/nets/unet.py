@@ -6,6 +6,10 @@ Encoder: two 3×3 convs of ``features`` channels, then ``depth`` times (max-pool
 LeakyReLU(0.1) after every conv but the last. ``features=48, depth=5`` is the paper's network
 (about 1 M parameters); ``features=32, depth=4`` is a smaller, faster option. Inputs must be
 multiples of ``2**depth`` in Y and X (:func:`pad_to_multiple`).
+
+``residual=True`` (not in the paper; for the pretrained denoiser candidates of
+``scripts/train_denoiser.py``) makes the output conv predict the noise and returns ``x - noise``,
+as DnCNN does (Zhang et al. 2017), so a denoiser need not learn to copy its input.
 """
 from __future__ import annotations
 
@@ -20,13 +24,18 @@ def _conv(cin: int, cout: int) -> nn.Sequential:
 
 class UNet(nn.Module):
     def __init__(self, in_channels: int = 1, out_channels: int = 1, features: int = 48,
-                 depth: int = 5):
+                 depth: int = 5, residual: bool = False):
         super().__init__()
         if depth < 1:
             raise ValueError(f"depth must be >= 1; got {depth}")
-        self.depth = depth
+        if residual and in_channels != out_channels:
+            raise ValueError("a residual U-Net predicts the noise: in_channels must equal "
+                             "out_channels.")
+        self.depth, self.residual = depth, residual
         self.config = {"in_channels": in_channels, "out_channels": out_channels,
                        "features": features, "depth": depth}
+        if residual:  # (only then, so the configs of earlier checkpoints stay as they were)
+            self.config["residual"] = True
         f = features
         self.head = nn.Sequential(_conv(in_channels, f), _conv(f, f))  # enc_conv0, enc_conv1
         self.encoder = nn.ModuleList([_conv(f, f) for _ in range(depth)])  # enc_conv2..6
@@ -49,7 +58,8 @@ class UNet(nn.Module):
             y = F.interpolate(y, scale_factor=2, mode="nearest")
             y = conv(torch.cat([y, pooled.pop()], dim=1))
         y = F.interpolate(y, scale_factor=2, mode="nearest")
-        return self.tail(self.last(torch.cat([y, x], dim=1)))
+        y = self.tail(self.last(torch.cat([y, x], dim=1)))
+        return x - y if self.residual else y
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
