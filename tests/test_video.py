@@ -126,6 +126,14 @@ def test_flow_and_warp_recover_a_known_motion():
         warped, inside = fl.warp(torch.from_numpy(moved.transpose(2, 0, 1))[None], flow)
         err = np.abs(warped[0, 0].numpy() - img[..., 0])[inner].mean()
         assert err < 0.25 * np.abs(moved - img)[inner].mean()
+    # half a pixel: bilinear averages two pixels (fine texture fades), bicubic keeps more of it
+    stripes = torch.from_numpy(np.tile(np.sin(np.arange(64) * 2.2), (8, 1)).astype(np.float32))
+    half = torch.zeros((1, 2, 8, 64))
+    half[:, 1] = 0.5
+    truth = np.sin((np.arange(64) + 0.5) * 2.2)[2:-2]
+    err = {mode: np.abs(fl.warp(stripes[None, None], half, mode)[0][0, 0, 4, 2:-2].numpy()
+                        - truth).mean() for mode in ("bilinear", "bicubic")}
+    assert err["bicubic"] < 0.6 * err["bilinear"]
     flow = torch.zeros((1, 2, 20, 20))
     flow[:, 1] = 5.0  # samples 5 px to the right: the last 5 columns come from outside
     zeros = torch.zeros((1, 1, 20, 20))

@@ -37,18 +37,20 @@ def _grid(flow):
     return torch.stack([2 * c / max(w - 1, 1) - 1, 2 * r / max(h - 1, 1) - 1], dim=-1), r, c
 
 
-def warp(image, flow):
-    """Backward-warp ``(N, C, H, W)`` ``image`` by ``flow`` (bilinear, edge values outside).
+def warp(image, flow, mode: str = "bilinear"):
+    """Backward-warp ``(N, C, H, W)`` ``image`` by ``flow`` (edge values outside).
 
-    Returns the warped image and a boolean ``(N, H, W)`` map of the pixels that sampled inside the
-    frame.
+    ``mode``: ``"bilinear"`` (flows, masks) or ``"bicubic"`` (images whose detail matters: at a
+    half-pixel shift bilinear interpolation is a two-tap average that blurs texture, which a network
+    trained on the warped frame, or a fusion of warped frames, then learns or keeps). Returns the
+    warped image and a boolean ``(N, H, W)`` map of the pixels that sampled inside the frame.
     """
     import torch.nn.functional as F
 
     grid, r, c = _grid(flow.to(image.dtype))
     h, w = image.shape[-2:]
     inside = (r >= 0) & (r <= h - 1) & (c >= 0) & (c <= w - 1)
-    warped = F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    warped = F.grid_sample(image, grid, mode=mode, padding_mode="border", align_corners=True)
     return warped, inside
 
 

@@ -219,8 +219,10 @@ class Fusion:
 
     Restored frames arrive in ``T``-major order (:meth:`push`); frame ``t`` is written once the
     frames up to ``t + radius`` at its depth have arrived, as the weighted mean of itself and its
-    restored neighbours ``t ± 1 .. radius``, each warped onto it by the TV-L1 flow between the
-    restored frames (:func:`napari_ssl_restore.core.flow.tvl1`, on the run's device). A
+    restored neighbours ``t ± 1 .. radius``, each warped onto it (bicubic, which keeps texture
+    that a bilinear warp blurs: −0.01 to +0.26 dB on the benchmark's σ = 25 videos, ±0.04 dB with
+    photon noise) by the TV-L1 flow between the restored frames
+    (:func:`napari_ssl_restore.core.flow.tvl1`, on the run's device). A
     neighbour's weight at a pixel is 0 where the flow is untrusted — large divergence
     (occlusion), warping error above 0.1, sampled outside the frame (Frame2Frame's thresholds,
     :func:`~napari_ssl_restore.core.flow.occlusion_mask`) — and otherwise ``exp(-d / σ²)``, with
@@ -335,7 +337,7 @@ class Fusion:
                 others.append(self.held[j])
                 a = j
         flow, moving, ref = torch.cat(flows), torch.cat(others), self.held[i]
-        warped, inside = warp(moving, flow)
+        warped, inside = warp(moving, flow, mode="bicubic")
         trusted = occlusion_mask(flow, warped, ref, inside, divergence=self.divergence,
                                  warp_error=self.warp_error, dilation=self.dilation)
         sigma2 = (to_device(self.planes[i][None], self.device) - ref).var().clamp_min(1e-10)
