@@ -23,6 +23,18 @@ def test_unet_paper_size_and_padding():
     x, (h, w) = pad_to_multiple(torch.rand(1, 2, 37, 50), 8)
     assert x.shape[-2:] == (40, 56) and (h, w) == (37, 50)
     assert UNet(2, 2, 8, 3)(x).shape == x.shape
+    # the residual variant (a denoiser candidate) returns x - predicted noise, and saves as such
+    from napari_ssl_restore.core.models import build, checkpoint
+
+    res = UNet(2, 2, 8, 3, residual=True)
+    torch.nn.init.zeros_(res.tail.weight)
+    torch.nn.init.zeros_(res.tail.bias)
+    torch.testing.assert_close(res(x), x)
+    assert "residual" not in UNet(2, 2, 8, 3).config  # earlier checkpoints' configs unchanged
+    again = build(checkpoint(res, architecture="unet", normalization={}, provenance={}))
+    assert again.residual and torch.equal(again(x), x)
+    with pytest.raises(ValueError, match="in_channels must equal"):
+        UNet(1, 2, 8, 3, residual=True)
 
 
 def test_losses():
