@@ -2,27 +2,27 @@
 """Train several denoiser candidates side by side on one budget, and tabulate their held-out scores.
 
 The video-quality issue asks for the shipped denoiser's size to be chosen by measurement: DnCNN
-12×32 (today's), 17×64 (the paper's DnCNN-S) and a small U-Net, trained on the same data for the same
-wall-clock time. A lent GPU gives a session about 15 minutes in all, machine start included, which
-three trainings one after another would not fit; so this launcher runs them **at the same time**,
-each a ``scripts/train_denoiser.py`` process of its own on the same device (the GPU is far from full
-with one of these small networks), and waits for all of them. Each writes its checkpoint (held-out
-PSNR, recipe, steps and seconds in its provenance) and its log; the launcher then prints a Markdown
-table and writes ``candidates.json``.
+12×32 (today's), 17×64 (the paper's DnCNN-S) and a small U-Net (plain, and predicting the noise),
+trained on the same data for the same wall-clock time. A lent GPU gives a session about 15 minutes
+in all, machine start included, which four trainings one after another would not fit; so this
+launcher runs them **at the same time**, each a ``scripts/train_denoiser.py`` process of its own on
+the same device (one of these small networks leaves most of the GPU idle), and waits for all of
+them. Each writes its checkpoint (held-out PSNR, recipe, steps and seconds in its provenance) and
+its log; the launcher then prints a Markdown table and writes ``candidates.json``.
 
-    python scripts/train_candidates.py --device cuda --time-budget 300 --threads 5 \\
+    python scripts/train_candidates.py --device cuda --time-budget 300 --threads 4 \\
         --out-dir $OUT -- --package-images --pg-fraction 0.5 --noise-on-device
     python scripts/train_candidates.py --time-budget 60 --out-dir /tmp/c   # a CPU smoke run
 
-On a lent H200 (one ``run`` call of about 7 minutes, machine start not counted; PyWavelets is not
-installed there, so carry its wheel for ``aero`` and ``ascent``: ``pip download --no-deps
---only-binary=:all: --python-version 3.12 --platform manylinux_2_17_x86_64 -d .whl
-PyWavelets==1.8.0``, then name ``.whl`` in ``carry``)::
+On a lent H200 (one ``run`` call of about 7 minutes, machine start not counted; the logs kept out
+of ``$OUT``, which returns at most 8 files; PyWavelets is not installed there, so carry its wheel
+for ``aero`` and ``ascent``: ``pip download --no-deps --only-binary=:all: --python-version 3.12
+--platform manylinux_2_17_x86_64 -d .whl PyWavelets==1.8.0``, then name ``.whl`` in ``carry``)::
 
     pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
     PYTHONUNBUFFERED=1 PYTHONPATH=src:/tmp/site python3 scripts/train_candidates.py \\
-        --device cuda --time-budget 300 --threads 5 --out-dir $OUT -- --package-images \\
-        --pg-fraction 0.5 --noise-on-device
+        --device cuda --time-budget 300 --threads 4 --out-dir $OUT --log-dir /tmp/logs -- \\
+        --package-images --pg-fraction 0.5 --noise-on-device
 
 Everything after ``--`` goes to every run unchanged (the data mix: ``--package-images``,
 ``--fields``, ``--pg-fraction`` ...). Then, on any machine, ``python benchmarks/bench_dncnn.py
@@ -39,7 +39,7 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-CANDIDATES = ("dncnn:32x12", "dncnn:64x17", "unet:32x4")
+CANDIDATES = ("dncnn:32x12", "dncnn:64x17", "unet:32x4", "unet-res:32x4")
 """``arch:FEATURESxDEPTH`` (DnCNN depth = layers, U-Net depth = levels)."""
 
 
@@ -71,9 +71,14 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out-dir", required=True)
+    ap.add_argument("--log-dir", default="",
+                    help="each run's log (default: --out-dir); the tail of a failed run's log is "
+                         "printed")
     args = ap.parse_args(argv)
     specs = [parse_candidate(s) for s in args.candidates.split(",") if s.strip()]
-    os.makedirs(args.out_dir, exist_ok=True)
+    log_dir = args.log_dir or args.out_dir
+    for folder in (args.out_dir, log_dir):
+        os.makedirs(folder, exist_ok=True)
 
     procs, t0 = [], time.time()
     for arch, features, depth in specs:
@@ -83,7 +88,7 @@ def main(argv=None) -> int:
                "--time-budget", str(args.time_budget), "--device", args.device,
                "--threads", str(args.threads), "--batch-size", str(args.batch_size),
                "--seed", str(args.seed), "--out", os.path.join(args.out_dir, name + ".pt"), *extra]
-        log = open(os.path.join(args.out_dir, name + ".log"), "w")
+        log = open(os.path.join(log_dir, name + ".log"), "w")
         print(f"starting {name}: {' '.join(cmd[1:])}", flush=True)
         procs.append((name, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log))
     failed = []
@@ -99,7 +104,9 @@ def main(argv=None) -> int:
     for name, _proc, _log in procs:
         path = os.path.join(args.out_dir, name + ".pt")
         if name in failed or not os.path.exists(path):
-            print(f"{name}: FAILED, see {name}.log")
+            with open(os.path.join(log_dir, name + ".log")) as f:
+                tail = f.readlines()[-20:]
+            print(f"{name}: FAILED; the end of its log:\n" + "".join(tail))
             continue
         ckpt = load_checkpoint(path)
         prov = ckpt["provenance"]

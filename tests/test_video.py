@@ -486,7 +486,8 @@ def test_photon_noise_patches_are_signal_dependent(monkeypatch):
 def test_candidate_launcher_reads_sizes_and_refuses_others():
     mod = _training_script("train_candidates")
     assert mod.parse_candidate("unet:32x4") == ("unet", 32, 4)
-    assert [mod.parse_candidate(c)[0] for c in mod.CANDIDATES] == ["dncnn", "dncnn", "unet"]
+    assert [mod.parse_candidate(c)[0] for c in mod.CANDIDATES] == ["dncnn", "dncnn", "unet",
+                                                                   "unet-res"]
     for bad in ("unet32x4", "resnet:32x4", "dncnn:32", "dncnn:0x12"):
         with pytest.raises(SystemExit, match="candidate"):
             mod.parse_candidate(bad)
