@@ -27,8 +27,8 @@ patches gets Poisson-Gaussian noise with a random photon count and read noise, :
 starting file's sha256 and recipe are recorded), and ``--arch unet`` (Noise2Noise's U-Net, e.g.
 ``--features 32 --depth 4``; ``unet-res`` predicts the noise, as DnCNN does) for the size
 comparison (``scripts/train_candidates.py`` trains several side by side). The held-out scores
-include Poisson-Gaussian noise (20 and 100 photons, read noise 0.01) as ``pg20`` / ``pg100``. The defaults stay the shipped
-model's recipe, so ``--steps 12401`` still reproduces it.
+include Poisson-Gaussian noise (20 and 100 photons, read noise 0.01) as ``pg20`` / ``pg100``. The
+defaults stay the shipped model's recipe, so ``--steps 12401`` still reproduces it.
 
     python scripts/train_denoiser.py --init src/napari_ssl_restore/weights/dncnn_blind_gray.pt \
         --lr 2e-4 --steps 800 --package-images --pg-fraction 0.5 --out /tmp/ft.pt
@@ -314,7 +314,8 @@ def main(argv=None) -> int:
                     help="fraction of patches given Poisson-Gaussian noise instead of Gaussian")
     ap.add_argument("--noise-on-device", action="store_true",
                     help="draw the noise with torch on --device instead of NumPy on the host "
-                         "(faster on a GPU; other draws, so not the shipped recipe's)")
+                         "(for a GPU: the host then only crops patches; other draws, so not the "
+                         "shipped recipe's)")
     ap.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate (cosine to 1%%)")
     ap.add_argument("--init", metavar="CKPT", default="",
                     help="start from this checkpoint's weights (fine-tune) instead of at random")

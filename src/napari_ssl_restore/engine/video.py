@@ -220,9 +220,9 @@ class Fusion:
     Restored frames arrive in ``T``-major order (:meth:`push`); frame ``t`` is written once the
     frames up to ``t + radius`` at its depth have arrived, as the weighted mean of itself and its
     restored neighbours ``t ± 1 .. radius``, each warped onto it (bicubic, which keeps texture
-    that a bilinear warp blurs: −0.01 to +0.26 dB on the benchmark's σ = 25 videos, ±0.04 dB with
-    photon noise) by the TV-L1 flow between the restored frames
-    (:func:`napari_ssl_restore.core.flow.tvl1`, on the run's device). A
+    that a bilinear warp blurs: with the pretrained model's frames −0.01 to +0.26 dB on the
+    benchmark's σ = 25 videos, within ±0.04 dB with photon noise) by the TV-L1 flow between the
+    restored frames (:func:`napari_ssl_restore.core.flow.tvl1`, on the run's device). A
     neighbour's weight at a pixel is 0 where the flow is untrusted — large divergence
     (occlusion), warping error above 0.1, sampled outside the frame (Frame2Frame's thresholds,
     :func:`~napari_ssl_restore.core.flow.occlusion_mask`) — and otherwise ``exp(-d / σ²)``, with
@@ -232,9 +232,9 @@ class Fusion:
     drops out. Fusion uses the restored frames (not the fused ones), so nothing is averaged twice.
 
     The residual error of a denoiser is partly independent from frame to frame, so averaging
-    aligned restored frames removes more of it: +0.7 to +1.6 dB on the benchmark's videos of real
-    images and +1.8 to +2.2 on synthetic cells, at σ = 25 and with Poisson-Gaussian noise
-    (``benchmarks/bench_video.py``) — the idea of video BM3D's temporal grouping (Dabov, Foi,
+    aligned restored frames removes more of it: +1.0 to +1.6 dB for Frame2Frame and RfR on the
+    benchmark's videos of real images and +1.8 to +2.5 on synthetic cells, at σ = 25 and with
+    Poisson-Gaussian noise (``benchmarks/bench_video.py``) — the idea of video BM3D's temporal grouping (Dabov, Foi,
     Egiazarian 2007) applied to a network's outputs. Memory: ``2 * radius * Z + 1`` restored
     planes (within :data:`FUSE_BYTES`).
     """
