@@ -235,8 +235,8 @@ class Fusion:
     aligned restored frames removes more of it: +1.0 to +1.6 dB for Frame2Frame and RfR on the
     benchmark's videos of real images and +1.8 to +2.5 on synthetic cells, at σ = 25 and with
     Poisson-Gaussian noise (``benchmarks/bench_video.py``) — the idea of video BM3D's temporal
-    grouping (Dabov, Foi, Egiazarian 2007) applied to a network's outputs. Memory: ``2 * radius * Z + 1`` restored
-    planes (within :data:`FUSE_BYTES`).
+    grouping (Dabov, Foi, Egiazarian 2007) applied to a network's outputs. Memory:
+    ``2 * radius * Z + 1`` restored planes (within :data:`FUSE_BYTES`).
     """
 
     warp_error = 0.1
