@@ -22,6 +22,7 @@ must stay ≤ 0.5 s on a laptop CPU).
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -168,8 +169,8 @@ def main(argv=None) -> None:
         return poisson_gaussian(args, extra)
     rng = np.random.default_rng(0)
     table = {}
-    labels = ["DnCNN (shipped, blind)", "DnCNN self-ensemble", "BM3D (true σ)",
-              "NL-means (true σ)"]
+    model = f"{os.path.basename(args.model)} (blind)" if args.model else "DnCNN (shipped, blind)"
+    labels = [model, "DnCNN self-ensemble", "BM3D (true σ)", "NL-means (true σ)"]
     skip = {"DnCNN self-ensemble"} if not args.ensemble else set()
     skip |= {"BM3D (true σ)"} if args.no_bm3d else set()
     times = {k: [] for k in labels if k not in skip}
@@ -178,7 +179,7 @@ def main(argv=None) -> None:
             img = _crop(getattr(data, name)().astype(np.float32) / 255, args.crop)
             noisy = img + s / 255 * rng.standard_normal(img.shape).astype(np.float32)
             runs = {
-                "DnCNN (shipped, blind)": lambda: restore(noisy, "dncnn", axes="YX", **extra),
+                model: lambda: restore(noisy, "dncnn", axes="YX", **extra),
                 "DnCNN self-ensemble": lambda: restore(noisy, "dncnn", axes="YX", ensemble=True,
                                                        **extra),
                 "BM3D (true σ)": lambda: _bm3d(noisy, s / 255),
