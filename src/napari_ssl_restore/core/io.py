@@ -14,7 +14,8 @@ import json
 import os
 import shutil
 import uuid
-from typing import Any, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -49,32 +50,105 @@ def _metadata_axes(tif, series) -> str | None:
     return axes
 
 
+def open_image(path: str | os.PathLike) -> tuple[Any, str | None]:
+    """Open an image file lazily; return an array-like and the axes its metadata states (or None).
+
+    ``.tif``/``.tiff``/``.ome.tif`` open through tifffile's zarr interface (one page per chunk, read
+    on demand); ``.zarr``/``.ome.zarr`` open with zarr (an OME-Zarr image: its first resolution
+    level, axes from its metadata). The one reader of image files: the plane driver
+    (:func:`napari_ssl_restore.engine.planes.open_array`) opens paths with it, and
+    :func:`read_image` reads a TIFF into memory through the same TIFF reader and checks.
+
+    Raises
+    ------
+    FileNotFoundError, IsADirectoryError, ValueError
+        With a message naming the file when it is missing, of another format or unreadable.
+    """
+    path = _existing(path)
+    low = path.lower().rstrip("/\\")
+    if low.endswith(".zarr"):
+        return _open_zarr(path)
+    if low.endswith((".tif", ".tiff")):
+        return _open_tiff(path, lazy=True)
+    raise ValueError(f"{path}: unsupported format; give a .tif, .tiff, .ome.tif, .zarr or "
+                     ".ome.zarr file.")
+
+
 def read_image(path: str | os.PathLike) -> tuple[np.ndarray, str | None]:
-    """Read a TIFF file; return its data and the axes its metadata states (None if it states none).
+    """Read a TIFF file (whatever its suffix) into memory; return its data and the axes its metadata
+    states (None if it states none).
 
     Raises
     ------
     FileNotFoundError, ValueError
         With a message naming the file when it is missing or cannot be read as TIFF.
     """
-    import tifffile
+    return _open_tiff(_existing(path), lazy=False)
 
+
+def _existing(path: str | os.PathLike) -> str:
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such file.")
+    return path
+
+
+def _open_tiff(path: str, *, lazy: bool) -> tuple[Any, str | None]:
+    """Series 0 of a TIFF: a zarr array read on demand (``lazy``) or a numpy array, and its axes."""
+    import tifffile
+
     if os.path.isdir(path):
         raise IsADirectoryError(f"{path} is a folder; give a .tif/.tiff file.")
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
-            data = series.asarray()
             axes = _metadata_axes(tif, series)
+            shape = series.shape
+            data = None if lazy else series.asarray()
+        if lazy:
+            import zarr
+
+            data = zarr.open(tifffile.imread(path, aszarr=True, series=0, level=0), mode="r")
     except Exception as exc:  # noqa: BLE001 - tifffile raises many types for corrupt files
         raise ValueError(f"{path}: cannot read it as a TIFF image ({type(exc).__name__}: {exc}). "
                          "Save it as .tif/.tiff (e.g. from Fiji or napari) and try again.") from None
-    if axes is None and data.ndim == 2:
+    if lazy and tuple(data.shape) != tuple(shape):  # pragma: no cover - tifffile keeps shapes
+        raise ValueError(f"{path}: unexpected TIFF layout {data.shape} for series {shape}.")
+    if axes is None and len(data.shape) == 2:
         axes = "YX"
     return data, axes
+
+
+def _open_zarr(path: str) -> tuple[Any, str | None]:
+    """A zarr array, or an OME-Zarr group's first resolution level, and the axes its attributes
+    state (when they are ``TZYXC`` letters, one per dimension)."""
+    import zarr
+
+    from .axes import CANONICAL
+
+    try:
+        node = zarr.open(path, mode="r")
+    except Exception as exc:  # noqa: BLE001
+        raise ValueError(f"{path}: cannot open it as zarr ({type(exc).__name__}: {exc}).") from None
+    axes = None
+    if isinstance(node, zarr.Group):
+        attrs = dict(node.attrs)
+        ms = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
+        if not ms:
+            raise ValueError(f"{path} is a zarr group without OME-Zarr 'multiscales' metadata; "
+                             "give the array inside it (e.g. path/0).")
+        level = ms[0]["datasets"][0]["path"]
+        names = [a["name"] if isinstance(a, dict) else a for a in ms[0].get("axes", [])]
+        axes = "".join(n.upper() for n in names) or None
+        if axes and not set(axes) <= set(CANONICAL):
+            axes = None
+        node = node[level]
+    else:
+        stated = node.attrs.get("axes")
+        axes = stated.upper() if isinstance(stated, str) else None
+    if axes and len(axes) != len(node.shape):
+        axes = None
+    return node, axes
 
 
 def glob_files(pattern: str) -> list[str]:
@@ -155,7 +229,7 @@ def provenance(method: str, params: Mapping[str, Any], *, seed: int | None, devi
         "seed": seed,
         "device": device,
         "axes": axes,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
     if extra:
         rec.update({k: _jsonable(v) for k, v in extra.items()})
@@ -239,7 +313,7 @@ def atomic_paths(paths: Sequence[str | os.PathLike]) -> Iterator[list[str]]:
              for t in targets]
     try:
         yield temps
-        for tmp, target in zip(temps, targets):
+        for tmp, target in zip(temps, targets, strict=True):
             if not os.path.exists(tmp):
                 continue
             if os.path.isdir(target) and not os.path.islink(target):
@@ -278,7 +352,7 @@ def split_suffix(path: str | os.PathLike) -> tuple[str, str]:
 
 def plane_chunks(shape: tuple, axes: str) -> tuple:
     """One chunk per plane: 1 along T and Z, whole along Y, X and C."""
-    return tuple(1 if a in "TZ" else s for a, s in zip(axes, shape))
+    return tuple(1 if a in "TZ" else s for a, s in zip(axes, shape, strict=False))
 
 
 def create_zarr(path: str, shape: tuple, dtype, axes: str, *, ome: bool = False):

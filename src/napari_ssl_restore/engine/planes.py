@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
-from ..core.axes import CANONICAL, Layout, check_axes
-from ..core.io import create_zarr
+from ..core.axes import Layout, check_axes
+from ..core.io import choose_axes, create_zarr, open_image
 from ..core.normalize import Scaling, check_finite, check_kind
 
 SAMPLE_PLANES = 16
@@ -49,86 +50,22 @@ def is_lazy(data) -> bool:
 def open_array(data) -> tuple[Any, str | None]:
     """An array-like for ``data`` and the axes its metadata states (or None).
 
-    Paths: ``.tif``/``.tiff``/``.ome.tif`` open through tifffile's zarr interface (one page per
-    chunk, read on demand); ``.zarr``/``.ome.zarr`` open with zarr (an OME-Zarr image: its first
-    resolution level, axes from its metadata). Arrays (numpy, dask, zarr) are returned as they are.
+    Paths open lazily with :func:`~napari_ssl_restore.core.io.open_image` (TIFF/OME-TIFF through
+    tifffile's zarr interface, one page per chunk, read on demand; zarr/OME-Zarr with zarr, an
+    OME-Zarr image's first resolution level). Arrays (numpy, dask, zarr) are returned as they are.
     """
     if not isinstance(data, (str, os.PathLike)):
         return data, None
-    path = os.fspath(data)
-    low = path.lower().rstrip("/\\")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no such file.")
-    if low.endswith((".zarr",)):
-        return _open_zarr(path)
-    if low.endswith((".tif", ".tiff")):
-        return _open_tiff(path)
-    raise ValueError(f"{path}: unsupported format; give a .tif, .tiff, .ome.tif, .zarr or "
-                     ".ome.zarr file.")
+    return open_image(data)
 
 
 def open_input(path, axes: str | None = None, *, video: bool = False) -> tuple[Any, str]:
     """A file opened lazily (:func:`open_array`) with its axes: ``axes`` when given, else those
     its metadata states, else a guess that refuses to decide between channels and planes
     (:func:`~napari_ssl_restore.core.io.choose_axes`)."""
-    from ..core.io import choose_axes
-
     arr, stated = open_array(path)
     return arr, axes or choose_axes(tuple(arr.shape), stated, video=video,
                                     source=os.fspath(path))
-
-
-def _open_tiff(path: str):
-    import tifffile
-    import zarr
-
-    from ..core.io import _metadata_axes
-
-    if os.path.isdir(path):
-        raise IsADirectoryError(f"{path} is a folder; give a .tif/.tiff file.")
-    try:
-        with tifffile.TiffFile(path) as tif:
-            series = tif.series[0]
-            axes = _metadata_axes(tif, series)
-            shape = series.shape
-        store = tifffile.imread(path, aszarr=True, series=0, level=0)
-        arr = zarr.open(store, mode="r")
-    except Exception as exc:  # noqa: BLE001 - tifffile raises many types for corrupt files
-        raise ValueError(f"{path}: cannot read it as a TIFF image ({type(exc).__name__}: {exc}). "
-                         "Save it as .tif/.tiff (e.g. from Fiji or napari) and try again.") from None
-    if tuple(arr.shape) != tuple(shape):  # pragma: no cover - tifffile keeps series shapes
-        raise ValueError(f"{path}: unexpected TIFF layout {arr.shape} for series {shape}.")
-    if axes is None and len(shape) == 2:
-        axes = "YX"
-    return arr, axes
-
-
-def _open_zarr(path: str):
-    import zarr
-
-    try:
-        node = zarr.open(path, mode="r")
-    except Exception as exc:  # noqa: BLE001
-        raise ValueError(f"{path}: cannot open it as zarr ({type(exc).__name__}: {exc}).") from None
-    axes = None
-    if isinstance(node, zarr.Group):
-        attrs = dict(node.attrs)
-        ms = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
-        if not ms:
-            raise ValueError(f"{path} is a zarr group without OME-Zarr 'multiscales' metadata; "
-                             "give the array inside it (e.g. path/0).")
-        level = ms[0]["datasets"][0]["path"]
-        names = [a["name"] if isinstance(a, dict) else a for a in ms[0].get("axes", [])]
-        axes = "".join(n.upper() for n in names) or None
-        if axes and not set(axes) <= set(CANONICAL):
-            axes = None
-        node = node[level]
-    else:
-        stated = node.attrs.get("axes")
-        axes = stated.upper() if isinstance(stated, str) else None
-    if axes and len(axes) != len(node.shape):
-        axes = None
-    return node, axes
 
 
 class Source:
@@ -164,7 +101,7 @@ class Source:
     def index(self, i: int) -> tuple:
         """The caller-order index of plane ``i`` (ints for T/Z, full slices elsewhere)."""
         lead = np.unravel_index(i, self.lead) if self.lead else ()
-        where = dict(zip(self.layout.canonical[:-3], (int(k) for k in lead)))
+        where = dict(zip(self.layout.canonical[:-3], (int(k) for k in lead), strict=False))
         return tuple(where.get(a, slice(None)) for a in self.layout.axes)
 
     def raw(self, i: int) -> np.ndarray:
@@ -255,14 +192,14 @@ class Planes:
     restoring it at once gives.
     """
 
-    def __init__(self, source: Source, scaling: Scaling, *, whole: "Planes | None" = None,
+    def __init__(self, source: Source, scaling: Scaling, *, whole: Planes | None = None,
                  first: int = 0):
         self.source = source
         self.scaling = scaling
         self.whole = self if whole is None else whole
         self.first = int(first)
 
-    def chunk(self, start: int, stop: int) -> "Planes":
+    def chunk(self, start: int, stop: int) -> Planes:
         """Entries ``start:stop`` of the stack's first T/Z axis (all planes under them), read lazily
         through the same scaling; ``whole`` and ``first`` refer to this stack."""
         layout = self.source.layout
@@ -402,7 +339,7 @@ class Sink:
         if self.store is None:
             self._allocate(plane)
         lead = np.unravel_index(i, self.source.lead) if self.source.lead else ()
-        where = dict(zip(self.source.layout.canonical[:-3], (int(k) for k in lead)))
+        where = dict(zip(self.source.layout.canonical[:-3], (int(k) for k in lead), strict=False))
         index = tuple(where.get(a, slice(None)) for a in self.axes)
         out = self.convert(plane)
         if out.ndim == 3 and "C" not in self.axes:  # a single channel the caller does not have
