@@ -16,13 +16,23 @@ SHIPPED_DENOISER = "dncnn-blind-gray"
 WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "weights")
 
 
-def _architectures() -> dict[str, Any]:
-    from ..nets.dncnn import DnCNN
-    from ..nets.gan import ContentDeblurrer, ResnetGenerator
-    from ..nets.unet import UNet
+ARCHITECTURES: dict[str, str] = {
+    "unet": "napari_ssl_restore.nets.unet:UNet",
+    "dncnn": "napari_ssl_restore.nets.dncnn:DnCNN",
+    "resnet-generator": "napari_ssl_restore.nets.gan:ResnetGenerator",
+    "content-deblurrer": "napari_ssl_restore.nets.gan:ContentDeblurrer",
+}
+"""Networks a checkpoint can hold: name -> ``module:class``, an ``nn.Module`` whose ``config``
+rebuilds it (``cls(**config)``). Every name the code saves under, and only those, is listed here
+(tests/test_registry_lists.py checks both ways)."""
 
-    return {"unet": UNet, "dncnn": DnCNN, "resnet-generator": ResnetGenerator,
-            "content-deblurrer": ContentDeblurrer}
+
+def network_class(name: str) -> Any:
+    """The network class saved as ``name`` (imports torch)."""
+    import importlib
+
+    module, cls = ARCHITECTURES[name].split(":")
+    return getattr(importlib.import_module(module), cls)
 
 
 def checkpoint(net, *, architecture: str, normalization: dict, provenance: dict) -> dict:
@@ -37,7 +47,7 @@ def checkpoint(net, *, architecture: str, normalization: dict, provenance: dict)
         "normalization": dict(normalization),
         "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
         "provenance": dict(provenance, version=__version__,
-                           saved=datetime.datetime.now(datetime.timezone.utc).isoformat(
+                           saved=datetime.datetime.now(datetime.UTC).isoformat(
                                timespec="seconds")),
     }
 
@@ -87,14 +97,14 @@ def _read_checkpoint(path: str, _size: int, _mtime_ns: int) -> dict:
         raise ValueError(f"{path}: not a napari-ssl-restore model file.")
     if ckpt.get("format_version", 0) > FORMAT_VERSION:
         raise ValueError(f"{path}: saved by a newer napari-ssl-restore; upgrade to load it.")
-    if ckpt.get("architecture") not in _architectures():
+    if ckpt.get("architecture") not in ARCHITECTURES:
         raise ValueError(f"{path}: unknown architecture {ckpt.get('architecture')!r}.")
     return ckpt
 
 
 def build(ckpt: dict, device=None):
     """Instantiate the network of a checkpoint with its weights."""
-    net = _architectures()[ckpt["architecture"]](**ckpt["config"])
+    net = network_class(ckpt["architecture"])(**ckpt["config"])
     net.load_state_dict(ckpt["state_dict"])
     return net.to(device) if device is not None else net
 

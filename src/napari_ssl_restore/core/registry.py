@@ -1,32 +1,43 @@
 """The method registry: one :class:`MethodSpec` per method drives the API, CLI, widgets and docs.
 
 Adding a method is adding one module under ``methods/`` that defines ``SPEC`` and one line in
-:data:`METHOD_MODULES`. Modules are imported lazily so that ``import napari_ssl_restore`` stays fast
-and does not import torch.
+:data:`METHODS`. Modules are imported lazily so that ``import napari_ssl_restore`` stays fast and does
+not import torch; what the package needs before that (the public function names) is written here.
 """
 from __future__ import annotations
 
 import dataclasses
 import importlib
-from typing import Any, Callable, Mapping
-
-import numpy as np
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from .params import ParamInfo, describe
 
-# name -> module defining SPEC. The only list of methods in the project.
-METHOD_MODULES: dict[str, str] = {
-    "dcp": "napari_ssl_restore.methods.dcp",
-    "dip": "napari_ssl_restore.methods.dip",
-    "noise2noise": "napari_ssl_restore.methods.noise2noise",
-    "double-dip": "napari_ssl_restore.methods.double_dip",
-    "dncnn": "napari_ssl_restore.methods.dncnn",
-    "frame2frame": "napari_ssl_restore.methods.frame2frame",
-    "restore-from-restored": "napari_ssl_restore.methods.restore_from_restored",
-    "physics-gan": "napari_ssl_restore.methods.physics_gan",
-    "cycle-dehaze": "napari_ssl_restore.methods.cycle_dehaze",
-    "disentangled-deblur": "napari_ssl_restore.methods.disentangled_deblur",
+if TYPE_CHECKING:  # the package imports the registry: keep that import free of numpy too
+    import numpy as np
+
+# name -> public skimage-style function. The only list of methods in the project: the package's
+# exports, napari.yaml, the tests' tiny settings and the README table are checked against it
+# (tests/test_registry_lists.py). Each lives in ``methods/<name with _ for ->.py`` as ``SPEC``.
+METHODS: dict[str, str] = {
+    "dcp": "dehaze_dcp",
+    "dip": "restore_dip",
+    "noise2noise": "denoise_noise2noise",
+    "double-dip": "decompose_double_dip",
+    "dncnn": "denoise_dncnn",
+    "frame2frame": "denoise_frame2frame",
+    "restore-from-restored": "denoise_restore_from_restored",
+    "physics-gan": "restore_physics_gan",
+    "cycle-dehaze": "dehaze_cycle",
+    "disentangled-deblur": "deblur_disentangled",
 }
+
+METHOD_MODULES: dict[str, str] = {
+    name: f"napari_ssl_restore.methods.{name.replace('-', '_')}" for name in METHODS}
+"""name -> module defining ``SPEC``."""
+
+PUBLIC_FUNCTIONS: dict[str, str] = {METHODS[name]: module for name, module in METHOD_MODULES.items()}
+"""public function name -> the module defining it (what ``napari_ssl_restore`` exports lazily)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,7 +136,8 @@ class MethodSpec:
     """``"range"`` (scale only, zero kept: physical models) or ``"percentile"`` (networks)."""
     uses_torch: bool = False
     demo: Callable[[], list[Mapping[str, Any]]] | None = None
-    """Returns samples ``{"image", "axes", "name", "params", ["clean"], **extra_inputs}`` for ``demo``."""
+    """Returns samples ``{"image", "axes", "name", "params", ["clean"], **extra_inputs}`` for
+    ``demo``."""
     primary_of: Callable[[Any], str] | None = None
     """The name of the primary output for given ``Params`` when it depends on them (the task)."""
 
@@ -192,6 +204,9 @@ def get_method(name: str) -> MethodSpec:
         spec = importlib.import_module(METHOD_MODULES[name]).SPEC
         if spec.name != name:
             raise RuntimeError(f"registry entry {name!r} points to a module whose SPEC is {spec.name!r}")
+        if spec.function != METHODS[name]:
+            raise RuntimeError(f"registry entry {name!r} names the function {METHODS[name]!r}; its "
+                               f"SPEC says {spec.function!r}")
         _CACHE[name] = spec
     return _CACHE[name]
 
