@@ -7,11 +7,10 @@ import pytest
 import torch
 
 from napari_ssl_restore.core.progress import drive
-from napari_ssl_restore.engine.adversarial import (EMA, Critic, ImagePool, discriminator_loss,
-                                                   feature_matching, generator_loss)
+from napari_ssl_restore.engine.gan_losses import discriminator_loss, feature_matching, generator_loss
+from napari_ssl_restore.engine.gan_parts import EMA, Critic, ImagePool
 from napari_ssl_restore.engine.train import optimise, seeded_init
-from napari_ssl_restore.nets.gan import (MultiScaleDiscriminator, PatchDiscriminator,
-                                         ResnetGenerator)
+from napari_ssl_restore.nets.gan import MultiScaleDiscriminator, PatchDiscriminator, ResnetGenerator
 
 
 def _receptive_field(net, size=160) -> int:

@@ -41,7 +41,7 @@ def test_laplacian_pyramid_is_exact_and_carries_the_detail():
 
 
 def test_perceptual_features_come_from_the_shipped_network_and_pass_gradients():
-    from napari_ssl_restore.engine.adversarial import perceptual_features, perceptual_loss
+    from napari_ssl_restore.engine.gan_losses import perceptual_features, perceptual_loss
 
     features = perceptual_features("cpu")
     x = torch.rand(2, 3, 24, 24, requires_grad=True)  # channels are passed one by one
@@ -54,7 +54,7 @@ def test_perceptual_features_come_from_the_shipped_network_and_pass_gradients():
 
 
 def test_keeper_keeps_the_last_good_snapshot_when_training_diverges():
-    from napari_ssl_restore.engine.adversarial import Keeper
+    from napari_ssl_restore.engine.gan_parts import Keeper
 
     net = torch.nn.Linear(2, 2)
     keeper = Keeper(net)

@@ -24,7 +24,7 @@ output, shows what was removed as haze.
 
 Deviations, documented: the authors' perceptual features are ImageNet VGG16's (pool2, pool5), which
 cannot be downloaded here; this uses the activations of three layers of the project's shipped blind
-denoiser (:func:`napari_ssl_restore.engine.adversarial.perceptual_features`; the README's benchmark
+denoiser (:func:`napari_ssl_restore.engine.gan_losses.perceptual_features`; the README's benchmark
 measures it against no perceptual term). Smaller defaults than the paper's (32 features, 6 residual
 blocks, 64² crops, batch 2, 2000 steps instead of 256², batch 1, ~200k) so it trains on a laptop CPU;
 no normalisation layers in the generators (instance norm makes tiles disagree); generators start
@@ -41,10 +41,17 @@ from typing import Literal
 import numpy as np
 
 from ..core.params import param
-from ..core.registry import MethodResult, MethodSpec, Output, RunContext
-from ..engine.adversarial import (TRAIN, UnpairedParams, clean_examples,
-                                  trains_on_the_stack)
+from ..core.registry import MethodSpec, Output, RunContext
 from ..engine.planes import Outputs, Planes
+from ..engine.unpaired import (
+    TRAIN,
+    Training,
+    UnpairedParams,
+    UnpairedRun,
+    clean_examples,
+    run_unpaired,
+    trains_on_the_stack,
+)
 from ._public import public_function
 
 
@@ -132,155 +139,125 @@ def pyramid_upsample(low, full, levels: int):
 
 # --- training and restoring -----------------------------------------------------------------------
 
+class CycleDehaze(UnpairedRun):
+    """Cycle-Dehaze's own parts: the generator ``G``, the translation ``F`` and the two critics, the
+    cycle losses, and the dehazed planes (through the Laplacian pyramid when asked)."""
+
+    name = "cycle-dehaze"
+    verb = "dehazing"
+
+    def __init__(self, planes: Planes, params: Params, ctx: RunContext, out: Outputs, clean=None):
+        super().__init__(planes, params, ctx, out, clean)
+        self.levels = (pyramid_levels(planes.hw, params.work_size)
+                       if params.inference == "pyramid" else 0)
+        self._last: dict = {}
+
+    def generator(self):
+        from ..nets.gan import ResnetGenerator
+
+        c = self.planes.c
+        return ResnetGenerator(c, c, self.params.features, self.params.blocks, norm="none")
+
+    def training(self, g, average, hazy, clear, rng, terms, preview_crop) -> Training:
+        """Both translations: ``G`` (and its moving average ``average``) and ``F``."""
+        import itertools
+
+        import torch
+
+        from ..engine.gan_losses import generator_loss, perceptual_features, perceptual_loss
+        from ..engine.gan_parts import Keeper
+        from ..engine.predict import Predictor
+        from ..engine.train import seeded_init
+        from ..nets.gan import ResnetGenerator
+
+        params, device = self.params, self.device
+        c = hazy.fields[0].shape[1]
+        with seeded_init(self.ctx.seed + 1):
+            f = ResnetGenerator(c, c, params.features, params.blocks, norm="none").to(device)
+            d_clear = self.discriminator(params.patch_size)
+            d_hazy = self.discriminator(params.patch_size)
+        critic_x, critic_y = self.critic(d_clear, rng), self.critic(d_hazy, rng)
+        features = perceptual_features(device) if params.perceptual_weight else None
+        opt = torch.optim.Adam(itertools.chain(g.parameters(), f.parameters()),
+                               lr=params.learning_rate, betas=(0.5, 0.999))
+        state: dict = {}
+        lam = params.cycle_weight
+        (clear_crop,) = clear(1)
+
+        def step(it: int):
+            (y,) = hazy(params.batch_size)
+            (x,) = clear(params.batch_size)
+            gy, fx = g(y), f(x)
+            rec_y, rec_x = f(gy), g(fx)
+            state.update(x=x, y=y, gy=gy, fx=fx)
+            loss = terms("G", generator_loss(critic_x.judge(gy))) \
+                + terms("F", generator_loss(critic_y.judge(fx))) \
+                + terms("cycle", (rec_y - y).abs().mean() + (rec_x - x).abs().mean(), lam)
+            if features is not None:
+                loss = loss + terms("perceptual", perceptual_loss(features, rec_y, y)
+                                    + perceptual_loss(features, rec_x, x), params.perceptual_weight)
+            if params.identity_weight:
+                loss = loss + terms("identity", (g(x) - x).abs().mean() + (f(y) - y).abs().mean(),
+                                    params.identity_weight * lam)
+            return loss
+
+        def critics_step(it: int) -> None:
+            critic_x.update(state["x"], state["gy"])
+            critic_y.update(state["y"], state["fx"])
+            state.clear()
+
+        forward = Predictor(average, device)
+        backward = Predictor(f, device)
+        clear_plane = clear_crop[0].permute(1, 2, 0).cpu().numpy()
+
+        def preview(it: int):
+            f.eval()
+            try:
+                return {"hazy to clear": forward(preview_crop[None])[0],
+                        "clear to hazy": backward(clear_plane[None])[0]}
+            finally:
+                f.train()
+
+        return Training(step, critics_step, opt, {"clear": critic_x, "hazy": critic_y},
+                        Keeper(average), preview, nets=(g, f))
+
+    def predictor(self, net):
+        self.info.update(pyramid_levels=self.levels)
+        return super().predictor(net)
+
+    def read(self, i: int) -> np.ndarray:
+        """The plane the generator sees: the input, or the top of its Gaussian pyramid."""
+        import torch
+
+        from ..engine.train import to_device
+
+        plane = self.planes[i]
+        if not self.levels:
+            return plane
+        self._last.update(index=i, full=to_device(plane[None], self.device))
+        with torch.inference_mode():
+            return coarse(self._last["full"], self.levels)[0].permute(1, 2, 0).cpu().numpy()
+
+    def write(self, i: int, plane: np.ndarray) -> None:
+        import torch
+
+        from ..engine.train import to_device
+
+        if self.levels:
+            last = self._last
+            with torch.inference_mode():
+                full = last["full"] if last.get("index") == i else to_device(self.planes[i][None],
+                                                                             self.device)
+                low = to_device(plane[None], self.device)
+                plane = pyramid_upsample(low, full, self.levels)[0].permute(1, 2, 0).cpu().numpy()
+        self.out["image"][i] = plane
+        removed = (self.planes[i] - plane).mean(-1)
+        self.out["difference"][i] = removed * self.ctx.scale  # in the input's intensity units
+
+
 def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs, clean=None):
     """Train the two translations (or load G), then dehaze every plane, streamed."""
-    import torch
-
-    from ..core.device import resolve_device
-    from ..core.models import build
-    from ..engine.adversarial import keep_trained, saved_generator, unpaired_data
-    from ..engine.predict import Predictor, predict_after_training
-    from ..engine.train import seeded_init, to_device
-    from ..nets.gan import ResnetGenerator
-
-    device = resolve_device(ctx.device)
-    rng = np.random.default_rng(ctx.seed)
-    c, n = planes.c, len(planes)
-    ckpt = saved_generator(params.model, c)
-    if ckpt is not None:
-        g = build(ckpt, device)
-    else:
-        with seeded_init(ctx.seed):
-            g = ResnetGenerator(c, c, params.features, params.blocks, norm="none")
-        g = g.to(device)
-    info: dict = {"device": str(device), "trained_steps": 0, "stopped": False}
-    total, stopped = 0, False
-    if params.mode == "train":
-        hazy, clear, preview_crop = unpaired_data(planes, clean, patch=params.patch_size,
-                                                  device=device, rng=rng, title="Cycle-Dehaze")
-        total = params.steps
-        fit = yield from _train(g, hazy, clear, params, ctx, rng, total=total,
-                                grand_total=total + n, preview_crop=preview_crop)
-        del hazy, clear
-        stopped = fit["stopped"]
-        g, ckpt_out = keep_trained(fit, info, method="cycle-dehaze",
-                                   architecture="resnet-generator", params=params, seed=ctx.seed,
-                                   resumed=ckpt is not None)
-    else:
-        ckpt_out = ckpt
-    g.eval()
-    levels = pyramid_levels(planes.hw, params.work_size) if params.inference == "pyramid" else 0
-    info.update(pyramid_levels=levels)
-    predictor = Predictor(g, device, tile=params.tile_size, overlap=params.tile_overlap)
-    last: dict = {}
-
-    def read(i: int) -> np.ndarray:
-        """The plane the generator sees: the input, or the top of its Gaussian pyramid."""
-        plane = planes[i]
-        if not levels:
-            return plane
-        last.update(index=i, full=to_device(plane[None], device))
-        with torch.inference_mode():
-            return coarse(last["full"], levels)[0].permute(1, 2, 0).cpu().numpy()
-
-    def write(i: int, plane: np.ndarray) -> None:
-        if levels:
-            with torch.inference_mode():
-                full = last["full"] if last.get("index") == i else to_device(planes[i][None],
-                                                                             device)
-                low = to_device(plane[None], device)
-                plane = pyramid_upsample(low, full, levels)[0].permute(1, 2, 0).cpu().numpy()
-        out["image"][i] = plane
-        removed = (planes[i] - plane).mean(-1)
-        out["difference"][i] = removed * ctx.scale  # in the input's intensity units
-
-    done, stopped = yield from predict_after_training(predictor, planes, write, read=read,
-                                                      step0=total, stopped=stopped,
-                                                      verb="dehazing")
-    info.update(planes_done=done, stopped=stopped)
-    return MethodResult({}, info, {"model": ckpt_out})
-
-
-def _train(g, hazy, clear, params: Params, ctx: RunContext, rng, *, total: int,
-           grand_total: int, preview_crop: np.ndarray):
-    """Both translations on the engine's loop; returns G's moving average kept and statistics."""
-    import itertools
-
-    import torch
-
-    from ..engine.adversarial import (EMA, Critic, Keeper, Terms, generator_loss, patch_layers,
-                                      perceptual_features, perceptual_loss, reporter)
-    from ..engine.predict import Predictor
-    from ..engine.train import optimise, seeded_init
-    from ..nets.gan import MultiScaleDiscriminator, ResnetGenerator
-
-    device = hazy.fields[0].device
-    c = hazy.fields[0].shape[1]
-    layers = patch_layers(params.patch_size)
-    with seeded_init(ctx.seed + 1):
-        f = ResnetGenerator(c, c, params.features, params.blocks, norm="none").to(device)
-        d_clear = MultiScaleDiscriminator(c, params.disc_features, layers, 1,
-                                          spectral=params.spectral_norm).to(device)
-        d_hazy = MultiScaleDiscriminator(c, params.disc_features, layers, 1,
-                                         spectral=params.spectral_norm).to(device)
-    critic_x = Critic(d_clear, lr=params.learning_rate, rng=rng)
-    critic_y = Critic(d_hazy, lr=params.learning_rate, rng=rng)
-    features = perceptual_features(device) if params.perceptual_weight else None
-    ema = EMA(g, params.ema_decay)
-    keeper = Keeper(ema.average)
-    opt = torch.optim.Adam(itertools.chain(g.parameters(), f.parameters()),
-                           lr=params.learning_rate, betas=(0.5, 0.999))
-    terms, state = Terms(), {}
-    lam = params.cycle_weight
-    (clear_crop,) = clear(1)
-
-    def step(it: int):
-        (y,) = hazy(params.batch_size)
-        (x,) = clear(params.batch_size)
-        gy, fx = g(y), f(x)
-        rec_y, rec_x = f(gy), g(fx)
-        state.update(x=x, y=y, gy=gy, fx=fx)
-        loss = terms("G", generator_loss(critic_x.judge(gy))) \
-            + terms("F", generator_loss(critic_y.judge(fx))) \
-            + terms("cycle", (rec_y - y).abs().mean() + (rec_x - x).abs().mean(), lam)
-        if features is not None:
-            loss = loss + terms("perceptual", perceptual_loss(features, rec_y, y)
-                                + perceptual_loss(features, rec_x, x), params.perceptual_weight)
-        if params.identity_weight:
-            loss = loss + terms("identity", (g(x) - x).abs().mean() + (f(y) - y).abs().mean(),
-                                params.identity_weight * lam)
-        return loss
-
-    def after_step(it: int) -> None:
-        critic_x.update(state["x"], state["gy"])
-        critic_y.update(state["y"], state["fx"])
-        ema.update()
-        state.clear()
-
-    describe = reporter(total, terms, {"clear": critic_x, "hazy": critic_y})
-
-    forward = Predictor(ema.average, device)
-    backward = Predictor(f, device)
-    clear_plane = clear_crop[0].permute(1, 2, 0).cpu().numpy()
-
-    def preview(it: int):
-        f.eval()
-        try:
-            return {"hazy to clear": forward(preview_crop[None])[0],
-                    "clear to hazy": backward(clear_plane[None])[0]}
-        finally:
-            f.train()
-
-    g.train()
-    f.train()
-    loop = yield from optimise(step, opt, total, after_step=after_step, finished=keeper.check,
-                               check_every=params.check_every, describe=describe,
-                               preview=preview, preview_every=params.check_every,
-                               total=grand_total)
-    if not keeper.diverged:
-        keeper.check(loop.steps)
-    kept = keeper.restore("Cycle-Dehaze")
-    return {"net": kept, "steps": loop.steps, "stopped": loop.stopped, "nan": keeper.diverged, "kept_step": keeper.best_step}
+    return (yield from run_unpaired(CycleDehaze(planes, params, ctx, out, clean)))
 
 
 SPEC = MethodSpec(

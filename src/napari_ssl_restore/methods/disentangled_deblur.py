@@ -25,7 +25,7 @@ plane through the engine's batched, tiled predictor. The second output, ``differ
 input, shows what deblurring added.
 
 Deviations, documented: the perceptual features are the shipped denoiser's
-(:func:`napari_ssl_restore.engine.adversarial.perceptual_features`) instead of ImageNet VGG19's,
+(:func:`napari_ssl_restore.engine.gan_losses.perceptual_features`) instead of ImageNet VGG19's,
 which cannot be downloaded here; no normalisation layers (instance norm makes tiles disagree); both
 decoders output a correction added to their input image (a global skip, so untrained networks are
 the identity); generators and discriminators step alternately every step (the authors step the
@@ -40,10 +40,17 @@ from typing import Literal
 import numpy as np
 
 from ..core.params import param
-from ..core.registry import ExtraInput, MethodResult, MethodSpec, Output, RunContext
-from ..engine.adversarial import (TRAIN, UnpairedParams, clean_examples,
-                                  trains_on_the_stack)
+from ..core.registry import ExtraInput, MethodSpec, Output, RunContext
 from ..engine.planes import Outputs, Planes
+from ..engine.unpaired import (
+    TRAIN,
+    Training,
+    UnpairedParams,
+    UnpairedRun,
+    clean_examples,
+    run_unpaired,
+    trains_on_the_stack,
+)
 from ._public import public_function
 
 
@@ -84,7 +91,7 @@ class Params(UnpairedParams):
 def known_blur(params: Params, psf, device):
     """The known PSF's blur operator on ``(N, C, H, W)`` tensors, or ``None`` when it is
     unknown."""
-    from ..core.operators import blur, psf_kernel
+    from ..physics.operators import blur, psf_kernel
 
     if psf is None and not params.psf_sigma:
         return None
@@ -92,155 +99,122 @@ def known_blur(params: Params, psf, device):
     return lambda x: blur(x, kernel)
 
 
+class DisentangledDeblur(UnpairedRun):
+    """Disentangled deblurring's own parts: the deblurrer (``E_B`` and ``G_S``), the re-blurrer,
+    the blur encoder and the two critics, the cross-cycle, KL, perceptual and physics terms, and
+    the deblurred planes."""
+
+    name = "disentangled-deblur"
+    architecture = "content-deblurrer"
+    verb = "deblurring"
+    multiple = 4
+
+    def __init__(self, planes: Planes, params: Params, ctx: RunContext, out: Outputs, clean=None,
+                 psf=None):
+        super().__init__(planes, params, ctx, out, clean)
+        self.psf = psf
+
+    def generator(self):
+        from ..nets.gan import ContentDeblurrer
+
+        return ContentDeblurrer(self.planes.c, self.params.features, self.params.blocks)
+
+    def check_saved(self, ckpt: dict) -> None:
+        if ckpt["architecture"] != "content-deblurrer":
+            raise ValueError(f"model {self.params.model!r} is a {ckpt['architecture']!r}, not a "
+                             "deblurrer saved by disentangled-deblur.")
+
+    def training(self, deblurrer, average, blurred, sharp, rng, terms, preview_crop) -> Training:
+        """The disentangled networks around the deblurrer (``average``: its moving average)."""
+        import torch
+
+        from ..engine.gan_losses import generator_loss, perceptual_features, perceptual_loss
+        from ..engine.gan_parts import Keeper
+        from ..engine.predict import Predictor
+        from ..engine.train import seeded_init
+        from ..nets.gan import BlurEncoder, Reblurrer
+
+        params, device = self.params, self.device
+        operator = known_blur(params, self.psf, device)
+        c = blurred.fields[0].shape[1]
+        with seeded_init(self.ctx.seed + 1):
+            reblurrer = Reblurrer(deblurrer, params.code_size).to(device)
+            blur_code = BlurEncoder(c, max(8, params.features // 2), params.code_size).to(device)
+            d_sharp, d_blurred = (self.discriminator(params.patch_size, params.disc_scales)
+                                  for _ in range(2))
+        noise = torch.Generator(device=device).manual_seed(self.ctx.seed)
+        critic_s, critic_b = self.critic(d_sharp, rng), self.critic(d_blurred, rng)
+        features = perceptual_features(device) if params.perceptual_weight else None
+        # one container so that the shared content block is optimised once
+        nets = torch.nn.ModuleList([deblurrer, reblurrer, blur_code])
+        opt = torch.optim.Adam(nets.parameters(), lr=params.learning_rate, betas=(0.5, 0.999))
+        (val,) = blurred(max(4, params.batch_size))
+        score = None if operator is None else (
+            lambda model: (operator(model(val)) - val).abs().mean())
+        keeper = Keeper(average, score=score)
+        state: dict = {}
+
+        def sample_code(x):
+            mu, logvar = blur_code(x)
+            eps = torch.randn(mu.shape, generator=noise, device=mu.device)
+            return mu + eps * torch.exp(0.5 * logvar), mu, logvar
+
+        def step(it: int):
+            (b,) = blurred(params.batch_size)
+            (s,) = sharp(params.batch_size)
+            z, mu, logvar = sample_code(b)
+            s_b = deblurrer(b)
+            b_s = reblurrer(s, z)
+            z2, _, _ = sample_code(b_s)
+            b_hat = reblurrer(s_b, z2)
+            s_hat = deblurrer(b_s)
+            state.update(b=b, s=s, s_b=s_b, b_s=b_s)
+            kl = -0.5 * (1 + logvar - mu ** 2 - logvar.exp()).mean()
+            loss = terms("G_sharp", generator_loss(critic_s.judge(s_b))) \
+                + terms("G_blurred", generator_loss(critic_b.judge(b_s))) \
+                + terms("cycle", (b_hat - b).abs().mean() + (s_hat - s).abs().mean(),
+                        params.cycle_weight) \
+                + terms("KL", kl, params.kl_weight)
+            if features is not None:
+                loss = loss + terms("perceptual", perceptual_loss(features, s_b, b),
+                                    params.perceptual_weight)
+            if operator is not None and params.physics_weight:
+                loss = loss + terms("physics", (operator(s_b) - b).abs().mean(),
+                                    params.physics_weight)
+            return loss
+
+        def critics_step(it: int) -> None:
+            critic_s.update(state["s"], state["s_b"])
+            critic_b.update(state["b"], state["b_s"])
+            state.clear()
+
+        preview_net = Predictor(average, device, multiple=4)
+        (sharp_crop,) = sharp(1)
+        code = torch.zeros(1, params.code_size, device=device)  # the mean blur of the prior
+
+        def preview(it: int):
+            reblurrer.eval()
+            try:
+                with torch.inference_mode():
+                    reblurred = reblurrer(sharp_crop, code)[0].permute(1, 2, 0).cpu().numpy()
+            finally:
+                reblurrer.train()
+            return {"deblurred": preview_net(preview_crop[None])[0], "re-blurred sharp": reblurred}
+
+        def results(kept) -> dict:
+            return {} if operator is None else {"physics_residual": keeper.best}
+
+        return Training(step, critics_step, opt, {"sharp": critic_s, "blurred": critic_b}, keeper,
+                        preview, nets=(nets,), results=results)
+
+    def write(self, i: int, plane: np.ndarray) -> None:
+        self.out["image"][i] = plane
+        self.out["difference"][i] = (plane - self.planes[i]).mean(-1) * self.ctx.scale  # input units
+
+
 def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs, clean=None, psf=None):
     """Train the disentangled networks (or load the deblurrer), then deblur every plane."""
-    from ..core.device import resolve_device
-    from ..core.models import build
-    from ..engine.adversarial import keep_trained, saved_generator, unpaired_data
-    from ..engine.predict import Predictor, predict_after_training
-    from ..engine.train import seeded_init
-    from ..nets.gan import ContentDeblurrer
-
-    device = resolve_device(ctx.device)
-    rng = np.random.default_rng(ctx.seed)
-    c, n = planes.c, len(planes)
-    ckpt = saved_generator(params.model, c)
-    if ckpt is not None:
-        if ckpt["architecture"] != "content-deblurrer":
-            raise ValueError(f"model {params.model!r} is a {ckpt['architecture']!r}, not a "
-                             "deblurrer saved by disentangled-deblur.")
-        deblurrer = build(ckpt, device)
-    else:
-        with seeded_init(ctx.seed):
-            deblurrer = ContentDeblurrer(c, params.features, params.blocks).to(device)
-    info: dict = {"device": str(device), "trained_steps": 0, "stopped": False}
-    total, stopped = 0, False
-    if params.mode == "train":
-        blurred, sharp, preview_crop = unpaired_data(planes, clean, patch=params.patch_size,
-                                                     device=device, rng=rng,
-                                                     title="Disentangled deblurring")
-        total = params.steps
-        fit = yield from _train(deblurrer, blurred, sharp, known_blur(params, psf, device),
-                                params, ctx, rng, total=total, grand_total=total + n,
-                                preview_crop=preview_crop)
-        del blurred, sharp
-        stopped = fit["stopped"]
-        deblurrer, ckpt_out = keep_trained(fit, info, method="disentangled-deblur",
-                                           architecture="content-deblurrer", params=params,
-                                           seed=ctx.seed, resumed=ckpt is not None)
-    else:
-        ckpt_out = ckpt
-    deblurrer.eval()
-    predictor = Predictor(deblurrer, device, tile=params.tile_size, overlap=params.tile_overlap,
-                          multiple=4)
-
-    def write(i: int, plane: np.ndarray) -> None:
-        out["image"][i] = plane
-        out["difference"][i] = (plane - planes[i]).mean(-1) * ctx.scale  # input units
-
-    done, stopped = yield from predict_after_training(predictor, planes, write, step0=total,
-                                                      stopped=stopped, verb="deblurring")
-    info.update(planes_done=done, stopped=stopped)
-    return MethodResult({}, info, {"model": ckpt_out})
-
-
-def _train(deblurrer, blurred, sharp, operator, params: Params, ctx: RunContext, rng, *,
-           total: int, grand_total: int, preview_crop: np.ndarray):
-    """The disentangled training on the engine's loop; returns the deblurrer kept."""
-    import torch
-
-    from ..engine.adversarial import (EMA, Critic, Keeper, Terms, generator_loss, patch_layers,
-                                      perceptual_features, perceptual_loss, reporter)
-    from ..engine.predict import Predictor
-    from ..engine.train import optimise, seeded_init
-    from ..nets.gan import BlurEncoder, MultiScaleDiscriminator, Reblurrer
-
-    device = blurred.fields[0].device
-    c = blurred.fields[0].shape[1]
-    layers = patch_layers(params.patch_size)
-    with seeded_init(ctx.seed + 1):
-        reblurrer = Reblurrer(deblurrer, params.code_size).to(device)
-        blur_code = BlurEncoder(c, max(8, params.features // 2), params.code_size).to(device)
-        d_sharp, d_blurred = (MultiScaleDiscriminator(c, params.disc_features, layers,
-                                                      params.disc_scales,
-                                                      spectral=params.spectral_norm).to(device)
-                              for _ in range(2))
-    noise = torch.Generator(device=device).manual_seed(ctx.seed)
-    critic_s = Critic(d_sharp, lr=params.learning_rate, rng=rng)
-    critic_b = Critic(d_blurred, lr=params.learning_rate, rng=rng)
-    features = perceptual_features(device) if params.perceptual_weight else None
-    ema = EMA(deblurrer, params.ema_decay)
-    # one container so that the shared content block is optimised once
-    nets = torch.nn.ModuleList([deblurrer, reblurrer, blur_code])
-    opt = torch.optim.Adam(nets.parameters(), lr=params.learning_rate, betas=(0.5, 0.999))
-    (val,) = blurred(max(4, params.batch_size))
-    score = None if operator is None else (
-        lambda model: (operator(model(val)) - val).abs().mean())
-    keeper = Keeper(ema.average, score=score)
-    terms, state = Terms(), {}
-
-    def sample_code(x):
-        mu, logvar = blur_code(x)
-        eps = torch.randn(mu.shape, generator=noise, device=mu.device)
-        return mu + eps * torch.exp(0.5 * logvar), mu, logvar
-
-    def step(it: int):
-        (b,) = blurred(params.batch_size)
-        (s,) = sharp(params.batch_size)
-        z, mu, logvar = sample_code(b)
-        s_b = deblurrer(b)
-        b_s = reblurrer(s, z)
-        z2, _, _ = sample_code(b_s)
-        b_hat = reblurrer(s_b, z2)
-        s_hat = deblurrer(b_s)
-        state.update(b=b, s=s, s_b=s_b, b_s=b_s)
-        kl = -0.5 * (1 + logvar - mu ** 2 - logvar.exp()).mean()
-        loss = terms("G_sharp", generator_loss(critic_s.judge(s_b))) \
-            + terms("G_blurred", generator_loss(critic_b.judge(b_s))) \
-            + terms("cycle", (b_hat - b).abs().mean() + (s_hat - s).abs().mean(),
-                    params.cycle_weight) \
-            + terms("KL", kl, params.kl_weight)
-        if features is not None:
-            loss = loss + terms("perceptual", perceptual_loss(features, s_b, b),
-                                params.perceptual_weight)
-        if operator is not None and params.physics_weight:
-            loss = loss + terms("physics", (operator(s_b) - b).abs().mean(),
-                                params.physics_weight)
-        return loss
-
-    def after_step(it: int) -> None:
-        critic_s.update(state["s"], state["s_b"])
-        critic_b.update(state["b"], state["b_s"])
-        ema.update()
-        state.clear()
-
-    describe = reporter(total, terms, {"sharp": critic_s, "blurred": critic_b})
-
-    preview_net = Predictor(ema.average, device, multiple=4)
-    (sharp_crop,) = sharp(1)
-    code = torch.zeros(1, params.code_size, device=device)  # the mean blur of the prior
-
-    def preview(it: int):
-        reblurrer.eval()
-        try:
-            with torch.inference_mode():
-                reblurred = reblurrer(sharp_crop, code)[0].permute(1, 2, 0).cpu().numpy()
-        finally:
-            reblurrer.train()
-        return {"deblurred": preview_net(preview_crop[None])[0], "re-blurred sharp": reblurred}
-
-    nets.train()
-    loop = yield from optimise(step, opt, total, after_step=after_step, finished=keeper.check,
-                               check_every=params.check_every, describe=describe,
-                               preview=preview, preview_every=params.check_every,
-                               total=grand_total)
-    if not keeper.diverged:
-        keeper.check(loop.steps)
-    kept = keeper.restore("Disentangled deblurring")
-    result = {"net": kept, "steps": loop.steps, "stopped": loop.stopped, "nan": keeper.diverged, "kept_step": keeper.best_step}
-    if operator is not None:
-        result["physics_residual"] = keeper.best
-    return result
+    return (yield from run_unpaired(DisentangledDeblur(planes, params, ctx, out, clean, psf)))
 
 
 SPEC = MethodSpec(
