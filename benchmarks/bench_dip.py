@@ -25,7 +25,7 @@ from napari_ssl_restore import restore
 from napari_ssl_restore.api import execute, prepare
 from napari_ssl_restore.core.progress import drive
 from napari_ssl_restore.data import cells
-from napari_ssl_restore.core.operators import blur, downsample, gaussian_psf
+from napari_ssl_restore.physics.operators import blur, downsample, gaussian_psf
 
 
 def camera(size: int) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Optical flow: the device TV-L1 (torch, ``napari_ssl_restore.core.flow``) against scikit-image's.
+"""Optical flow: the device TV-L1 (torch, ``napari_ssl_restore.physics.flow``) against scikit-image's.
 
 Run:  python benchmarks/bench_flow.py [--size 512] [--device cpu|cuda]
 
@@ -25,7 +25,7 @@ def main() -> None:
     import torch
     from skimage import color, data, registration, transform
 
-    from napari_ssl_restore.core.flow import tvl1
+    from napari_ssl_restore.physics.flow import tvl1
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=512)

@@ -76,7 +76,7 @@ def main() -> int:
     from scipy import ndimage as ndi
 
     from napari_ssl_restore import restore
-    from napari_ssl_restore.core.operators import gaussian_psf
+    from napari_ssl_restore.physics.operators import gaussian_psf
     from napari_ssl_restore.data import add_noise, cells
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -239,7 +239,7 @@ def super_resolution(args, factor: int = 4) -> int:
     from skimage.transform import resize
 
     from napari_ssl_restore import restore
-    from napari_ssl_restore.core.operators import downsample
+    from napari_ssl_restore.physics.operators import downsample
     from napari_ssl_restore.data import add_noise, cells
 
     big = args.size * factor
@@ -345,7 +345,7 @@ def lateral(args) -> int:
     from skimage import restoration
 
     from napari_ssl_restore import restore
-    from napari_ssl_restore.core.operators import gaussian_kernel_1d
+    from napari_ssl_restore.physics.operators import gaussian_kernel_1d
     from napari_ssl_restore.data import add_noise
 
     lat, ax = 1.0, 1.5 * args.sigma

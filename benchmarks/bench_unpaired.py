@@ -131,7 +131,7 @@ def dehazing(args, folder, shown):
 
 def deblurring(args, folder, shown):
     from napari_ssl_restore import restore
-    from napari_ssl_restore.core.operators import gaussian_psf
+    from napari_ssl_restore.physics.operators import gaussian_psf
     from napari_ssl_restore.data import blurred_fields
 
     train = blurred_fields(n=8, size=args.size, seed=0)

@@ -114,7 +114,7 @@ def speed(args, cuda: bool) -> int:
     import torch
 
     from napari_ssl_restore import restore
-    from napari_ssl_restore.core.flow import tvl1
+    from napari_ssl_restore.physics.flow import tvl1
     from napari_ssl_restore.data import noisy_cells, noisy_video
 
     failures = 0

@@ -245,7 +245,7 @@ def test_refuses_to_overwrite_unless_asked_and_never_the_input(tmp_path, capsys)
 @pytest.mark.parametrize("suffix", [".tif", ".ome.zarr"])
 def test_a_crash_mid_stack_leaves_the_old_result_and_no_partial_file(crash, suffix, tmp_path,
                                                                      monkeypatch):
-    from napari_ssl_restore.core import haze
+    from napari_ssl_restore.physics import haze
 
     img = tmp_path / "img.tif"
     tifffile.imwrite(img, np.full((4, 16, 16), 7, np.uint8), imagej=True,

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from napari_ssl_restore import dehaze_dcp, restore
-from napari_ssl_restore.core import haze
+from napari_ssl_restore.physics import haze
 from napari_ssl_restore.methods import dcp
 
 

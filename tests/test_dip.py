@@ -5,7 +5,7 @@ import torch
 
 from napari_ssl_restore import restore, restore_dip
 from napari_ssl_restore.core.progress import Cancelled
-from napari_ssl_restore.core import operators as ops
+from napari_ssl_restore.physics import operators as ops
 from napari_ssl_restore.engine.prior import EarlyStop
 from napari_ssl_restore.methods import dip
 from napari_ssl_restore.nets.skip import SkipNet, count_parameters

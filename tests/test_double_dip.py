@@ -105,7 +105,7 @@ def test_dehaze_transmission_prior_pulls_t_towards_dcp():
 
 
 def test_rescaled_transmission_is_dcp_with_the_other_airlight():
-    from napari_ssl_restore.core import haze
+    from napari_ssl_restore.physics import haze
 
     rng = np.random.default_rng(0)
     plane = (0.3 + 0.4 * rng.random((1, 32, 32))).astype(np.float32)

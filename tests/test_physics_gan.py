@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from napari_ssl_restore import restore, restore_physics_gan
-from napari_ssl_restore.core.operators import gaussian_psf
+from napari_ssl_restore.physics.operators import gaussian_psf
 
 FAST = {"steps": 30, "features": 8, "blocks": 1, "disc_features": 8, "patch_size": 32,
         "batch_size": 2, "check_every": 10, "device": "cpu"}
@@ -132,7 +132,7 @@ def test_dehaze_operator_is_dcps_haze_model():
     """task='dehaze': H(x) = x t + A (1 - t) with DCP's airlight and refined transmission of each
     plane; the residual map checks it on the whole plane, with the synthetic and data-adversarial
     terms switched on (they run and stay finite)."""
-    from napari_ssl_restore.core.haze import dark_channel, estimate_airlight, refined_transmission
+    from napari_ssl_restore.physics.haze import dark_channel, estimate_airlight, refined_transmission
     from napari_ssl_restore.data import hazy_fields
 
     d = hazy_fields(n=1, size=64, examples=2)
@@ -175,7 +175,7 @@ def test_noise_of_the_degraded_image_alone():
     """The synthetic term's noise: estimated from a blurred image without a clean estimate."""
     from scipy import ndimage as ndi
 
-    from napari_ssl_restore.core.noise import noise_of_image
+    from napari_ssl_restore.physics.noise import noise_of_image
     from napari_ssl_restore.data import add_noise, cells
 
     blurred = ndi.convolve(cells(128, seed=3), gaussian_psf(2.0), mode="reflect")
@@ -208,7 +208,7 @@ def test_lateral_planes_restore_the_axial_slices_of_a_stack(tmp_path):
     """clean='lateral': the stack's XY planes are the clean examples for its XZ/YZ slices; the
     operator is the axial blur the lateral planes lack (Gaussian sqrt(axial² - lateral²) along Z),
     from axial_sigma or a 3-D PSF's widths; errors name the fix."""
-    from napari_ssl_restore.core.operators import psf_widths
+    from napari_ssl_restore.physics.operators import psf_widths
 
     vol = _anisotropic_volume()
     settings = dict(FAST, patch_size=16, steps=12, psf_sigma=1.0, axial_sigma=3.0)

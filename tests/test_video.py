@@ -13,7 +13,7 @@ from napari_ssl_restore import restore  # noqa: E402
 from napari_ssl_restore.core import models  # noqa: E402
 from napari_ssl_restore.data import add_noise, moving_scene, noisy_video  # noqa: E402
 from napari_ssl_restore.methods import frame2frame as f2f  # noqa: E402
-from napari_ssl_restore.core.noise import estimate_noise  # noqa: E402
+from napari_ssl_restore.physics.noise import estimate_noise  # noqa: E402
 
 FAST = {"frame2frame": {"steps_per_frame": 2, "epochs": 1, "patch_size": 32, "batch_size": 2,
                         "early_stop": False},
@@ -112,7 +112,7 @@ def test_flow_and_warp_recover_a_known_motion():
     from scipy import ndimage as ndi
     from skimage import data
 
-    from napari_ssl_restore.core import flow as fl
+    from napari_ssl_restore.physics import flow as fl
 
     img = data.camera()[100:228, 100:228].astype(np.float32)[..., None] / 255
     moved = ndi.shift(img, (1.5, -2.0, 0), order=3, mode="nearest")
@@ -149,7 +149,7 @@ def test_device_tvl1_matches_scikit_image_on_a_batch_of_motions():
     scikit-image's TV-L1 solves it alone (end-point error within 10 %, or 0.05 px)."""
     from skimage import data, registration, transform
 
-    from napari_ssl_restore.core.flow import tvl1
+    from napari_ssl_restore.physics.flow import tvl1
 
     ref = data.camera()[64:160, 64:160].astype(np.float32) / 255
     rr, cc = np.mgrid[0:96, 0:96].astype(np.float32)

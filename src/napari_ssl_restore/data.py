@@ -239,7 +239,7 @@ def blurred_cells(size: int = 192, sigma_psf: float = 2.0, examples: int = 4,
     samples would give), uint16. ``truth`` is the field before blurring (for scoring only).
     """
     truth = cells(size, seed)
-    from .core.operators import gaussian_psf
+    from .physics.operators import gaussian_psf
 
     blurred = ndi.convolve(truth, gaussian_psf(sigma_psf), mode="reflect")
     noisy = add_noise(blurred, 0.01, poisson=200, seed=seed + 1)

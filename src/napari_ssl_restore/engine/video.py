@@ -222,10 +222,10 @@ class Fusion:
     restored neighbours ``t ± 1 .. radius``, each warped onto it (bicubic, which keeps texture
     that a bilinear warp blurs: with the pretrained model's frames −0.01 to +0.26 dB on the
     benchmark's σ = 25 videos, within ±0.04 dB with photon noise) by the TV-L1 flow between the
-    restored frames (:func:`napari_ssl_restore.core.flow.tvl1`, on the run's device). A
+    restored frames (:func:`napari_ssl_restore.physics.flow.tvl1`, on the run's device). A
     neighbour's weight at a pixel is 0 where the flow is untrusted — large divergence
     (occlusion), warping error above 0.1, sampled outside the frame (Frame2Frame's thresholds,
-    :func:`~napari_ssl_restore.core.flow.occlusion_mask`) — and otherwise ``exp(-d / σ²)``, with
+    :func:`~napari_ssl_restore.physics.flow.occlusion_mask`) — and otherwise ``exp(-d / σ²)``, with
     ``d`` the mean squared difference of the warped neighbour from the frame over 5×5 pixels and
     ``σ²`` the variance of the noise the method removed from that frame (input − restored):
     aligned neighbours differ by much less than the noise and count fully, misaligned structure
@@ -297,7 +297,7 @@ class Fusion:
         """The flows between consecutive frames ``(i, j)`` not yet known, in one call."""
         import torch
 
-        from ..core.flow import tvl1_pairs
+        from ..physics.flow import tvl1_pairs
 
         missing = [pair for pair in dict.fromkeys(pairs) if pair not in self.flows]
         if not missing:
@@ -311,7 +311,7 @@ class Fusion:
         import torch
         import torch.nn.functional as F
 
-        from ..core.flow import occlusion_mask, warp
+        from ..physics.flow import occlusion_mask, warp
         from .train import to_device
 
         t, z = i // self.depth, self.depth

@@ -10,7 +10,7 @@ grey image as guide (He, Sun & Tang, ECCV 2010 — the fast replacement for the 
 For single-channel fluorescence images the dark channel is the minimum filter of the one channel:
 out-of-focus light acts like a veil whose level the local minimum reveals.
 
-The operators live in :mod:`napari_ssl_restore.core.haze` (numpy/scipy, O(N) running filters, no
+The operators live in :mod:`napari_ssl_restore.physics.haze` (numpy/scipy, O(N) running filters, no
 GPU: well under a second for a 2000×2000 RGB image on a laptop CPU, see ``benchmarks/bench_dcp.py``).
 Stacks stream plane by plane; a shared airlight (time-lapses, so frames do not flicker) is estimated
 from at most 16 planes spread over the stack — all of them in a shorter one — rather than from every
@@ -23,7 +23,7 @@ from typing import Literal
 
 import numpy as np
 
-from ..core import haze
+from ..physics import haze
 from ..core.params import param
 from ..core.progress import Step
 from ..core.registry import MethodResult, MethodSpec, Output, RunContext

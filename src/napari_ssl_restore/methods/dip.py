@@ -19,7 +19,7 @@ streamed from disk with a fresh fit per plane, several planes fitted at once on 
 (``plane_batch``: one network each, in one batched step), or, for quick looks, each plane
 warm-started from the previous plane's network.
 The fitting machinery is the engine's (:mod:`napari_ssl_restore.engine.prior`), the operators are
-:mod:`napari_ssl_restore.core.operators`; this module declares the settings, the choice of ``H`` and
+:mod:`napari_ssl_restore.physics.operators`; this module declares the settings, the choice of ``H`` and
 the per-plane generator.
 """
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import Literal
 import numpy as np
 
 from ..core.axes import plane_maps
-from ..core.operators import blur, downsample, psf_kernel, total_variation
+from ..physics.operators import blur, downsample, psf_kernel, total_variation
 from ..core.params import param
 from ..core.progress import StopRequested, unrestored
 from ..core.registry import ExtraInput, MethodResult, MethodSpec, Output, RunContext

@@ -40,7 +40,7 @@ pyramid; Zhang et al. 2018) and a mask regulariser per task complete the objecti
   DCP's estimate).
 
 The optimisation is the engine's network-as-prior fit (:func:`napari_ssl_restore.engine.prior.fit`)
-with three generators, and DCP's operators come from :mod:`napari_ssl_restore.core.haze`; stacks
+with three generators, and DCP's operators come from :mod:`napari_ssl_restore.physics.haze`; stacks
 stream plane by plane with the generators warm-started.
 """
 from __future__ import annotations
@@ -50,9 +50,9 @@ from typing import Literal
 
 import numpy as np
 
-from ..core import haze
+from ..physics import haze
 from ..core.axes import plane_maps
-from ..core.operators import total_variation
+from ..physics.operators import total_variation
 from ..core.params import param
 from ..core.progress import StopRequested
 from ..core.registry import ExtraInput, MethodResult, MethodSpec, Output, RunContext

@@ -4,7 +4,7 @@ A pretrained denoiser is fine-tuned on the video itself. Consecutive frames show
 scene with independent noise, so once the previous noisy frame is warped onto the current one by the
 optical flow it is a noisy *target* for the current noisy frame, as in Noise2Noise. The flow is
 computed between the denoised frames (TV-L1, in torch on the network's device, frame pairs batched:
-:mod:`napari_ssl_restore.core.flow`; scikit-image's on the CPU with ``flow='tvl1-skimage'``), the
+:mod:`napari_ssl_restore.physics.flow`; scikit-image's on the CPU with ``flow='tvl1-skimage'``), the
 warp is a bilinear backward warp (``grid_sample``; a bicubic one scored 0.14–0.34 dB lower without
 fusion on 5 of the benchmark's 6 videos), and pixels where the flow cannot be trusted —
 occlusions (large flow divergence), large warping error between the denoised frames, pixels warped
@@ -100,14 +100,14 @@ def optical_flow(reference: np.ndarray, moving: np.ndarray, method: str = "tvl1"
     """Flows ``(N, 2, H, W)`` (rows, columns), ``moving[r + v_r, c + v_c] ≈ reference[r, c]``, as a
     tensor on ``device``, between the channel means of ``(N, H, W, C)`` (denoised) frames.
 
-    ``'tvl1'``: TV-L1 in torch on ``device`` (:func:`..core.flow.tvl1_pairs`: all pairs at once
+    ``'tvl1'``: TV-L1 in torch on ``device`` (:func:`..physics.flow.tvl1_pairs`: all pairs at once
     on a GPU, one by one on a CPU);
     ``'tvl1-skimage'`` / ``'ilk'``: scikit-image's TV-L1 (Zach, Pock, Bischof 2007) / iterative
     Lucas-Kanade on the CPU, pair by pair.
     """
     import torch
 
-    from ..core.flow import tvl1_pairs
+    from ..physics.flow import tvl1_pairs
     from ..engine.train import to_device
 
     if method == "tvl1":
@@ -126,7 +126,7 @@ def _pairs(noisy_other, denoised, denoised_other, params, device):
     """Targets (the neighbouring noisy frames warped onto these frames) and masks, ``(K, C, H, W)``
     and ``(K, 1, H, W)`` on ``device``, from ``(K, H, W, C)`` neighbouring noisy frames and the
     denoised frames and neighbouring frames."""
-    from ..core.flow import occlusion_mask, warp
+    from ..physics.flow import occlusion_mask, warp
     from ..engine.train import to_device
 
     flow = optical_flow(denoised, denoised_other, params.flow, device)

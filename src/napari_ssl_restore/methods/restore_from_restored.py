@@ -35,7 +35,7 @@ from typing import Literal
 
 import numpy as np
 
-from ..core.noise import NoiseModel, estimate_noise
+from ..physics.noise import NoiseModel, estimate_noise
 from ..core.params import param
 from ..core.progress import StopRequested
 from ..core.registry import MethodSpec, Output, RunContext
