@@ -16,12 +16,11 @@ from typing import Any, Callable
 import numpy as np
 
 from .core import axes as _axes
-from .core.device import check_device_name
 from .core.io import provenance as _provenance
 from .core.normalize import Scaling, check_image
-from .core.params import validate
 from .core.progress import Step, drive
 from .core.registry import MethodResult, MethodSpec, RunContext, get_method, list_methods
+from .engine.request import check_request
 from .engine.planes import (IN_MEMORY_BYTES, OutputSpec, Outputs, Planes, Source, StoreFactory,
                             ZarrStores, is_lazy, numpy_store, open_array, scaling_for)
 
@@ -66,49 +65,26 @@ def prepare(data, method: str, *, axes: str | None = None, device: str = "auto",
     first T/Z axis, with the whole stack's normalisation and shared estimates, so that chunks
     restored apart (``batch``) add up to the whole stack's result.
     """
-    spec = get_method(method)
+    request = check_request(method, kwargs, seed=seed, device=device)
+    spec = request.spec
     arr, stated = open_array(data)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer; got {seed!r}.")
-    device = check_device_name(device)
     if not (hasattr(arr, "shape") and hasattr(arr, "dtype")):
         arr = check_image(arr)  # lists and other array-likes
     if axes is None:
         axes = stated or guess_axes(tuple(arr.shape), video=spec.video)
     source = Source(arr, axes)
     source.check()
-
-    extras: dict[str, Any] = {}
+    extras = dict(request.extras)
     like: dict[str, Source] = {}
-    for inp in spec.inputs:
-        value = kwargs.pop(inp.name, None)
-        if value is None:
-            if inp.required:
-                raise ValueError(f"{spec.name} needs {inp.name}=: {inp.doc}")
-            continue
-        if isinstance(value, str) and value in inp.keywords:
-            extras[inp.name] = value
-            continue
-        if inp.examples:
-            from .core.io import read_examples
-
-            extras[inp.name] = [np.array(v) for v in read_examples(value)]
-            continue
-        if inp.like_image:
-            other, _ = open_array(value)
-            if tuple(other.shape) != tuple(arr.shape):
-                raise ValueError(
-                    f"{inp.name} has shape {tuple(other.shape)} but the image has shape "
-                    f"{tuple(arr.shape)}; {inp.name} must be another acquisition of the same field, "
-                    "with the same shape.")
-            like[inp.name] = Source(other, source.layout.axes, name=inp.name)
-            like[inp.name].check()
-        elif np.asarray(value).dtype == bool:
-            extras[inp.name] = np.asarray(value).copy()
-        else:
-            extras[inp.name] = check_image(value, name=inp.name).copy()
-    params = spec.make_params(**kwargs)
-    validate(params)
+    for name, other in request.like.items():
+        if tuple(other.shape) != tuple(arr.shape):
+            raise ValueError(
+                f"{name} has shape {tuple(other.shape)} but the image has shape "
+                f"{tuple(arr.shape)}; {name} must be another acquisition of the same field, "
+                "with the same shape.")
+        like[name] = Source(other, source.layout.axes, name=name)
+        like[name].check()
+    params = request.params
 
     if spec.video and "T" not in source.layout.axes:
         raise ValueError(
@@ -123,7 +99,7 @@ def prepare(data, method: str, *, axes: str | None = None, device: str = "auto",
     for name, other in like.items():  # in the image's units, so the two compare
         extras[name] = Planes(other, scaling) if chunk is None else \
             Planes(other, scaling).chunk(*chunk)
-    return Job(spec, params, source, scaling, planes, extras, device, int(seed),
+    return Job(spec, params, source, scaling, planes, extras, request.device, request.seed,
                bool(float_output))
 
 

@@ -502,50 +502,18 @@ def batch_steps(inputs, method: str, out_dir, client=None, *, scheduler: str | N
     between; returns the :class:`BatchSummary`. ``StopRequested`` thrown in (a Stop) cancels the
     units not yet finished. Everything is checked before the first step, so bad input fails
     before any work."""
-    from .core.device import check_device_name
-    from .core.io import read_image
     from .core.models import sha256_file
-    from .core.params import validate
     from .core.progress import Step
-    from .core.registry import get_method
+    from .engine.request import check_request
 
-    spec = get_method(method)
-    device = check_device_name(device)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer; got {seed!r}.")
-    extras: dict[str, Any] = {}
-    for inp in spec.inputs:
-        value = params.pop(inp.name, None)
-        if value is None:
-            continue
-        if inp.like_image:
-            raise ValueError(
-                f"batch cannot pair each input with its own {inp.name}= ({inp.doc.rstrip('.')}). "
-                f"Restore such pairs with `napari-ssl-restore run`; for {spec.name}, train once "
-                "with save_model= and batch the rest with the saved model.")
-        if inp.examples:
-            from .core.io import read_examples
-
-            extras[inp.name] = read_examples(value)
-        else:
-            extras[inp.name] = read_image(value)[0] if isinstance(value, (str, os.PathLike)) \
-                else np.asarray(value)
-    model_path = params.get("model") or ""
+    request = check_request(method, params, seed=seed, device=device, for_batch=True)
+    spec, spec_params, extras = request.spec, request.params, request.extras
+    seed, device = request.seed, request.device
     model_blob, model_sha = None, ""
-    if model_path:
-        if "model" not in {p.name for p in spec.param_info}:
-            raise ValueError(f"{spec.name} takes no model; --model applies to dncnn, noise2noise "
-                             "(mode='apply'), frame2frame and restore-from-restored.")
-        if not os.path.isfile(model_path):
-            raise FileNotFoundError(f"model file {model_path!r} not found.")
-        model_sha = sha256_file(model_path)
-        with open(model_path, "rb") as f:
+    if request.model_path:
+        model_sha = sha256_file(request.model_path)
+        with open(request.model_path, "rb") as f:
             model_blob = f.read()
-    spec_params = spec.make_params(**params)
-    validate(spec_params)
-    missing = [i.name for i in spec.inputs if i.required and i.name not in extras]
-    if missing:
-        raise ValueError(f"{spec.name} needs {', '.join(missing)}=.")
 
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)

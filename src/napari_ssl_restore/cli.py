@@ -154,30 +154,25 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .api import output_files, prepare, write_files
-    from .core.io import check_outputs, read_image, split_suffix
+    from .core.io import check_outputs, split_suffix
     from .core.registry import get_method
-    from .engine.planes import open_array, open_input
+    from .engine.planes import open_input
 
     spec = get_method(args.method)
     try:
         split_suffix(args.output)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    kwargs = _params_from(args, spec)
-    inputs = [args.input] + [p for p in (getattr(args, f"input_{i.name}") for i in spec.inputs) if p]
+    kwargs = dict(_params_from(args, spec), **_inputs_from(args, spec))
     data, axes = open_input(args.input, args.axes, video=spec.video)  # read plane by plane
-    for inp in spec.inputs:
-        path = getattr(args, f"input_{inp.name}")
-        if path is not None:  # a second acquisition streams like the image; masks are small
-            kwargs[inp.name] = (open_array(path)[0] if inp.like_image else
-                                path if inp.examples else read_image(path)[0])
     job = prepare(data, spec.name, axes=axes, device=args.device, seed=args.seed,
                   float_output=args.float_output, **kwargs)
     # every file this run writes, checked before any work
     files = output_files(job, args.output, all_outputs=args.all_outputs)
-    check_outputs(list(files.values()), inputs=inputs, overwrite=args.overwrite)
+    check_outputs(list(files.values()), inputs=[args.input, *_inputs_from(args, spec).values()],
+                  overwrite=args.overwrite)
     if args.dry_run:
-        from .engine.estimate import estimate
+        from .estimate import estimate
 
         print(f"{args.input}: {tuple(data.shape)} {data.dtype}, axes {job.layout.axes}, read "
               "plane by plane")
@@ -208,6 +203,13 @@ def _params_from(args: argparse.Namespace, spec) -> dict:
     return kwargs
 
 
+def _inputs_from(args: argparse.Namespace, spec) -> dict[str, str]:
+    """The method's extra inputs given on the command line (files or globs), by name: read and
+    checked by the front door (:func:`napari_ssl_restore.engine.request.check_request`)."""
+    paths = {inp.name: getattr(args, f"input_{inp.name}", None) for inp in spec.inputs}
+    return {name: path for name, path in paths.items() if path is not None}
+
+
 def _cmd_batch(args: argparse.Namespace) -> int:
     try:
         import distributed  # noqa: F401
@@ -218,11 +220,7 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     from .core.registry import get_method
 
     spec = get_method(args.method)
-    kwargs = _params_from(args, spec)
-    for inp in spec.inputs:
-        path = getattr(args, f"input_{inp.name}", None)
-        if path is not None:
-            kwargs[inp.name] = path
+    kwargs = dict(_params_from(args, spec), **_inputs_from(args, spec))
     summary = batch(args.inputs, spec.name, args.output, scheduler=args.scheduler,
                     workers=args.workers, chunk_planes=args.chunk_planes, axes=args.axes,
                     device=args.device, seed=args.seed, float_output=args.float_output,

@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from ..core.progress import Cancelled, StopRequested
+from .core.progress import Cancelled, StopRequested
 
 PROBE_SIDE = 128
 DIP_TENSORS = 14
@@ -60,9 +60,9 @@ def _duration(seconds: float) -> str:
 
 def memory(job, *, outputs_in_memory: bool) -> tuple[int, int]:
     """``(host, device)`` working bytes of ``job`` from the engine's budgets (see module doc)."""
-    from ..core.device import resolve_device
-    from .predict import CPU_BUDGET
-    from .train import TRAIN_BYTES
+    from .core.device import resolve_device
+    from .engine.predict import CPU_BUDGET
+    from .engine.train import TRAIN_BYTES
 
     (h, w), c = job.planes.hw, job.planes.c
     plane = h * w * c * 4
@@ -92,7 +92,7 @@ def memory(job, *, outputs_in_memory: bool) -> tuple[int, int]:
 def seconds_per_plane(job, seconds: float = 2.0) -> float:
     """Run ``job``'s method on a crop of its first plane for about ``seconds``; scale its progress
     to one whole plane by pixel count."""
-    from ..api import execute, prepare
+    from .api import execute, prepare
 
     first = job.source.raw(0)
     side_h, side_w = min(PROBE_SIDE, first.shape[0]), min(PROBE_SIDE, first.shape[1])

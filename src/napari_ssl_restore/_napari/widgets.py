@@ -345,7 +345,7 @@ class RestoreWidget(QWidget):
         from napari.qt.threading import create_worker
 
         from ..api import default_stores
-        from ..engine.estimate import estimate
+        from ..estimate import estimate
         from ..engine.planes import numpy_store
 
         if self._worker is not None:
