@@ -7,6 +7,7 @@ not import torch; what the package needs before that (the public function names)
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -113,6 +114,14 @@ class RunContext:
     previews: bool = True
     """Whether anyone shows previews (the widget, a progress callback); when not, methods make none
     (a video's whole-movie preview would hold the movie in memory)."""
+
+    @functools.cached_property
+    def torch_device(self):
+        """The ``torch.device`` for :attr:`device`, resolved once per run, on first use (so
+        closed-form methods never import torch): ``"auto"`` picks CUDA, then MPS, then the CPU."""
+        from .device import resolve_device
+
+        return resolve_device(self.device)
 
 
 @dataclasses.dataclass(frozen=True)

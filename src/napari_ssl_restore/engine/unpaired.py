@@ -260,10 +260,9 @@ class UnpairedRun:
     """Prediction tiles are padded to a multiple of this."""
 
     def __init__(self, planes, params, ctx, out, clean=None):
-        from ..core.device import resolve_device
 
         self.planes, self.params, self.ctx, self.out, self.clean = planes, params, ctx, out, clean
-        self.device = resolve_device(ctx.device)
+        self.device = ctx.torch_device
         self.zoom = 1
         """Output pixels per input pixel along Y and X."""
         self.sources = planes

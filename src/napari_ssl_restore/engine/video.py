@@ -159,9 +159,8 @@ class Run:
 
 def start(planes: Planes, params, ctx) -> Run:
     """Device, seeded generators, the starting denoiser and its predictor."""
-    from ..core.device import resolve_device
 
-    device = resolve_device(ctx.device)
+    device = ctx.torch_device
     den, base = load_denoiser(params.model, planes.c, device)
     predictor = Predictor(den, device, tile=params.tile_size, overlap=params.tile_overlap)
     info = {"device": str(device), "mode": params.mode, "frames": planes.n_frames,

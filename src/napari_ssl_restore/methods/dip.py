@@ -89,10 +89,9 @@ def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs, mask=None
     plane), each written as it is done."""
     import torch
 
-    from ..core.device import resolve_device
     from ..nets.stack import StackedNets
 
-    device = resolve_device(ctx.device)
+    device = ctx.torch_device
     n, (h, w), c = len(planes), planes.hw, planes.c
     task = params.task
     if task == "inpaint" and mask is None:

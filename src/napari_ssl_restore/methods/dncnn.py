@@ -55,7 +55,6 @@ class Params:
 
 def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs):
     """Denoise every plane (Z, T) with the pretrained model, in batches on the device."""
-    from ..core.device import resolve_device
     from ..engine.predict import Predictor, predict_planes
     from ..engine.video import Fusion, load_denoiser, write_ready
 
@@ -63,7 +62,7 @@ def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs):
         raise ValueError(f"DnCNN: fusion_radius averages neighbouring frames along T, but this "
                          f"stack (axes {planes.axes}) has {planes.n_frames} frame. For a "
                          "time-lapse set axes to TYX (or TZYX); else set fusion_radius to 0.")
-    device = resolve_device(ctx.device)
+    device = ctx.torch_device
     den, ckpt = load_denoiser(params.model, planes.c, device)
     predictor = Predictor(den, device, tile=params.tile_size, overlap=params.tile_overlap,
                           ensemble=params.ensemble)

@@ -204,9 +204,8 @@ def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs, hints=Non
     """Fit a Double-DIP decomposition to every plane, each written as it is done."""
     import torch
 
-    from ..core.device import resolve_device
 
-    device = resolve_device(ctx.device)
+    device = ctx.torch_device
     n, (h, w), c = len(planes), planes.hw, planes.c
     task = params.task
     hint_maps = None

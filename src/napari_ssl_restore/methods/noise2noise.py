@@ -166,14 +166,13 @@ def auto_steps(hw: tuple[int, int], n_pairs: int, patch: int, batch: int) -> int
 def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs,
         target: Planes | None = None):
     """Train (or load) a Noise2Noise U-Net, then denoise every plane, streamed."""
-    from ..core.device import resolve_device
     from ..core.models import build, checkpoint, load_checkpoint, save_model
     from ..engine.predict import Predictor, predict_after_training
     from ..engine.train import (TRAIN_BYTES, PatchSampler, planes_within, seeded_init, spread,
                                 to_device)
     from ..nets.unet import UNet
 
-    device = resolve_device(ctx.device)
+    device = ctx.torch_device
     rng = np.random.default_rng(ctx.seed)
     c, n = planes.c, len(planes)
     ckpt = load_checkpoint(params.model) if params.model else None
