@@ -88,7 +88,7 @@ def main() -> None:
 
         titles = ["hazy input (beta=2)", "OpenCV DCP script", "napari-ssl-restore dcp", "ground truth"]
         fig, axs = plt.subplots(1, 4, figsize=(16, 3.3))
-        for ax, img, title in zip(axs, shown, titles):
+        for ax, img, title in zip(axs, shown, titles, strict=False):
             ax.imshow(img)
             extra = "" if title.startswith("ground") else f"\n{psnr(shown[3], img):.2f} dB"
             ax.set_title(title + extra, fontsize=10)

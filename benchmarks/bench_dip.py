@@ -7,7 +7,8 @@ Tasks (each on images available offline): denoise at sigma 15/25/50 (of 255) vs 
 means; inpainting of 50 % random pixels and of scratches vs biharmonic inpainting; x4 super-resolution vs
 bicubic; deconvolution of a Gaussian blur with noise vs Richardson-Lucy (reflect-padded, at its
 best iteration count and at scikit-image's default); a 4-plane stack fitted one plane at a time,
-batched and warm-started; the seconds per plane of one training step, one by one vs batched. For DIP the table also gives
+batched and warm-started; the seconds per plane of one training step, one by one vs batched.
+For DIP the table also gives
 the iteration where early stopping stopped, the iteration where the (EMA) output's PSNR peaked and the
 PSNR there -- measured every 25 iterations against the clean image, which DIP itself never sees.
 """
@@ -134,7 +135,6 @@ def main() -> None:
         row("sr x4", "camera", q(cam, near), "bicubic", q(cam, bic), tb, dip)
     if "deconv" in only:
         import torch
-
         from bench_physics_gan import richardson_lucy_reflect  # one RL baseline for the benchmarks
 
         real = data.cell()[200:200 + args.size, 200:200 + args.size] / 255.0  # real microscopy
@@ -204,7 +204,7 @@ def step_speed() -> None:
         opt = torch.optim.Adam(stacked.parameters(), lr=0.01)
 
         def single():
-            for k, (net, o) in enumerate(zip(nets, opts)):
+            for k, (net, o) in enumerate(zip(nets, opts, strict=False)):
                 o.zero_grad()
                 ((net(z[k:k + 1]) - y[k:k + 1]) ** 2).mean().backward()
                 o.step()

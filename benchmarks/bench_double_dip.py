@@ -88,10 +88,10 @@ def figure(rows, path):
 
     cols = max(len(r) for r in rows)
     fig, axs = plt.subplots(len(rows), cols, figsize=(2.4 * cols, 2.6 * len(rows)), squeeze=False)
-    for ax_row, row in zip(axs, rows):
+    for ax_row, row in zip(axs, rows, strict=False):
         for ax in ax_row:
             ax.axis("off")
-        for ax, (title, img, *limits) in zip(ax_row, row):
+        for ax, (title, img, *limits) in zip(ax_row, row, strict=False):
             if img.ndim == 3:
                 ax.imshow(img)
             else:

@@ -22,7 +22,6 @@ import time
 
 import numpy as np
 
-
 PAPER = {"synthetic_weight": 0.0}
 """The paper's loss: the physics and adversarial terms, no synthetic pairs."""
 VARIANTS = (
@@ -76,8 +75,8 @@ def main() -> int:
     from scipy import ndimage as ndi
 
     from napari_ssl_restore import restore
-    from napari_ssl_restore.physics.operators import gaussian_psf
     from napari_ssl_restore.data import add_noise, cells
+    from napari_ssl_restore.physics.operators import gaussian_psf
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=128)
@@ -171,20 +170,20 @@ def main() -> int:
         import matplotlib
 
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
         import textwrap
+
+        import matplotlib.pyplot as plt
 
         name = shown[2].split(" (")[0]
         variant = textwrap.fill(name if name.startswith("physics-GAN") else
                                 f"physics-GAN: {name}", 34)
         titles = ["input (blurred, noisy)", "Richardson–Lucy", "DIP deconv", variant,
                   "residual |H(G(y)) − y|", "truth"]
-        panels = list(zip(shown[3], titles))
+        panels = list(zip(shown[3], titles, strict=False))
         if args.no_dip:
             del panels[2]
         fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3.4))
-        for ax, (img, title) in zip(axes, panels):
+        for ax, (img, title) in zip(axes, panels, strict=False):
             ax.imshow(img, cmap="magma" if "residual" in title else "gray",
                       vmin=0, vmax=None if "residual" in title else 1)
             ax.set_title(title, fontsize=9)
@@ -239,8 +238,8 @@ def super_resolution(args, factor: int = 4) -> int:
     from skimage.transform import resize
 
     from napari_ssl_restore import restore
-    from napari_ssl_restore.physics.operators import downsample
     from napari_ssl_restore.data import add_noise, cells
+    from napari_ssl_restore.physics.operators import downsample
 
     big = args.size * factor
     clean = np.stack([cells(big, seed=s) for s in range(4)]).astype(np.float32)
@@ -345,8 +344,8 @@ def lateral(args) -> int:
     from skimage import restoration
 
     from napari_ssl_restore import restore
-    from napari_ssl_restore.physics.operators import gaussian_kernel_1d
     from napari_ssl_restore.data import add_noise
+    from napari_ssl_restore.physics.operators import gaussian_kernel_1d
 
     lat, ax = 1.0, 1.5 * args.sigma
     extra = gaussian_kernel_1d(float(np.sqrt(ax ** 2 - lat ** 2)))[:, None, None]

@@ -131,8 +131,8 @@ def dehazing(args, folder, shown):
 
 def deblurring(args, folder, shown):
     from napari_ssl_restore import restore
-    from napari_ssl_restore.physics.operators import gaussian_psf
     from napari_ssl_restore.data import blurred_fields
+    from napari_ssl_restore.physics.operators import gaussian_psf
 
     train = blurred_fields(n=8, size=args.size, seed=0)
     test = blurred_fields(n=args.test, size=args.size, seed=500)
@@ -191,7 +191,7 @@ def figure(shown, path):
             (rl, f"RL, guessed PSF {p[rl_name]:.1f} dB"),
             (dis, f"disentangled {p['disentangled deblurring']:.1f} dB")]))
     for row, panels in rows:
-        for ax, (img, title) in zip(row, panels):
+        for ax, (img, title) in zip(row, panels, strict=False):
             ax.imshow(img, cmap="gray", vmin=0, vmax=1)
             ax.set_title(title, fontsize=9)
     for ax in axes.ravel():

@@ -65,8 +65,8 @@ def bm3d_video(noisy: np.ndarray, sigma: float | None) -> np.ndarray:
 
 def scores(clean: np.ndarray, out: np.ndarray) -> tuple[float, float, float]:
     out = np.clip(out, 0, 1)
-    p = float(np.mean([psnr(c, o, data_range=1) for c, o in zip(clean, out)]))
-    s = float(np.mean([ssim(c, o, data_range=1) for c, o in zip(clean, out)]))
+    p = float(np.mean([psnr(c, o, data_range=1) for c, o in zip(clean, out, strict=False)]))
+    s = float(np.mean([ssim(c, o, data_range=1) for c, o in zip(clean, out, strict=False)]))
     terr = float(np.sqrt(np.mean((np.diff(out, axis=0) - np.diff(clean, axis=0)) ** 2)))
     return p, s, terr
 
@@ -78,7 +78,7 @@ def save_figure(images: dict[str, np.ndarray], path: str, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, axs = plt.subplots(1, len(images), figsize=(2.6 * len(images), 3.0), squeeze=False)
-    for ax, (label, img) in zip(axs[0], images.items()):
+    for ax, (label, img) in zip(axs[0], images.items(), strict=False):
         ax.imshow(np.clip(img, 0, 1), cmap="gray", vmin=0, vmax=1)
         ax.set_title(label.replace(" (", "\n("), fontsize=8)
         ax.axis("off")

@@ -114,8 +114,8 @@ def speed(args, cuda: bool) -> int:
     import torch
 
     from napari_ssl_restore import restore
-    from napari_ssl_restore.physics.flow import tvl1
     from napari_ssl_restore.data import noisy_cells, noisy_video
+    from napari_ssl_restore.physics.flow import tvl1
 
     failures = 0
     iters = 50 if args.quick else 200

@@ -333,10 +333,9 @@ def main(argv=None) -> int:
     import torch
 
     from napari_ssl_restore.core.models import checkpoint, save_model
+    from napari_ssl_restore.engine.train import optimise, seeded_init
     from napari_ssl_restore.nets.dncnn import DnCNN
     from napari_ssl_restore.nets.unet import UNet
-
-    from napari_ssl_restore.engine.train import optimise, seeded_init
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)

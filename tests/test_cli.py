@@ -147,11 +147,13 @@ def test_noise2noise_train_save_then_apply(tmp_path, capsys):
     tifffile.imwrite(b, s["target"])
     small = ["--features", "8", "--depth", "2", "--patch-size", "16", "--batch-size", "2",
              "--device", "cpu"]
-    res = run_here(capsys, "run", "noise2noise", str(a), "--target", str(b), "-o", str(tmp_path / "o.tif"),
+    res = run_here(capsys, "run", "noise2noise", str(a), "--target", str(b), "-o",
+                   str(tmp_path / "o.tif"),
               "--steps", "4", "--save-model", str(tmp_path / "m.pt"), *small)
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "m.pt").is_file()
-    res = run_here(capsys, "run", "noise2noise", str(b), "-o", str(tmp_path / "o2.tif"), "--mode", "apply",
+    res = run_here(capsys, "run", "noise2noise", str(b), "-o", str(tmp_path / "o2.tif"), "--mode",
+                   "apply",
               "--model", str(tmp_path / "m.pt"), *small)
     assert res.returncode == 0, res.stderr
     assert read_provenance(tmp_path / "o2.tif")["model_loaded"] == str(tmp_path / "m.pt")
@@ -183,10 +185,10 @@ def test_video_methods_online_then_dncnn_applies_the_tuned_model(method, tmp_pat
 
 
 # --- every method from the command line (in-process: the same code, without the process start) ---
+from helpers import TINY, output_shape, sample, variant_id, variants  # noqa: E402
+
 from napari_ssl_restore import cli  # noqa: E402
 from napari_ssl_restore.core.io import read_image  # noqa: E402
-
-from helpers import TINY, output_shape, sample, variant_id, variants  # noqa: E402
 
 
 @pytest.mark.parametrize("method", list_methods())

@@ -22,7 +22,8 @@ def test_scaling_round_trip(dtype, rng):
         assert unit.dtype == np.float32
         back = sc.inverse(unit)
         assert back.dtype == data.dtype
-        np.testing.assert_allclose(back.astype(float), data.astype(float), atol=1e-3 * max(1, np.ptp(data)))
+        np.testing.assert_allclose(back.astype(float), data.astype(float),
+                                   atol=1e-3 * max(1, np.ptp(data)))
         assert sc.inverse(unit, as_float=True).dtype == np.float32
 
 

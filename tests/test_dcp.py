@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from napari_ssl_restore import dehaze_dcp, restore
-from napari_ssl_restore.physics import haze
 from napari_ssl_restore.methods import dcp
+from napari_ssl_restore.physics import haze
 
 
 def _box_mean_bruteforce(x, r):
@@ -100,7 +100,8 @@ def test_shape_dtype_no_inplace_deterministic(dtype, axes, shape, rng):
     np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(data, before)
     full = restore(data, "dcp", axes=axes, patch_size=3, guided_radius=4, full_output=True)
-    assert full["transmission"].shape == tuple(s for s, ax in zip(shape, axes) if ax != "C")
+    assert full["transmission"].shape == tuple(s for s, ax in zip(shape, axes, strict=True)
+                                               if ax != "C")
     assert full["transmission"].dtype == np.float32
     assert 0 <= full["transmission"].min() and full["transmission"].max() <= 1
 

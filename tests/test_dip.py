@@ -5,10 +5,9 @@ import torch
 
 from napari_ssl_restore import restore, restore_dip
 from napari_ssl_restore.core.progress import Cancelled
-from napari_ssl_restore.physics import operators as ops
 from napari_ssl_restore.engine.prior import EarlyStop
-from napari_ssl_restore.methods import dip
 from napari_ssl_restore.nets.skip import SkipNet, count_parameters
+from napari_ssl_restore.physics import operators as ops
 
 TINY = {"channels": 8, "depth": 2, "input_depth": 4, "skip_channels": 2, "device": "cpu"}
 

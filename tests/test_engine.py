@@ -1,5 +1,4 @@
 """The engine: lazy planes in and out, the batched predictor, the training loop, bounded memory."""
-import os
 import subprocess
 import sys
 
@@ -23,7 +22,7 @@ torch = pytest.importorskip("torch")
 def test_planes_round_trip_in_any_axis_order(axes, shape, rng):
     data = rng.integers(0, 4000, shape).astype(np.uint16)
     source = P.Source(data, axes)
-    assert source.n == int(np.prod([s for a, s in zip(axes, shape) if a in "TZ"]))
+    assert source.n == int(np.prod([s for a, s in zip(axes, shape, strict=False) if a in "TZ"]))
     assert source.shape[-3:] == (shape[axes.index("Y")], shape[axes.index("X")],
                                  shape[axes.index("C")] if "C" in axes else 1)
     scaling = range_scaling(data)
@@ -213,7 +212,7 @@ def test_tile_plan_covers_with_least_waste():
 
     size, starts = tile_plan(2048, 1100, 32)
     assert size * len(starts) < 1.1 * 2048 and starts[0] == 0 and starts[-1] + size == 2048
-    assert all(b - a <= size - 32 for a, b in zip(starts, starts[1:]))  # overlap kept
+    assert all(b - a <= size - 32 for a, b in zip(starts, starts[1:], strict=False))  # overlap kept
     assert tile_plan(300, 512, 32) == (300, [0])
 
 

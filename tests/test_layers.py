@@ -3,8 +3,8 @@
 ``core/``, ``physics/``, ``nets/`` and ``engine/`` never import the front ends (``api``, ``cli``,
 ``estimate``, the ``batching`` package, ``demo``, ``_napari``); ``methods/`` import neither the front
 ends nor each other (``methods/_public.py``, which makes each method's public function a call of
-``restore``, is the one bridge to the API). Checked on the import statements themselves (top-level and inside functions),
-so a lazy import cannot slip through.
+``restore``, is the one bridge to the API). Checked on the import statements themselves
+(top-level and inside functions), so a lazy import cannot slip through.
 """
 from __future__ import annotations
 

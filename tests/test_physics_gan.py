@@ -132,8 +132,8 @@ def test_dehaze_operator_is_dcps_haze_model():
     """task='dehaze': H(x) = x t + A (1 - t) with DCP's airlight and refined transmission of each
     plane; the residual map checks it on the whole plane, with the synthetic and data-adversarial
     terms switched on (they run and stay finite)."""
-    from napari_ssl_restore.physics.haze import dark_channel, estimate_airlight, refined_transmission
     from napari_ssl_restore.data import hazy_fields
+    from napari_ssl_restore.physics.haze import dark_channel, estimate_airlight, refined_transmission
 
     d = hazy_fields(n=1, size=64, examples=2)
     y = d["image"][0].astype(np.float32) / 65535
@@ -175,8 +175,8 @@ def test_noise_of_the_degraded_image_alone():
     """The synthetic term's noise: estimated from a blurred image without a clean estimate."""
     from scipy import ndimage as ndi
 
-    from napari_ssl_restore.physics.noise import noise_of_image
     from napari_ssl_restore.data import add_noise, cells
+    from napari_ssl_restore.physics.noise import noise_of_image
 
     blurred = ndi.convolve(cells(128, seed=3), gaussian_psf(2.0), mode="reflect")
     pg = noise_of_image(add_noise(blurred, 0.01, poisson=200, seed=1))

@@ -11,7 +11,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -19,10 +20,21 @@ from .core import axes as _axes
 from .core.io import provenance as _provenance
 from .core.normalize import Scaling, check_image
 from .core.progress import Step, drive
-from .core.registry import MethodResult, MethodSpec, RunContext, get_method, list_methods
+from .core.registry import MethodResult, MethodSpec, RunContext, list_methods
+from .engine.planes import (
+    IN_MEMORY_BYTES,
+    Outputs,
+    OutputSpec,
+    Planes,
+    Source,
+    StoreFactory,
+    ZarrStores,
+    is_lazy,
+    numpy_store,
+    open_array,
+    scaling_for,
+)
 from .engine.request import check_request
-from .engine.planes import (IN_MEMORY_BYTES, OutputSpec, Outputs, Planes, Source, StoreFactory,
-                            ZarrStores, is_lazy, numpy_store, open_array, scaling_for)
 
 __all__ = ["restore", "list_methods", "prepare", "execute", "Job", "output_files", "write_files"]
 
@@ -153,7 +165,7 @@ def write_files(job: Job, files: dict[str, str], *, input_path: str | os.PathLik
     names = list(files)
     primary = job.spec.primary_name(job.params)
     with atomic_paths(list(files.values())) as temps:
-        stores = FileStores(dict(zip(files, temps)),
+        stores = FileStores(dict(zip(files, temps, strict=False)),
                             {name: split_suffix(path)[1] for name, path in files.items()})
         outputs = drive(execute(job, stores=stores, keep=names, previews=False),
                         progress=progress, should_stop=should_stop)

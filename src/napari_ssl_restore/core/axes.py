@@ -62,7 +62,8 @@ def infer_axes(shape: tuple[int, ...], *, rgb: bool = False, video: bool = False
                 "Pass a 2-D image, a stack or a time-lapse."
             )
         raise ValueError(
-            f"Cannot guess the axes of a {ndim}-D array with shape {tuple(shape)}: supported layouts are "
+            f"Cannot guess the axes of a {ndim}-D array with shape {tuple(shape)}: supported layouts "
+            "are "
             "YX, ZYX, TYX, TZYX and, with channels, YXC, TYXC, ZYXC, TZYXC. Pass axes= explicitly, "
             "or take a sub-stack first."
         )

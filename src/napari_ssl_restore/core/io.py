@@ -104,7 +104,7 @@ def _open_tiff(path: str, *, lazy: bool) -> tuple[Any, str | None]:
             series = tif.series[0]
             axes = _metadata_axes(tif, series)
             shape = series.shape
-            data = None if lazy else series.asarray()
+            data: Any = None if lazy else series.asarray()
         if lazy:
             import zarr
 
@@ -261,7 +261,7 @@ def write_image(path: str | os.PathLike, data: np.ndarray, *, axes: str | None =
     meta: dict[str, Any] = {PROVENANCE_KEY: dict(prov or {})}
     if axes:
         meta["axes"] = axes
-    rgb = bool(axes) and axes.endswith("C") and data.shape[-1] in (3, 4) and data.dtype == np.uint8
+    rgb = axes is not None and axes.endswith("C") and data.shape[-1] in (3, 4) and data.dtype == np.uint8
     tifffile.imwrite(os.fspath(path), data, metadata=meta, photometric="rgb" if rgb else
                      "minisblack", bigtiff=data.nbytes > 2**32 - 2**25)
 

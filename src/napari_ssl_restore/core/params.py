@@ -84,7 +84,7 @@ def describe(cls: type) -> list[ParamInfo]:
     and help list the method's own choices at the top.
     """
     own = cls.__dict__.get("__annotations__", {})
-    fields = dataclasses.fields(cls)
+    fields = list(dataclasses.fields(cls))
     fields = [f for f in fields if f.name in own] + [f for f in fields if f.name not in own]
     controls = {k for f in fields for k in (f.metadata.get("when") or {})}
     fields = [f for f in fields if f.name in controls] + [f for f in fields if f.name not in controls]
@@ -139,7 +139,8 @@ def validate(obj: Any) -> None:
                 raise ValueError(f"{where} must be <= {info.max}; got {value!r}. Use a value in "
                                  f"[{info.min if info.min is not None else '-inf'}, {info.max}].")
         if info.choices is not None and value not in info.choices:
-            raise ValueError(f"{where} must be one of {', '.join(map(repr, info.choices))}; got {value!r}.")
+            raise ValueError(f"{where} must be one of {', '.join(map(repr, info.choices))}; "
+                             f"got {value!r}.")
 
 
 def coerce(cls: type, name: str, text: str) -> Any:

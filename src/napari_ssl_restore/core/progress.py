@@ -18,7 +18,8 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from typing import Any, Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Mapping
+from typing import Any
 
 import numpy as np
 

@@ -317,11 +317,11 @@ class Sink:
         self.convert = convert
         self.factory = factory
         self.dtype = np.dtype(dtype)
-        self.store = None
+        self.store: Any = None
         self.written = np.zeros(source.n, bool)
         layout = source.layout
         self.axes = layout.axes if spec.kind == "image" else layout.axes.replace("C", "")
-        self.plane_hw: tuple[int, int] | None = None
+        self.plane_hw: Any = None  # (h, w), known once the first plane is written
         self.channels = 0
 
     def _allocate(self, plane: np.ndarray) -> None:

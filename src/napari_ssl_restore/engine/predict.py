@@ -23,7 +23,8 @@ Frame2Frame, Restore-from-Restored, and the adversarial methods to come). It
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -214,7 +215,8 @@ class Predictor:
         jobs = [(i, y, xx) for i in range(n) for y in ys for xx in xs]
         b = self.batch_size((th, tw))
         batches = [jobs[k:k + b] for k in range(0, len(jobs), b)]
-        out = weight = None
+        out: Any = None
+        weight: Any = None
         was_training = self.net.training
         self.net.eval()
         # channels-last while predicting only: training (DIP's, a fine-tuning's) is slower so on a
@@ -230,7 +232,7 @@ class Predictor:
                     if out is None:
                         out = torch.zeros((n, pred.shape[1], h * s, w * s), device=self.device)
                         weight = torch.zeros((1, 1, h * s, w * s), device=self.device)
-                    for (i, y, xx), p in zip(batch, pred):
+                    for (i, y, xx), p in zip(batch, pred, strict=False):
                         region = (slice(y * s, (y + th) * s), slice(xx * s, (xx + tw) * s))
                         out[i, :, region[0], region[1]] += p * win
                         if i == 0:
@@ -291,7 +293,7 @@ def predict_planes(predictor: Predictor, read: Callable[[int], np.ndarray], indi
                                                     f" (batch {b}/{nb})")
         except StopIteration as finished:
             result = finished.value
-        for i, plane in zip(chunk, result):
+        for i, plane in zip(chunk, result, strict=False):
             write(i, plane)
         done += len(chunk)
         k += len(chunk)
@@ -301,7 +303,7 @@ def predict_planes(predictor: Predictor, read: Callable[[int], np.ndarray], indi
 
 def predict_into(predictor: Predictor, read: Callable[[int], np.ndarray], n: int,
                  write: Callable[[int, np.ndarray], None], *, step0: int, total: int, label: str,
-                 stoppable: bool = True, preview: Callable[[], object] | None = None):
+                 stoppable: bool = True, preview: Callable[[], Any] | None = None):
     """Predict planes ``0 .. n-1`` into ``write``; a generator of Steps returning ``(done,
     stopped)``. With ``stoppable`` a Stop keeps the planes done (the engine fills the rest with the
     input); without (the run was already stopped, e.g. during training) every plane is predicted,

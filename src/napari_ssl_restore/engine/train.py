@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -90,7 +91,7 @@ def optimise(step: Callable[[int], Any], optimizer, iterations: int, *,
         for it in range(1, iterations + 1):
             if lr_factor is not None:
                 f = lr_factor(it)
-                for group, lr in zip(optimizer.param_groups, base):
+                for group, lr in zip(optimizer.param_groups, base, strict=False):
                     group["lr"] = lr * f
             optimizer.zero_grad(set_to_none=True)
             loss = step(it)

@@ -25,10 +25,10 @@ from .gan_parts import EMA, Critic, Keeper, Terms, patch_layers, reporter
 
 # --- the settings the unpaired methods share -------------------------------------------------------
 
-TRAIN = {"mode": ("train",)}
+TRAIN: dict[str, Any] = {"mode": ("train",)}
 """``when=`` of the settings used only while training."""
 
-_ADV = {"when": TRAIN, "advanced": True}
+_ADV: dict[str, Any] = {"when": TRAIN, "advanced": True}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,7 +105,7 @@ def example_stack(clean, channels: int, need: int):
     sizes are centre-cropped to the smallest, which must be at least ``need`` on a side."""
     from ..core.normalize import percentile_scaling
 
-    planes = []
+    planes: list[np.ndarray] = []
     for arr in (clean if isinstance(clean, (list, tuple)) else [clean]):
         arr = np.asarray(arr, dtype=np.float32)
         if channels == 1:

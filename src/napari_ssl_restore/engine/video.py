@@ -15,7 +15,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import numpy as np
 
@@ -134,10 +135,10 @@ class VideoParams:
 class Run:
     """What every video run starts with."""
 
-    device: object
+    device: Any
     rng: np.random.Generator
     planes: Planes
-    den: object
+    den: Any
     base: dict
     predictor: Predictor
     info: dict
@@ -252,7 +253,7 @@ class Fusion:
             logger.warning("temporal fusion over %d frame(s) each side instead of %d: the frames "
                            "of %d Z planes would not fit in %d MiB", self.radius, radius,
                            self.depth, FUSE_BYTES // 2**20)
-        self.held: dict[int, object] = {}  # restored planes on the device, by index
+        self.held: dict[int, Any] = {}  # restored planes on the device, by index
         self.flows: dict[tuple[int, int], object] = {}  # (i, j): flow from plane i to j
         self.last, self.next, self.seconds = -1, 0, 0.0
 
@@ -325,7 +326,7 @@ class Fusion:
             chains.append(chain)
         if not any(chains):
             return self.held[i]
-        self._unit_flows([(a, b) for c in chains for a, b in zip([i] + c[:-1], c)])
+        self._unit_flows([(a, b) for c in chains for a, b in zip([i] + c[:-1], c, strict=False)])
         flows, others = [], []
         for chain in chains:  # t -> t ± k composed of consecutive flows: two new flows a frame
             total, a = None, i
@@ -358,7 +359,7 @@ def write_ready(out: Outputs, ready, movie: Movie | None = None) -> None:
 
 
 def tune(run: Run, opt, sample: Callable[[int], tuple], loss_fn, steps: int, batch_size: int, *,
-         step0: int, total: int, label: str, watch: "HeldOut | None" = None):
+         step0: int, total: int, label: str, watch: HeldOut | None = None):
     """``steps`` fine-tuning steps on batches from ``sample(batch_size)``: the engine's loop.
 
     With ``watch`` (:class:`HeldOut`), the loss on held-out pixels is checked every ``watch.every``
@@ -422,13 +423,14 @@ class HeldOut:
         ys = np.clip(by[k] * block + block // 2 - ph // 2, 0, h - ph)
         xs = np.clip(bx[k] * block + block // 2 - pw // 2, 0, w - pw)
         cut = [(int(k), slice(int(y), int(y) + ph), slice(int(x), int(x) + pw))
-               for k, y, x in zip(pick, ys, xs)]
+               for k, y, x in zip(pick, ys, xs, strict=False)]
         self.x = torch.stack([noisy[k, :, a, b] for k, a, b in cut])
         self.y = torch.stack([target[k, :, a, b] for k, a, b in cut])
         self.m = torch.stack([(mask[k] * held)[:, a, b] for k, a, b in cut])
         self.den, self.loss_fn, self.patience, self.tolerance = den, loss_fn, patience, tolerance
         self.every = max(5, steps // 20)
-        self.best, self.best_step, self.best_state, self.worse = float("inf"), 0, None, 0
+        self.best, self.best_step, self.worse = float("inf"), 0, 0
+        self.best_state: dict[str, Any] | None = None
         self.history: list[tuple[int, float]] = []
         self.kept = "final"
 
@@ -525,10 +527,11 @@ def restore_all(run: Run, out: Outputs, params, *, step0: int, total: int, stopp
         movie.show(i, plane)  # previewed as restored at once, fused when its turn comes
 
     what = "restoring" if stoppable else "stopped: restoring with the model so far,"
+    whole = movie.whole  # the preview's array, written in place as frames are restored
     _, stopped = yield from predict_into(
         run.predictor, lambda i: run.planes[i], run.n, restored, step0=step0, total=total,
         label=what, stoppable=stoppable,
-        preview=None if movie.whole is None else lambda: movie.whole.reshape(run.planes.shape))
+        preview=None if whole is None else lambda: whole.reshape(run.planes.shape))
     write_ready(out, fusion.flush(fuse=not stopped), movie)
     run.info.update(fusion.report())
     if stopped and fusion.next < run.n:

@@ -1,1 +1,2 @@
-"""One module per method. Each defines a frozen ``Params`` dataclass, a generator ``run`` and ``SPEC``."""
+"""One module per method. Each defines a frozen ``Params`` dataclass, a generator ``run`` and
+``SPEC``."""

@@ -23,11 +23,11 @@ from typing import Literal
 
 import numpy as np
 
-from ..physics import haze
 from ..core.params import param
 from ..core.progress import Step
 from ..core.registry import MethodResult, MethodSpec, Output, RunContext
 from ..engine.planes import SAMPLE_PLANES, Outputs, Planes
+from ..physics import haze
 from ._public import public_function
 
 
@@ -156,10 +156,10 @@ dehaze_dcp = public_function(
     summary="Remove haze with the Dark Channel Prior (He, Sun & Tang 2009).",
     notes="""
     The haze model is :math:`I = J t + A (1 - t)`. The dark channel of the airlight-normalised image
-    gives :math:`t = 1 - \\omega \\min_{y \\in \\Omega(x)} \\min_c I_c(y) / A_c`, refined by a grey-guided
-    filter, and :math:`J = (I - A) / \\max(t, t_0) + A`. Grey images (fluorescence) use the single
-    channel as their dark channel. Stacks are dehazed plane by plane; ``shared_airlight`` estimates one
-    airlight for all planes so time-lapses do not flicker.
+    gives :math:`t = 1 - \\omega \\min_{y \\in \\Omega(x)} \\min_c I_c(y) / A_c`, refined by a
+    grey-guided filter, and :math:`J = (I - A) / \\max(t, t_0) + A`. Grey images (fluorescence) use
+    the single channel as their dark channel. Stacks are dehazed plane by plane; ``shared_airlight``
+    estimates one airlight for all planes so time-lapses do not flicker.
     """,
     references="""
     .. [1] K. He, J. Sun, X. Tang. Single Image Haze Removal Using Dark Channel Prior. CVPR 2009;

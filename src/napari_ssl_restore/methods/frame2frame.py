@@ -107,8 +107,8 @@ def optical_flow(reference: np.ndarray, moving: np.ndarray, method: str = "tvl1"
     """
     import torch
 
-    from ..physics.flow import tvl1_pairs
     from ..engine.train import to_device
+    from ..physics.flow import tvl1_pairs
 
     if method == "tvl1":
         return tvl1_pairs(to_device(reference, device).mean(1), to_device(moving, device).mean(1))
@@ -118,7 +118,7 @@ def optical_flow(reference: np.ndarray, moving: np.ndarray, method: str = "tvl1"
 
     solve = (registration.optical_flow_tvl1 if method == "tvl1-skimage" else
              lambda a, b: registration.optical_flow_ilk(a, b, radius=7))
-    flows = [solve(a.mean(axis=-1), b.mean(axis=-1)) for a, b in zip(reference, moving)]
+    flows = [solve(a.mean(axis=-1), b.mean(axis=-1)) for a, b in zip(reference, moving, strict=False)]
     return torch.from_numpy(np.stack(flows).astype(np.float32)).to(device)
 
 
@@ -126,8 +126,8 @@ def _pairs(noisy_other, denoised, denoised_other, params, device):
     """Targets (the neighbouring noisy frames warped onto these frames) and masks, ``(K, C, H, W)``
     and ``(K, 1, H, W)`` on ``device``, from ``(K, H, W, C)`` neighbouring noisy frames and the
     denoised frames and neighbouring frames."""
-    from ..physics.flow import occlusion_mask, warp
     from ..engine.train import to_device
+    from ..physics.flow import occlusion_mask, warp
 
     flow = optical_flow(denoised, denoised_other, params.flow, device)
     warped, inside = warp(to_device(noisy_other, device), flow)

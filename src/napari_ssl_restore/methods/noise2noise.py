@@ -61,18 +61,21 @@ class Params:
               "Bernoulli, overlays), 'l0' (annealed) for random-valued impulse noise.",
         choices=("l2", "l1", "l0"), when=TRAIN)
     steps: int = param(0, "Training steps; 0 = chosen from the data size (about 20 passes over "
-                          "the distinct patches, between 300 and 3000).", min=0, max=1_000_000, when=TRAIN)
+                          "the distinct patches, between 300 and 3000).", min=0, max=1_000_000,
+                       when=TRAIN)
     batch_size: int = param(8, "Patches per step.", min=1, max=1024, when=TRAIN, advanced=True)
     patch_size: int = param(64, "Side of the training patches in pixels; a multiple of "
                                 "2**depth (paper: 256; 64 trains ~10x faster on a CPU).",
                             min=8, max=2048, when=TRAIN, advanced=True)
     learning_rate: float = param(3e-4, "Adam learning rate (paper: 3e-4), ramped down to 0 over "
-                                       "the last 30 % of the steps.", min=1e-7, max=1.0, step=1e-4, when=TRAIN, advanced=True)
+                                       "the last 30 % of the steps.", min=1e-7, max=1.0, step=1e-4,
+                                 when=TRAIN, advanced=True)
     features: int = param(48, "U-Net feature channels (paper: 48; 32 is the smaller option).",
                           min=4, max=256, when=TRAIN, advanced=True)
     depth: int = param(5, "U-Net poolings (paper: 5; 4 with features=32 is the smaller option).",
                        min=1, max=7, when=TRAIN, advanced=True)
-    augment: bool = param(True, "Random flips and 90° rotations of the training patches.", when=TRAIN, advanced=True)
+    augment: bool = param(True, "Random flips and 90° rotations of the training patches.", when=TRAIN,
+                          advanced=True)
     validation_fraction: float = param(0.1, "Share of patches held out to report a validation "
                                             "loss (never trained on).", min=0.0, max=0.5,
                                        step=0.05, when=TRAIN, advanced=True)
@@ -150,7 +153,7 @@ def make_pairs(lead_axes: str, lead_shape: tuple[int, ...], pairing: str,
     index = np.arange(n).reshape(lead_shape)
     a = np.take(index, np.arange(lead_shape[k] - 1), axis=k).ravel()
     b = np.take(index, np.arange(1, lead_shape[k]), axis=k).ravel()
-    for i, j in zip(a, b):
+    for i, j in zip(a, b, strict=False):
         pairs += [(int(i), int(j)), (int(j), int(i))]
     return pairs, pairing
 
@@ -168,8 +171,7 @@ def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs,
     """Train (or load) a Noise2Noise U-Net, then denoise every plane, streamed."""
     from ..core.models import build, checkpoint, load_checkpoint, save_model
     from ..engine.predict import Predictor, predict_after_training
-    from ..engine.train import (TRAIN_BYTES, PatchSampler, planes_within, seeded_init, spread,
-                                to_device)
+    from ..engine.train import TRAIN_BYTES, PatchSampler, planes_within, seeded_init, spread, to_device
     from ..nets.unet import UNet
 
     device = ctx.torch_device

@@ -35,12 +35,12 @@ from typing import Literal
 
 import numpy as np
 
-from ..physics.noise import NoiseModel, estimate_noise
 from ..core.params import param
 from ..core.progress import StopRequested
 from ..core.registry import MethodSpec, Output, RunContext
 from ..engine.planes import Outputs, Planes
 from ..engine.video import OFFLINE, ONLINE, VideoParams, demo_samples
+from ..physics.noise import NoiseModel, estimate_noise
 from ._public import public_function
 
 

@@ -14,7 +14,7 @@ running statistics are not tracked in the stacked copy (``vmap`` cannot update t
 from __future__ import annotations
 
 import copy
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -51,7 +51,7 @@ class StackedNets(nn.Module):
 
         if x.shape[0] != self.count:
             raise ValueError(f"StackedNets of {self.count} networks got a batch of {x.shape[0]}.")
-        params = dict(zip(self.names, self.weights))
+        params = dict(zip(self.names, self.weights, strict=False))
         buffers = {k: getattr(self, f"buffer{i}") for i, k in enumerate(self.buffer_names)}
 
         def one(p, b, xi):

@@ -169,7 +169,7 @@ def tvl1_pairs(reference, moving):
 
     if reference.device.type == "cuda":
         return tvl1(reference, moving)
-    return torch.cat([tvl1(r[None], m[None]) for r, m in zip(reference, moving)])
+    return torch.cat([tvl1(r[None], m[None]) for r, m in zip(reference, moving, strict=False)])
 
 
 def occlusion_mask(flow, warped_denoised, denoised, inside, *, divergence: float,
