@@ -45,3 +45,18 @@ def pytest_collection_modifyitems(config, items):
         tail = " | ".join((res.stderr or res.stdout).strip().splitlines()[-3:])
         pytest.exit(f"napari cannot open a viewer here (exit {res.returncode}: {tail}). "
                     f"{_DISPLAY_HELP}", returncode=4)
+
+
+def _accelerator() -> bool:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return False
+    mps = getattr(torch.backends, "mps", None)
+    return torch.cuda.is_available() or bool(mps is not None and mps.is_available())
+
+
+def pytest_runtest_setup(item):
+    """Tests marked ``gpu`` run only where torch sees a CUDA or MPS device."""
+    if item.get_closest_marker("gpu") and not _accelerator():
+        pytest.skip("needs a CUDA or MPS device (none here)")

@@ -84,6 +84,7 @@ def test_rgb_dehaze_and_stack():
     assert not np.array_equal(cold["layer1"][1], res["layer1"][1])
 
 
+@pytest.mark.slow
 def test_dehaze_transmission_prior_pulls_t_towards_dcp():
     from napari_ssl_restore.data import hazy_scene
 

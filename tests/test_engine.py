@@ -134,6 +134,7 @@ def _movie(path, frames: int, size: int) -> None:
                   contiguous=True)
 
 
+@pytest.mark.slow
 def test_memory_does_not_grow_with_the_number_of_frames(tmp_path):
     """A time-lapse streams from disk to disk: 64 frames take no more memory than 8 (DCP with
     one airlight for the whole movie, from the CLI)."""
@@ -148,6 +149,7 @@ def test_memory_does_not_grow_with_the_number_of_frames(tmp_path):
     assert peaks[64] - peaks[8] < 0.25 * stack_float32, peaks
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS semantics: Linux")
 def test_a_stack_larger_than_the_memory_it_is_given(tmp_path):
     """96 frames of 1024² under a 1 GB address-space cap: holding the stack as float32 with one

@@ -402,6 +402,7 @@ def test_same_seed_same_result(video):
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_training_script_smoke(tmp_path):
     import subprocess
     import sys
