@@ -21,6 +21,7 @@ from typing import Literal
 from ..core.params import param
 from .train import optimise, seeded_init
 
+
 @dataclasses.dataclass(frozen=True)
 class FitParams:
     """Settings of the DIP optimisation and generator, shared by every DIP-based method."""
@@ -39,13 +40,17 @@ class FitParams:
     output_averaging: float = param(0.99, "Exponential moving average of the outputs (paper: "
                                           "0.99, worth ~1 dB); 0 = return the raw output.",
                                     min=0.0, max=0.9999, step=0.01, advanced=True)
-    input_depth: int = param(32, "Channels of the random input code z (paper: 32).", min=1, max=512, advanced=True)
+    input_depth: int = param(32, "Channels of the random input code z (paper: 32).", min=1, max=512,
+                             advanced=True)
     channels: int = param(128, "Feature channels at every scale (paper: 128). 64 is ~4x faster "
                                "on a CPU at some cost in quality.", min=4, max=512, advanced=True)
-    depth: int = param(5, "Number of scales of the hourglass (paper: 5).", min=1, max=8, advanced=True)
-    skip_channels: int = param(4, "Channels of each skip connection (paper: 4).", min=0, max=256, advanced=True)
+    depth: int = param(5, "Number of scales of the hourglass (paper: 5).", min=1, max=8,
+                       advanced=True)
+    skip_channels: int = param(4, "Channels of each skip connection (paper: 4).", min=0, max=256,
+                               advanced=True)
     upsample_mode: Literal["bilinear", "nearest"] = param(
-        "bilinear", "Upsampling in the decoder (paper: bilinear).", choices=("bilinear", "nearest"), advanced=True)
+        "bilinear", "Upsampling in the decoder (paper: bilinear).", choices=("bilinear", "nearest"),
+        advanced=True)
     warm_start: bool = param(False, "Stacks: start each plane from the previous plane's networks "
                                     "and fit it for warm_iter_fraction of max_iter (about 3x "
                                     "faster, for quick looks: measured ~3 dB worse on a noisy test "
@@ -56,7 +61,8 @@ class FitParams:
                                       min=0.01, max=1.0, step=0.05, advanced=True)
     preview_every: int = param(50, "Iterations between preview updates in napari.", min=1,
                                max=100_000, advanced=True)
-    mixed_precision: bool = param(True, "Use bfloat16 autocast on CUDA (ignored on the CPU).", advanced=True)
+    mixed_precision: bool = param(True, "Use bfloat16 autocast on CUDA (ignored on the CPU).",
+                                  advanced=True)
 
     def plane_iterations(self, n: int) -> list[int]:
         """Iterations for each of ``n`` planes: the first gets ``iterations()``, warm-started ones
@@ -211,8 +217,8 @@ def fit(nets, codes, render, objective, params: FitParams, iterations: int, *, g
     Returns ``(estimates, info)``: the averaged tensors (each plane's at its variance minimum with
     early stopping), and ``{"stop_iteration", "best_iteration", "stopped", "final_loss",
     "meaningful"}`` (the first plane's; ``meaningful``: every plane has an estimate worth keeping)
-    with per-plane lists ``"stop_iterations"``, ``"best_iterations"``, ``"meaningful_each"``. A Stop ends the
-    fit and returns the best estimates so far.
+    with per-plane lists ``"stop_iterations"``, ``"best_iterations"``, ``"meaningful_each"``. A Stop
+    ends the fit and returns the best estimates so far.
     """
     import torch
 
@@ -232,7 +238,7 @@ def fit(nets, codes, render, objective, params: FitParams, iterations: int, *, g
 
     def step(it):
         outs = []
-        for net, z in zip(nets, codes):
+        for net, z in zip(nets, codes, strict=True):
             if params.reg_noise_std > 0:
                 z = z + params.reg_noise_std * noise(z)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
@@ -276,23 +282,59 @@ def fit(nets, codes, render, objective, params: FitParams, iterations: int, *, g
                                finished=(lambda it: es.finished()) if es is not None else None,
                                describe=describe, preview=preview,
                                preview_every=params.preview_every, step0=step0, total=total)
-    rows = codes[0].shape[0]
-    if es is not None and es.mean is not None:
-        found = es.found_each()
-        best = [b if f else loop.steps for b, f in zip(es.best_iter.tolist(), found)]
-        stops = [s if s >= 0 else loop.steps for s in es.stop_iter.tolist()]
-    else:
-        found = [es is None and loop.steps >= min(params.es_window, iterations)] * rows
-        best = stops = [loop.steps] * rows
-    estimates = state["avg"]
-    if es is not None and any(found):  # planes without a minimum yet keep their running average
-        flags = torch.tensor(found, device=device)
-        estimates = {k: torch.where(per_row(flags, v), es.best[k], v)
-                     for k, v in state["avg"].items()}
+    found, best, stops = _stop_points(es, loop.steps, codes[0].shape[0], params, iterations)
+    estimates = _best_estimates(es, found, state["avg"], device)
     return estimates, {"stop_iteration": stops[0], "best_iteration": best[0],
                        "stopped": loop.stopped, "final_loss": loop.loss,
                        "meaningful": all(found), "stop_iterations": stops,
                        "best_iterations": best, "meaningful_each": found}
+
+
+def _stop_points(es: EarlyStop | None, steps: int, rows: int, params: FitParams, iterations: int):
+    """Per plane: whether it has an estimate worth keeping, its best and its stop iteration."""
+    if es is not None and es.mean is not None:
+        found = es.found_each()
+        best = [b if f else steps for b, f in zip(es.best_iter.tolist(), found, strict=True)]
+        stops = [s if s >= 0 else steps for s in es.stop_iter.tolist()]
+    else:
+        found = [es is None and steps >= min(params.es_window, iterations)] * rows
+        best = stops = [steps] * rows
+    return found, best, stops
+
+
+def _best_estimates(es: EarlyStop | None, found: list[bool], avg: dict, device) -> dict:
+    """Each plane's estimate at its variance minimum; planes without one keep the running average."""
+    import torch
+
+    if es is not None and any(found):
+        flags = torch.tensor(found, device=device)
+        return {k: torch.where(per_row(flags, v), es.best[k], v) for k, v in avg.items()}
+    return avg
+
+
+def _gradients(x):
+    """The x and y forward differences of ``(..., H, W)``."""
+    return x[..., :, 1:] - x[..., :, :-1], x[..., 1:, :] - x[..., :-1, :]
+
+
+def exclusion_loss(a, b, levels: int = 3):
+    """Gradient exclusion between two layers over an image pyramid (Zhang, Ng & Chen 2018).
+
+    At each level and for x and y gradients: ``|| tanh(λ|∇a|) ⊙ tanh(|∇b|) ||_F`` with
+    ``λ = sqrt(mean|∇b| / mean|∇a|)`` balancing the two layers' gradient magnitudes.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    total = a.new_zeros(())
+    for level in range(levels):
+        for ga, gb in zip(_gradients(a), _gradients(b), strict=True):
+            lam = torch.sqrt(gb.abs().mean().detach() / (ga.abs().mean().detach() + 1e-8) + 1e-8)
+            prod = torch.tanh(lam * ga.abs()) * torch.tanh(gb.abs())
+            total = total + torch.sqrt(torch.mean(prod ** 2) + 1e-12)
+        if level < levels - 1 and min(a.shape[-2:]) >= 4:
+            a, b = F.avg_pool2d(a, 2), F.avg_pool2d(b, 2)
+    return total / levels
 
 
 def too_early(plane_info: dict, params: FitParams) -> str:

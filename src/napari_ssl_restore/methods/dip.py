@@ -31,13 +31,13 @@ from typing import Literal
 import numpy as np
 
 from ..core.axes import plane_maps
-from ..physics.operators import blur, downsample, psf_kernel, total_variation
 from ..core.params import param
 from ..core.progress import StopRequested, unrestored
 from ..core.registry import ExtraInput, MethodResult, MethodSpec, Output, RunContext
 from ..engine.planes import Outputs, Planes
 from ..engine.predict import free_device_memory, is_out_of_memory
 from ..engine.prior import FitParams, fit, make_code, make_net, plane_batch, too_early
+from ..physics.operators import blur, downsample, psf_kernel, total_variation
 from ._public import public_function
 
 logger = logging.getLogger(__name__)
@@ -66,9 +66,11 @@ class Params(FitParams):
     max_iter: int = param(0, "Iterations per plane; 0 = the count for the task (the paper's: "
                              "denoise 3000, inpaint 5000, sr 2000; deconv 5000, measured). Early "
                              "stopping usually ends denoising sooner.", min=0, max=100_000)
-    sr_factor: int = param(4, "Super-resolution factor for task 'sr'.", choices=(2, 3, 4, 8), when={"task": ("sr",)})
+    sr_factor: int = param(4, "Super-resolution factor for task 'sr'.", choices=(2, 3, 4, 8),
+                           when={"task": ("sr",)})
     psf_sigma: float = param(2.0, "Std (pixels) of the Gaussian PSF for task 'deconv' when no PSF "
-                                  "image is given.", min=0.1, max=50.0, step=0.1, when={"task": ("deconv",)})
+                                  "image is given.", min=0.1, max=50.0, step=0.1,
+                             when={"task": ("deconv",)})
     plane_batch: int = param(0, "Stacks: planes fitted at once, each by its own network in one "
                                 "batched step (the same result as one by one, faster on a GPU). "
                                 "0 = automatic: as many as fit in the GPU's free memory; 1 on the "
@@ -89,11 +91,55 @@ def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs, mask=None
     plane), each written as it is done."""
     import torch
 
-    from ..nets.stack import StackedNets
-
     device = ctx.torch_device
     n, (h, w), c = len(planes), planes.hw, planes.c
-    task = params.task
+    masks = _inpaint_masks(params.task, mask, planes)
+    operator, zoom, (lo, hi) = _forward_model(params, psf, (h, w), device)
+    out_h, out_w = h * zoom, w * zoom
+
+    gen = torch.Generator(device=device).manual_seed(ctx.seed)
+    z = make_code(params, (out_h, out_w), gen, device)
+    iters = params.plane_iterations(n)
+    batch = 1 if params.warm_start or n == 1 else plane_batch(
+        params.plane_batch, n, c, (out_h, out_w), params.channels, device)
+    total = sum(iters[i] for i in range(0, n, batch))
+    info: dict = {"stop_iterations": [], "best_iterations": [], "stopped": False,
+                  "planes_done": 0, "zoom": zoom, "device": str(device), "plane_batch": batch}
+    net = make_net(params, c, device, seed=ctx.seed + planes.first) if params.warm_start else None
+
+    step0, i = 0, 0
+    while i < n:
+        rows = list(range(i, min(i + batch, n)))
+        nets, gens = _block_nets(params, planes, rows, net, gen, ctx.seed, c, device)
+        block = np.stack([planes[r] for r in rows])
+        target = torch.from_numpy(np.ascontiguousarray(block.transpose(0, 3, 1, 2))).to(device)
+        weight, norm = _pixel_weights(masks, planes, rows, target, device)
+        code = z.expand(len(rows), *z.shape[1:])
+        objective = _objective(operator, target, weight, norm, len(rows), params)
+        try:
+            estimates, fit_info = yield from fit(
+                [nets], [code], lambda outs: {"image": lo + (hi - lo) * outs[0]}, objective,
+                params, iters[i], generator=gens, step0=step0, total=total,
+                label=_block_label(i, rows, n), watch="image")
+        except Exception as exc:  # a batch too large for the device: fit fewer planes at once
+            if len(rows) == 1 or not is_out_of_memory(exc):
+                raise
+            batch = _smaller_batch(rows, device, info)
+            continue
+        kept = [not fit_info["stopped"] or m for m in fit_info["meaningful_each"]]
+        if not kept[0] and i == 0:
+            raise StopRequested(too_early(fit_info, params))
+        _store_block(estimates, fit_info, kept, rows, block, masks, planes, out, info)
+        step0 += iters[i]
+        i += len(rows)
+        if fit_info["stopped"]:
+            _note_stopped(info, n)
+            break
+    return MethodResult({}, info)
+
+
+def _inpaint_masks(task: str, mask, planes: Planes):
+    """The missing-pixel maps ``(planes, Y, X)`` for ``inpaint`` (``None`` otherwise), checked."""
     if task == "inpaint" and mask is None:
         raise ValueError("DIP inpainting needs a mask (nonzero = missing pixels): pass mask= (API), "
                          "--mask FILE (CLI) or pick a Labels/Shapes layer (napari).")
@@ -106,11 +152,17 @@ def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs, mask=None
                            hint="draw the mask on a layer of the same size.")
     if masks is not None and masks.all():
         raise ValueError("the mask marks every pixel as missing; nothing is left to fit.")
+    return masks
+
+
+def _forward_model(params: Params, psf, hw: tuple[int, int], device):
+    """The task's operator ``H``, its zoom and the estimate's range ``(lo, hi)``."""
+    task = params.task
+    h, w = hw
     kernel = None
     if task == "deconv":
         kernel = psf_kernel(psf, params.psf_sigma, device)
     zoom = params.sr_factor if task == "sr" else 1
-    out_h, out_w = h * zoom, w * zoom
     if task == "sr" and min(h, w) < 4:
         raise ValueError(f"image planes of {h}x{w} are too small to super-resolve.")
 
@@ -124,88 +176,94 @@ def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs, mask=None
         def operator(x):
             return x
 
-    lo, hi = DECONV_RANGE if task == "deconv" else (0.0, 1.0)
-    gen = torch.Generator(device=device).manual_seed(ctx.seed)
-    z = make_code(params, (out_h, out_w), gen, device)
-    iters = params.plane_iterations(n)
-    batch = 1 if params.warm_start or n == 1 else plane_batch(
-        params.plane_batch, n, c, (out_h, out_w), params.channels, device)
-    total = sum(iters[i] for i in range(0, n, batch))
-    info: dict = {"stop_iterations": [], "best_iterations": [], "stopped": False,
-                  "planes_done": 0, "zoom": zoom, "device": str(device), "plane_batch": batch}
-    net = make_net(params, c, device, seed=ctx.seed + planes.first) if params.warm_start else None
+    return operator, zoom, DECONV_RANGE if task == "deconv" else (0.0, 1.0)
 
-    def noise_generator(g):
-        """Plane ``g``'s noise: the first plane continues the code's generator, the others start
-        from seed + g, so a plane fits the same alone, in its stack, in a chunk or in a batch."""
-        return gen if g == 0 else torch.Generator(device=device).manual_seed(ctx.seed + g)
 
-    step0, i = 0, 0
-    while i < n:
-        rows = list(range(i, min(i + batch, n)))
-        if params.warm_start:  # one network carried from plane to plane, one noise stream
-            nets, gens = net, gen
-        else:
-            singles = [make_net(params, c, device, seed=ctx.seed + planes.first + r) for r in rows]
-            nets = singles[0] if len(rows) == 1 else StackedNets(singles)
-            gens = [noise_generator(planes.first + r) for r in rows]
-        block = np.stack([planes[r] for r in rows])
-        target = torch.from_numpy(np.ascontiguousarray(block.transpose(0, 3, 1, 2))).to(device)
-        weight = norm = None
-        if masks is not None:
-            weight = torch.from_numpy(~masks[[planes.first + r for r in rows]])
-            weight = weight[:, None].float().to(device).expand_as(target)
-            norm = weight.flatten(1).sum(1).clamp_min(1.0)
-        code = z.expand(len(rows), *z.shape[1:])
+def _noise_generator(gen, g: int, seed: int, device):
+    """Plane ``g``'s noise: the first plane continues the code's generator, the others start
+    from seed + g, so a plane fits the same alone, in its stack, in a chunk or in a batch."""
+    import torch
 
-        def objective(r, target=target, weight=weight, norm=norm):
-            residual = ((operator(r["image"]) - target) ** 2).flatten(1)
-            per_plane = (residual.mean(1) if weight is None
-                         else (residual * weight.flatten(1)).sum(1) / norm)
-            loss = per_plane.sum()  # planes fitted together do not share gradients
-            if params.tv_weight > 0:
-                loss = loss + params.tv_weight * len(rows) * total_variation(r["image"])
-            return loss
+    return gen if g == 0 else torch.Generator(device=device).manual_seed(seed + g)
 
-        label = (f"plane {i + 1}/{n}," if len(rows) == 1 else
-                 f"planes {i + 1}-{rows[-1] + 1}/{n},") if n > 1 else ""
-        try:
-            estimates, fit_info = yield from fit(
-                [nets], [code], lambda outs: {"image": lo + (hi - lo) * outs[0]}, objective,
-                params, iters[i], generator=gens, step0=step0, total=total, label=label,
-                watch="image")
-        except Exception as exc:  # a batch too large for the device: fit fewer planes at once
-            if len(rows) == 1 or not is_out_of_memory(exc):
-                raise
-            batch = max(1, len(rows) // 2)
-            logger.warning("DIP: out of device memory fitting %d planes at once; retrying with %d",
-                           len(rows), batch)
-            free_device_memory(device)
-            info["plane_batch"] = batch
-            continue
-        kept = [not fit_info["stopped"] or m for m in fit_info["meaningful_each"]]
-        if not kept[0] and i == 0:
-            raise StopRequested(too_early(fit_info, params))
-        for k, r in enumerate(rows):
-            if not kept[k]:
-                break
-            result = estimates["image"][k].permute(1, 2, 0).float().cpu().numpy()
-            if masks is not None:  # keep the measured pixels exactly; fill only the missing ones
-                keep = ~masks[planes.first + r]
-                result[keep] = block[k][keep]
-            out["image"][r] = result
-            info["stop_iterations"].append(fit_info["stop_iterations"][k])
-            info["best_iterations"].append(fit_info["best_iterations"][k])
-            info["planes_done"] = r + 1
-        step0 += iters[i]
-        i += len(rows)
-        if fit_info["stopped"]:
-            info["stopped"] = True
-            if info["planes_done"] < n:  # the engine returns them as they were (resized for sr)
-                logger.warning("DIP stopped on plane %d/%d: %s returned unrestored",
-                               info["planes_done"] + 1, n, unrestored(info["planes_done"], n))
+
+def _block_nets(params: Params, planes: Planes, rows: list[int], net, gen, seed: int, c: int,
+                device):
+    """The network(s) and noise generator(s) fitting the planes ``rows`` together."""
+    from ..nets.stack import StackedNets
+
+    if params.warm_start:  # one network carried from plane to plane, one noise stream
+        return net, gen
+    singles = [make_net(params, c, device, seed=seed + planes.first + r) for r in rows]
+    nets = singles[0] if len(rows) == 1 else StackedNets(singles)
+    gens = [_noise_generator(gen, planes.first + r, seed, device) for r in rows]
+    return nets, gens
+
+
+def _pixel_weights(masks, planes: Planes, rows: list[int], target, device):
+    """The known-pixel weights and their per-plane counts (``None, None`` without a mask)."""
+    import torch
+
+    if masks is None:
+        return None, None
+    weight = torch.from_numpy(~masks[[planes.first + r for r in rows]])
+    weight = weight[:, None].float().to(device).expand_as(target)
+    norm = weight.flatten(1).sum(1).clamp_min(1.0)
+    return weight, norm
+
+
+def _objective(operator, target, weight, norm, n_rows: int, params: Params):
+    """The data term ``||H(f(z)) - y||²`` (known pixels only with a mask), summed over planes."""
+    def objective(r):
+        residual = ((operator(r["image"]) - target) ** 2).flatten(1)
+        per_plane = (residual.mean(1) if weight is None
+                     else (residual * weight.flatten(1)).sum(1) / norm)
+        loss = per_plane.sum()  # planes fitted together do not share gradients
+        if params.tv_weight > 0:
+            loss = loss + params.tv_weight * n_rows * total_variation(r["image"])
+        return loss
+
+    return objective
+
+
+def _block_label(i: int, rows: list[int], n: int) -> str:
+    """The progress label of the planes ``rows`` (empty for a single plane)."""
+    if n <= 1:
+        return ""
+    return f"plane {i + 1}/{n}," if len(rows) == 1 else f"planes {i + 1}-{rows[-1] + 1}/{n},"
+
+
+def _smaller_batch(rows: list[int], device, info: dict) -> int:
+    """Halve the planes fitted at once after running out of device memory; the new batch."""
+    batch = max(1, len(rows) // 2)
+    logger.warning("DIP: out of device memory fitting %d planes at once; retrying with %d",
+                   len(rows), batch)
+    free_device_memory(device)
+    info["plane_batch"] = batch
+    return batch
+
+
+def _store_block(estimates, fit_info, kept, rows, block, masks, planes, out, info) -> None:
+    """Write the kept planes of a fitted block, in order, up to the first one not kept."""
+    for k, r in enumerate(rows):
+        if not kept[k]:
             break
-    return MethodResult({}, info)
+        result = estimates["image"][k].permute(1, 2, 0).float().cpu().numpy()
+        if masks is not None:  # keep the measured pixels exactly; fill only the missing ones
+            keep = ~masks[planes.first + r]
+            result[keep] = block[k][keep]
+        out["image"][r] = result
+        info["stop_iterations"].append(fit_info["stop_iterations"][k])
+        info["best_iterations"].append(fit_info["best_iterations"][k])
+        info["planes_done"] = r + 1
+
+
+def _note_stopped(info: dict, n: int) -> None:
+    """Record a Stop and warn about the planes it leaves unrestored."""
+    info["stopped"] = True
+    if info["planes_done"] < n:  # the engine returns them as they were (resized for sr)
+        logger.warning("DIP stopped on plane %d/%d: %s returned unrestored",
+                       info["planes_done"] + 1, n, unrestored(info["planes_done"], n))
 
 
 def _demo() -> list[dict]:
@@ -225,7 +283,8 @@ SPEC = MethodSpec(
     outputs=(Output("image", "The restored image (sr: Y and X multiplied by sr_factor)."),),
     inputs=(
         ExtraInput("mask", "Missing pixels for task 'inpaint' (nonzero = missing); the image's "
-                           "shape without C, or one Y X plane for all planes.", layer_kind="mask", when=(("task", ("inpaint",)),)),
+                           "shape without C, or one Y X plane for all planes.", layer_kind="mask",
+                     when=(("task", ("inpaint",)),)),
         ExtraInput("psf", "Point-spread function (2-D) for task 'deconv'; a Gaussian of psf_sigma "
                           "when omitted.", layer_kind="image", when=(("task", ("deconv",)),)),
     ),

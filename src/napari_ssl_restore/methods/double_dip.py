@@ -50,14 +50,14 @@ from typing import Literal
 
 import numpy as np
 
-from ..physics import haze
 from ..core.axes import plane_maps
-from ..physics.operators import total_variation
 from ..core.params import param
 from ..core.progress import StopRequested
 from ..core.registry import ExtraInput, MethodResult, MethodSpec, Output, RunContext
 from ..engine.planes import Outputs, Planes
-from ..engine.prior import FitParams, fit, make_code, make_nets, too_early
+from ..engine.prior import FitParams, exclusion_loss, fit, make_code, make_nets, too_early
+from ..physics import haze
+from ..physics.operators import total_variation
 from ._public import public_function
 
 TASKS = ("segment", "separate", "dehaze")
@@ -82,7 +82,8 @@ class Params(FitParams):
                                          "edges apart (paper: ~0.1).", min=0.0, max=100.0,
                                     step=0.01, advanced=True)
     binary_weight: float = param(0.05, "segment: weight of the 1 / mean|m - 0.5| term pushing the "
-                                       "mask towards 0/1.", min=0.0, max=100.0, step=0.01, when={"task": ("segment",)}, advanced=True)
+                                       "mask towards 0/1.", min=0.0, max=100.0, step=0.01,
+                                 when={"task": ("segment",)}, advanced=True)
     hint_weight: float = param(1.0, "segment: weight of the scribble constraint (hints= labels: "
                                     "1 = foreground, 2 = background).", min=0.0, max=1000.0,
                                step=0.1, when={"task": ("segment",)}, advanced=True)
@@ -95,15 +96,18 @@ class Params(FitParams):
                                 "initial DCP estimate.", min=1, max=301, when={"task": ("dehaze",)})
     learn_airlight: bool = param(True, "dehaze: refine the DCP airlight estimate during the fit "
                                       "(paper; on the benchmark scenes it overshoots the "
-                                      "true airlight); off = keep DCP's estimate.", when={"task": ("dehaze",)})
+                                      "true airlight); off = keep DCP's estimate.",
+                                 when={"task": ("dehaze",)})
     t_prior_weight: float = param(10.0, "dehaze: weight of the DCP transmission (rescaled to the "
                                         "learned airlight) as a prior on t (mean squared "
                                         "difference); 0 = t from the coupled DIPs alone.",
-                                  min=0.0, max=1000.0, step=0.1, when={"task": ("dehaze",)}, advanced=True)
+                                  min=0.0, max=1000.0, step=0.1, when={"task": ("dehaze",)},
+                                  advanced=True)
     t0: float = param(0.1, "dehaze: lower bound on t when recovering the image.", min=0.001,
                       max=1.0, step=0.01, when={"task": ("dehaze",)}, advanced=True)
     guided_radius: int = param(30, "dehaze: radius of the guided filter refining t; 0 = no "
-                                   "refinement.", min=0, max=1000, when={"task": ("dehaze",)}, advanced=True)
+                                   "refinement.", min=0, max=1000, when={"task": ("dehaze",)},
+                               advanced=True)
     threshold: float = param(0.5, "segment: the soft mask above this is labelled foreground (1).",
                              min=0.0, max=1.0, step=0.05, when={"task": ("segment",)})
     # DIP settings that differ from single-image DIP in the paper
@@ -117,30 +121,6 @@ class Params(FitParams):
 
 
 # --- losses --------------------------------------------------------------------------------------
-
-def _gradients(x):
-    return x[..., :, 1:] - x[..., :, :-1], x[..., 1:, :] - x[..., :-1, :]
-
-
-def exclusion_loss(a, b, levels: int = 3):
-    """Gradient exclusion between two layers over an image pyramid (Zhang, Ng & Chen 2018).
-
-    At each level and for x and y gradients: ``|| tanh(λ|∇a|) ⊙ tanh(|∇b|) ||_F`` with
-    ``λ = sqrt(mean|∇b| / mean|∇a|)`` balancing the two layers' gradient magnitudes.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    total = a.new_zeros(())
-    for level in range(levels):
-        for ga, gb in zip(_gradients(a), _gradients(b)):
-            lam = torch.sqrt(gb.abs().mean().detach() / (ga.abs().mean().detach() + 1e-8) + 1e-8)
-            prod = torch.tanh(lam * ga.abs()) * torch.tanh(gb.abs())
-            total = total + torch.sqrt(torch.mean(prod ** 2) + 1e-12)
-        if level < levels - 1 and min(a.shape[-2:]) >= 4:
-            a, b = F.avg_pool2d(a, 2), F.avg_pool2d(b, 2)
-    return total / levels
-
 
 def binary_regulariser(m):
     """``1 / mean|m - 0.5|``: large for a grey mask, 2 for a binary one (the paper's mask term)."""
@@ -199,14 +179,86 @@ def unmix(mix1, mix2, matrix, swapped=False):
 
 # --- the generator -------------------------------------------------------------------------------
 
+@dataclasses.dataclass
+class _Model:
+    """The generators, their codes and noise stream, and the learned extras of one run."""
+    nets: list
+    codes: list
+    gen: object
+    out_channels: tuple
+    airlight: object = None  # dehaze: the learned airlight
+    mixing: object = None  # separate with a second mixture: the raw mixing matrix ...
+    init: object = None  # ... its initial value ...
+    ratio: float = 1.0  # ... and the second mixture's brightness relative to the first
+    extra: list = dataclasses.field(default_factory=list)
+
+
 def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs, hints=None,
         second: Planes | None = None):
     """Fit a Double-DIP decomposition to every plane, each written as it is done."""
     import torch
 
-
     device = ctx.torch_device
-    n, (h, w), c = len(planes), planes.hw, planes.c
+    n, c = len(planes), planes.c
+    task = params.task
+    hint_maps = _check_inputs(planes, params, hints, second)
+    if second is not None:  # planes the Stop leaves: each mixture keeps its own
+        out.fill_from("layer2", second)
+        out.fill_from("unmixed2", second)
+    model = _build_model(planes, params, ctx, second, device)
+
+    iters = params.plane_iterations(n)
+    total = sum(iters)
+    airlights = np.full((n, c), np.nan, np.float32)  # planes a Stop leaves have none
+    info: dict = {"stop_iterations": [], "stopped": False, "planes_done": 0,
+                  "primary_output": PRIMARY[task], "device": str(device)}
+    step0 = 0
+    for i in range(n):
+        g = planes.first + i  # a fresh fit per plane, seeded by its index in the stack
+        if i > 0 and not params.warm_start:
+            model.nets = make_nets(params, model.out_channels, device, seed=ctx.seed + g)
+            if second is not None:
+                with torch.no_grad():
+                    model.mixing.copy_(_mixing_raw(model.init))
+        if g > 0 and not params.warm_start:
+            model.gen.manual_seed(ctx.seed + g)
+        plane = planes[i]
+        plane2 = second[i] if second is not None else None
+        target = torch.from_numpy(np.ascontiguousarray(plane.transpose(2, 0, 1)))[None].to(device)
+        if plane2 is not None:
+            target2 = torch.from_numpy(np.ascontiguousarray(plane2.transpose(2, 0, 1)))[None]
+            render, objective = _separate_two(model, params, target, target2.to(device))
+        elif task == "dehaze":
+            render, objective = _dehaze(model, params, target, plane, device)
+        else:
+            render, objective = _layers_and_mask(params, target, hint_maps, g, device)
+        est, plane_info = yield from fit(model.nets, model.codes, render, objective, params,
+                                         iters[i], generator=model.gen, step0=step0, total=total,
+                                         label=f"plane {i + 1}/{n}," if n > 1 else "",
+                                         watch="recon", extra_parameters=model.extra,
+                                         preview_keys=("image", "mask") if task == "dehaze"
+                                         else ("layer1", "layer2", "mask"))
+        if plane_info["stopped"] and not plane_info["meaningful"]:
+            if i == 0:
+                raise StopRequested(too_early(plane_info, params))
+            info["stopped"] = True  # this plane and the rest: filled by the engine
+            break
+        out["mask"][i] = _store_plane(est, plane, plane2, model, params, out, i, info, airlights)
+        info["stop_iterations"].append(plane_info["stop_iteration"])
+        info["planes_done"] = i + 1
+        step0 += iters[i]
+        if plane_info["stopped"]:
+            info["stopped"] = True
+            break
+    outputs = {}
+    if task == "dehaze":
+        lead = planes.lead
+        outputs["airlight"] = airlights.reshape(lead + (c,)) if lead else airlights[0]
+    return MethodResult(outputs, info, primary=PRIMARY[task])
+
+
+def _check_inputs(planes: Planes, params: Params, hints, second):
+    """The scribble maps (``None`` without hints), with ``hints=`` and ``second=`` checked."""
     task = params.task
     hint_maps = None
     if task == "segment" and hints is not None:
@@ -218,171 +270,155 @@ def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs, hints=Non
     if second is not None and task != "separate":
         raise ValueError(f"second= (a second mixture of the same two layers) is for "
                          f"task='separate', not {task!r}; drop it or set task='separate'.")
-    two = second is not None
-    planes2 = second
-    if two:  # planes the Stop leaves: each mixture keeps its own
-        out.fill_from("layer2", second)
-        out.fill_from("unmixed2", second)
+    return hint_maps
 
+
+def _build_model(planes: Planes, params: Params, ctx: RunContext, second, device) -> _Model:
+    """The generators for y1, (y2,) m and their codes, with the airlight or mixing matrix."""
+    import torch
+
+    c, two = planes.c, second is not None
     gen = torch.Generator(device=device).manual_seed(ctx.seed)
-    # generators for y1, (y2,) m: two layers + mask, or clear image + transmission
-    out_channels = (c, 1) if task == "dehaze" else (c, c) if two else (c, c, 1)
+    out_channels = (c, 1) if params.task == "dehaze" else (c, c) if two else (c, c, 1)
     nets = make_nets(params, out_channels, device, seed=ctx.seed + planes.first)
-    codes = [make_code(params, (h, w), gen, device) for _ in nets]
-    airlight = None
-    if task == "dehaze":
-        airlight = torch.nn.Parameter(torch.full((1, c, 1, 1), 0.8, device=device))
-    extra = [airlight] if airlight is not None and params.learn_airlight else []
-    mixing, ratio = None, 1.0
-    if two:
-        # mixture k = A[k, 0] * y1 + A[k, 1] * y2, A = softplus(raw) >= 0, constant over the field
-        # (spectral bleed-through is); initially each mixture mostly holds its own layer, and the
-        # second row is scaled to the second mixture's brightness (it shares the image's scaling)
+    codes = [make_code(params, planes.hw, gen, device) for _ in nets]
+    model = _Model(nets, codes, gen, out_channels)
+    if params.task == "dehaze":
+        model.airlight = torch.nn.Parameter(torch.full((1, c, 1, 1), 0.8, device=device))
+        if params.learn_airlight:
+            model.extra = [model.airlight]
+    if two:  # mixture k = A[k, 0] y1 + A[k, 1] y2, A >= 0 constant over the field; initially each
+        # mixture mostly holds its own layer, the second row scaled to the second's brightness
         picks = planes.whole.source.sample_indices()  # a chunk: the whole stack's brightness
         mean1 = np.mean([planes.whole[i].mean() for i in picks])
-        mean2 = np.mean([planes2.whole[i].mean() for i in picks])
-        ratio = float(np.clip(mean2 / max(float(mean1), 1e-6), 0.05, 20.0))
-        init = torch.tensor([[1.0, 0.25], [0.25 * ratio, ratio]], device=device)
-        mixing = torch.nn.Parameter(_mixing_raw(init))
-        extra = [mixing]
+        mean2 = np.mean([second.whole[i].mean() for i in picks])
+        model.ratio = ratio = float(np.clip(mean2 / max(float(mean1), 1e-6), 0.05, 20.0))
+        model.init = torch.tensor([[1.0, 0.25], [0.25 * ratio, ratio]], device=device)
+        model.mixing = torch.nn.Parameter(_mixing_raw(model.init))
+        model.extra = [model.mixing]
+    return model
 
-    iters = params.plane_iterations(n)
-    total = sum(iters)
-    airlights = np.full((n, c), np.nan, np.float32)  # planes a Stop leaves have none
-    info: dict = {"stop_iterations": [], "stopped": False, "planes_done": 0,
-                  "primary_output": PRIMARY[task], "device": str(device)}
-    step0 = 0
-    for i in range(n):
-        g = planes.first + i  # a fresh fit per plane, seeded by its index in the stack
-        if i > 0 and not params.warm_start:
-            nets = make_nets(params, out_channels, device, seed=ctx.seed + g)
-            if two:
-                with torch.no_grad():
-                    mixing.copy_(_mixing_raw(init))
-        if g > 0 and not params.warm_start:
-            gen.manual_seed(ctx.seed + g)
-        plane = planes[i]
-        target = torch.from_numpy(np.ascontiguousarray(plane.transpose(2, 0, 1)))[None].to(device)
-        if two:
-            plane2 = planes2[i]
-            target2 = torch.from_numpy(
-                np.ascontiguousarray(plane2.transpose(2, 0, 1)))[None].to(device)
 
-            def render(outs):
-                y1, y2 = outs
-                a = _mixing(mixing)
-                p1, q1 = a[0, 0] * y1, a[0, 1] * y2  # the two layers as mixture 1 holds them
-                p2, q2 = a[1, 0] * y1, a[1, 1] * y2
-                return {"recon": p1 + q1, "recon2": p2 + q2, "layer1": p1, "layer2": q2,
-                        "mask": (p1.mean(1, keepdim=True) / (p1 + q1).mean(1, keepdim=True)
-                                 .clamp_min(1e-6)).clamp(0, 1),
-                        "other1": q1, "other2": p2}  # in case y2 ends up dominating mixture 1
+def _separate_two(model: _Model, params: Params, target, target2):
+    """Two mixtures of the same two layers through a learned constant mixing matrix."""
+    import torch
 
-            def objective(r, target=target, target2=target2):
-                return (torch.mean((r["recon"] - target) ** 2)
-                        + torch.mean((r["recon2"] - target2) ** 2) / ratio ** 2  # equal say
-                        + params.exclusion_weight * exclusion_loss(r["layer1"], r["layer2"]))
-        elif task == "dehaze":
+    mixing, ratio = model.mixing, model.ratio
+
+    def render(outs):
+        y1, y2 = outs
+        a = _mixing(mixing)
+        p1, q1 = a[0, 0] * y1, a[0, 1] * y2  # the two layers as mixture 1 holds them
+        p2, q2 = a[1, 0] * y1, a[1, 1] * y2
+        return {"recon": p1 + q1, "recon2": p2 + q2, "layer1": p1, "layer2": q2,
+                "mask": (p1.mean(1, keepdim=True) / (p1 + q1).mean(1, keepdim=True)
+                         .clamp_min(1e-6)).clamp(0, 1),
+                "other1": q1, "other2": p2}  # in case y2 ends up dominating mixture 1
+
+    def objective(r):
+        return (torch.mean((r["recon"] - target) ** 2)
+                + torch.mean((r["recon2"] - target2) ** 2) / ratio ** 2  # equal say
+                + params.exclusion_weight * exclusion_loss(r["layer1"], r["layer2"]))
+
+    return render, objective
+
+
+def _dehaze(model: _Model, params: Params, target, plane, device):
+    """Clear image and transmission under the haze model, the airlight reset to DCP's estimate."""
+    import torch
+
+    airlight, c = model.airlight, plane.shape[-1]
+    planar = np.ascontiguousarray(plane.transpose(2, 0, 1))
+    _, t_dcp, a0 = haze.dehaze_plane(planar, patch_size=params.patch_size,
+                                     refine=params.guided_radius > 0,
+                                     guided_radius=max(params.guided_radius, 1),
+                                     t0=params.t0)
+    t_dcp = torch.from_numpy(t_dcp)[None, None].to(device)
+    with torch.no_grad():
+        airlight.copy_(torch.from_numpy(a0).view(1, c, 1, 1))
+
+    def render(outs):
+        j, t = outs
+        return {"recon": j * t + airlight.clamp(0, 1) * (1 - t), "image": j, "mask": t}
+
+    a0_mean = float(np.mean(a0))
+
+    def objective(r):
+        loss = (torch.mean((r["recon"] - target) ** 2)
+                + params.dcp_weight * dark_channel_loss(r["image"], params.patch_size)
+                + params.mask_smoothness * total_variation(r["mask"]))
+        if params.t_prior_weight > 0:
+            prior = rescaled_transmission(t_dcp, a0_mean,
+                                          airlight.clamp(1e-3, 1).mean()).clamp(0, 1)
+            loss = loss + params.t_prior_weight * torch.mean((r["mask"] - prior) ** 2)
+        return loss
+
+    return render, objective
+
+
+def _layers_and_mask(params: Params, target, hint_maps, g: int, device):
+    """Two layers and a mask (segment, or separate from one image)."""
+    import torch
+
+    fg = bg = None
+    if hint_maps is not None:  # scribbles: 1 = foreground, 2 = background
+        fg = torch.from_numpy((hint_maps[g] == 1).astype(np.float32))[None, None]
+        bg = torch.from_numpy((hint_maps[g] == 2).astype(np.float32))[None, None]
+        fg, bg = fg.to(device), bg.to(device)
+
+    def render(outs):
+        y1, y2, m = outs
+        return {"recon": m * y1 + (1 - m) * y2, "layer1": y1, "layer2": y2, "mask": m}
+
+    def objective(r):
+        loss = torch.mean((r["recon"] - target) ** 2)
+        loss = loss + params.exclusion_weight * exclusion_loss(r["layer1"], r["layer2"])
+        loss = loss + params.mask_smoothness * total_variation(r["mask"])
+        if params.task == "segment":
+            loss = loss + params.binary_weight * binary_regulariser(r["mask"])
+            if fg is not None:
+                n_hint = (fg.sum() + bg.sum()).clamp_min(1.0)
+                miss = fg * (1 - r["mask"]) ** 2 + bg * r["mask"] ** 2
+                loss = loss + params.hint_weight * miss.sum() / n_hint
+        return loss
+
+    return render, objective
+
+
+def _store_plane(est, plane, plane2, model: _Model, params: Params, out: Outputs, i: int,
+                 info: dict, airlights):
+    """Write plane ``i``'s results but the mask: clear image and airlight (dehaze), or layers
+    (reordered should ``y2`` dominate) and labels or image; its mask."""
+    mask = est["mask"][0, 0].float().cpu().numpy()
+    if params.task == "dehaze":
+        a = model.airlight.detach().clamp(0, 1).view(plane.shape[-1]).cpu().numpy()
+        if params.guided_radius > 0:
             planar = np.ascontiguousarray(plane.transpose(2, 0, 1))
-            _, t_dcp, a0 = haze.dehaze_plane(planar, patch_size=params.patch_size,
-                                             refine=params.guided_radius > 0,
-                                             guided_radius=max(params.guided_radius, 1),
-                                             t0=params.t0)
-            t_dcp = torch.from_numpy(t_dcp)[None, None].to(device)
-            with torch.no_grad():
-                airlight.copy_(torch.from_numpy(a0).view(1, c, 1, 1))
-
-            def render(outs):
-                j, t = outs
-                return {"recon": j * t + airlight.clamp(0, 1) * (1 - t), "image": j, "mask": t}
-
-            a0_mean = float(np.mean(a0))
-
-            def objective(r, target=target, t_dcp=t_dcp, a0_mean=a0_mean):
-                loss = (torch.mean((r["recon"] - target) ** 2)
-                        + params.dcp_weight * dark_channel_loss(r["image"], params.patch_size)
-                        + params.mask_smoothness * total_variation(r["mask"]))
-                if params.t_prior_weight > 0:
-                    prior = rescaled_transmission(t_dcp, a0_mean,
-                                                  airlight.clamp(1e-3, 1).mean()).clamp(0, 1)
-                    loss = loss + params.t_prior_weight * torch.mean((r["mask"] - prior) ** 2)
-                return loss
-        else:
-            hint_fg = hint_bg = None
-            if hint_maps is not None:
-                hint = hint_maps[planes.first + i]
-                hint_fg = torch.from_numpy((hint == 1).astype(np.float32))[None, None]
-                hint_bg = torch.from_numpy((hint == 2).astype(np.float32))[None, None]
-                hint_fg, hint_bg = hint_fg.to(device), hint_bg.to(device)
-
-            def render(outs):
-                y1, y2, m = outs
-                return {"recon": m * y1 + (1 - m) * y2, "layer1": y1, "layer2": y2, "mask": m}
-
-            def objective(r, target=target, fg=hint_fg, bg=hint_bg):
-                loss = torch.mean((r["recon"] - target) ** 2)
-                loss = loss + params.exclusion_weight * exclusion_loss(r["layer1"], r["layer2"])
-                loss = loss + params.mask_smoothness * total_variation(r["mask"])
-                if task == "segment":
-                    loss = loss + params.binary_weight * binary_regulariser(r["mask"])
-                    if fg is not None:
-                        n_hint = (fg.sum() + bg.sum()).clamp_min(1.0)
-                        miss = fg * (1 - r["mask"]) ** 2 + bg * r["mask"] ** 2
-                        loss = loss + params.hint_weight * miss.sum() / n_hint
-                return loss
-
-        label = f"plane {i + 1}/{n}," if n > 1 else ""
-        est, plane_info = yield from fit(nets, codes, render, objective, params, iters[i],
-                                         generator=gen, step0=step0, total=total, label=label,
-                                         watch="recon", extra_parameters=extra,
-                                         preview_keys=("image", "mask") if task == "dehaze"
-                                         else ("layer1", "layer2", "mask"))
-        if plane_info["stopped"] and not plane_info["meaningful"]:
-            if i == 0:
-                raise StopRequested(too_early(plane_info, params))
-            info["stopped"] = True  # this plane and the rest: filled by the engine
-            break
-        mask = est["mask"][0, 0].float().cpu().numpy()
-        if task == "dehaze":
-            a = airlight.detach().clamp(0, 1).view(c).cpu().numpy()
-            if params.guided_radius > 0:
-                planar = np.ascontiguousarray(plane.transpose(2, 0, 1))
-                mask = haze.fast_guided_filter(haze.gray(planar), mask.astype(np.float32),
-                                               params.guided_radius, 1e-3, 1)
-            mask = np.clip(mask, 0, 1)
-            j = (plane - a) / np.maximum(mask, params.t0)[..., None] + a
-            out["image"][i] = np.clip(j, 0, 1)
-            airlights[i] = a
-        else:
-            first, second_key = "layer1", "layer2"
-            if two:
-                a = _mixing(mixing).detach().cpu().numpy()
-                info["mixing"] = a.tolist()
-                if a[0, 0] * a[1, 1] < a[0, 1] * a[1, 0]:  # y2 dominates mixture 1: reorder
-                    first, second_key, mask = "other1", "other2", 1 - mask
-                    info.setdefault("swapped_planes", []).append(i)
-            out["layer1"][i] = est[first][0].permute(1, 2, 0).float().cpu().numpy()
-            out["layer2"][i] = est[second_key][0].permute(1, 2, 0).float().cpu().numpy()
-            if two:
-                out["unmixed1"][i], out["unmixed2"][i] = unmix(plane, plane2, a,
-                                                               swapped=first == "other1")
-            if task == "segment":
-                out["labels"][i] = (mask > params.threshold).astype(np.int32)
-            else:
-                out["image"][i] = est["recon"][0].permute(1, 2, 0).float().cpu().numpy()
-        out["mask"][i] = mask
-        info["stop_iterations"].append(plane_info["stop_iteration"])
-        info["planes_done"] = i + 1
-        step0 += iters[i]
-        if plane_info["stopped"]:
-            info["stopped"] = True
-            break
-
-    outputs = {}
-    if task == "dehaze":
-        lead = planes.lead
-        outputs["airlight"] = airlights.reshape(lead + (c,)) if lead else airlights[0]
-    return MethodResult(outputs, info, primary=PRIMARY[task])
+            mask = haze.fast_guided_filter(haze.gray(planar), mask.astype(np.float32),
+                                           params.guided_radius, 1e-3, 1)
+        mask = np.clip(mask, 0, 1)
+        j = (plane - a) / np.maximum(mask, params.t0)[..., None] + a
+        out["image"][i] = np.clip(j, 0, 1)
+        airlights[i] = a
+        return mask
+    first, second_key = "layer1", "layer2"
+    two = plane2 is not None
+    if two:
+        a = _mixing(model.mixing).detach().cpu().numpy()
+        info["mixing"] = a.tolist()
+        if a[0, 0] * a[1, 1] < a[0, 1] * a[1, 0]:  # y2 dominates mixture 1: reorder
+            first, second_key, mask = "other1", "other2", 1 - mask
+            info.setdefault("swapped_planes", []).append(i)
+    out["layer1"][i] = est[first][0].permute(1, 2, 0).float().cpu().numpy()
+    out["layer2"][i] = est[second_key][0].permute(1, 2, 0).float().cpu().numpy()
+    if two:
+        out["unmixed1"][i], out["unmixed2"][i] = unmix(plane, plane2, a,
+                                                       swapped=first == "other1")
+    if params.task == "segment":
+        out["labels"][i] = (mask > params.threshold).astype(np.int32)
+    else:
+        out["image"][i] = est["recon"][0].permute(1, 2, 0).float().cpu().numpy()
+    return mask
 
 
 def _demo() -> list[dict]:
