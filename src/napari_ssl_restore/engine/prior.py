@@ -64,6 +64,10 @@ class FitParams:
     mixed_precision: bool = param(True, "Use bfloat16 autocast on CUDA (ignored on the CPU).",
                                   advanced=True)
 
+    def iterations(self) -> int:
+        """The first plane's iteration count; each method's Params defines it."""
+        raise NotImplementedError(f"{type(self).__name__} must define iterations()")
+
     def plane_iterations(self, n: int) -> list[int]:
         """Iterations for each of ``n`` planes: the first gets ``iterations()``, warm-started ones
         ``warm_iter_fraction`` of it."""
@@ -306,9 +310,10 @@ def _best_estimates(es: EarlyStop | None, found: list[bool], avg: dict, device) 
     """Each plane's estimate at its variance minimum; planes without one keep the running average."""
     import torch
 
-    if es is not None and any(found):
+    best = es.best if es is not None else None
+    if best is not None and any(found):
         flags = torch.tensor(found, device=device)
-        return {k: torch.where(per_row(flags, v), es.best[k], v) for k, v in avg.items()}
+        return {k: torch.where(per_row(flags, v), best[k], v) for k, v in avg.items()}
     return avg
 
 
