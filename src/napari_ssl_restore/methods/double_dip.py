@@ -182,6 +182,7 @@ def unmix(mix1, mix2, matrix, swapped=False):
 @dataclasses.dataclass
 class _Model:
     """The generators, their codes and noise stream, and the learned extras of one run."""
+
     nets: list
     codes: list
     gen: object
