@@ -18,8 +18,8 @@ def hazy_small():
 
 _DISPLAY_HELP = (
     "napari's tests need an X server with OpenGL and Qt's xcb libraries. On Debian/Ubuntu: "
-    "`$(command -v sudo) bash scripts/install-system-deps.sh`, then run the tests under `xvfb-run -a python -m "
-    "pytest` (or deselect them: `-m 'not napari'`)."
+    "`$(command -v sudo) bash scripts/install-system-deps.sh`, then run the tests under "
+    "`xvfb-run -a python -m pytest` (or deselect them: `-m 'not napari'`)."
 )
 
 
