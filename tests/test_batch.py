@@ -189,7 +189,8 @@ def test_stop_cancels_the_rest_and_a_rerun_finishes_them(client, tmp_path):
     again = batch(paths, "dip", tmp_path / "out", client=client, progress=False,
                   **dict(DIP, max_iter=60))
     assert again.ok
-    for before, now in zip(status, again):  # a cancelled unit already running may have finished
+    # a cancelled unit already running may have finished
+    for before, now in zip(status, again, strict=True):
         assert now.status == "skipped" if before == "done" else now.status in ("done", "skipped")
     assert any(r.status == "done" for r in again)
 

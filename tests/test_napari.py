@@ -11,9 +11,10 @@ napari = pytest.importorskip("napari")
 pytestmark = pytest.mark.napari
 
 from helpers import TINY, output_shape, sample, variant_id, variants  # noqa: E402
+
 from napari_ssl_restore._napari import widgets as W  # noqa: E402
 from napari_ssl_restore.core.io import PROVENANCE_KEY  # noqa: E402
-from napari_ssl_restore.core.registry import get_method, list_methods  # noqa: E402
+from napari_ssl_restore.core.registry import list_methods  # noqa: E402
 
 PLUGIN = "napari-ssl-restore"
 MAX_DOCK_HEIGHT = 760  # a 1366x768 laptop screen
@@ -107,7 +108,7 @@ def test_every_method_runs_to_the_end_in_its_dock(variant, make_napari_viewer, q
     out = viewer.layers[f"input {method}"]
     expected = output_shape(method, settings, image, axes)
     if isinstance(out, napari.layers.Labels):
-        expected = tuple(s for s, a in zip(expected, axes) if a != "C")
+        expected = tuple(s for s, a in zip(expected, axes, strict=True) if a != "C")
     assert out.data.shape == expected
     assert out.metadata[PROVENANCE_KEY]["method"] == method
     assert not any("preview" in layer.name for layer in viewer.layers), [

@@ -290,12 +290,14 @@ def test_temporal_fusion_averages_aligned_frames_and_leaves_out_what_does_not_ma
     assert np.array_equal(off.push(1, restored[1][..., None])[0][1], restored[1][..., None])
     assert off.flush() == []
     # frames that would not fit in memory shrink the radius, and the log says so
-    V.FUSE_BYTES, saved = 3 * 64 * 64 * 5 * 4, V.FUSE_BYTES
+    from napari_ssl_restore.engine import fusion as FU
+
+    FU.FUSE_BYTES, saved = 3 * 64 * 64 * 5 * 4, FU.FUSE_BYTES
     try:
         with caplog.at_level(logging.WARNING):
             assert V.Fusion(_frames(noisy), torch.device("cpu"), 2).radius == 1
     finally:
-        V.FUSE_BYTES = saved
+        FU.FUSE_BYTES = saved
     assert "instead of 2" in caplog.text
 
 

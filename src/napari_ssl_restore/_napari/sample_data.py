@@ -3,8 +3,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..data import (blurred_cells, blurred_fields, fluorescence_timelapse, hazy_fields, hazy_scene,
-                    noisy_cells, noisy_pair)
+from ..data import (
+    blurred_cells,
+    blurred_fields,
+    fluorescence_timelapse,
+    hazy_fields,
+    hazy_scene,
+    noisy_cells,
+    noisy_pair,
+)
 
 
 def sample_hazy_scene():

@@ -9,7 +9,7 @@ use. ``model=`` applies a saved model instead (a Noise2Noise U-Net, or a DnCNN f
 ``frame2frame``/``restore-from-restored`` with ``save_model=``).
 
 On a time-lapse, ``fusion_radius`` > 0 fuses each denoised frame with its flow-warped denoised
-neighbours (:class:`~napari_ssl_restore.engine.video.Fusion`, as the video methods do): frames are
+neighbours (:class:`~napari_ssl_restore.engine.fusion.Fusion`, as the video methods do): frames are
 then no longer independent, so a batch run does not split the movie.
 
 Images are percentile-normalised (0.1–99.9 % to 0–1) before denoising, which matches the training
@@ -55,8 +55,9 @@ class Params:
 
 def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs):
     """Denoise every plane (Z, T) with the pretrained model, in batches on the device."""
+    from ..engine.fusion import Fusion
     from ..engine.predict import Predictor, predict_planes
-    from ..engine.video import Fusion, load_denoiser, write_ready
+    from ..engine.video import load_denoiser, write_ready
 
     if params.fusion_radius and planes.n_frames < 2 and len(planes) > 1:
         raise ValueError(f"DnCNN: fusion_radius averages neighbouring frames along T, but this "

@@ -25,7 +25,7 @@ from outside the frame — are masked out of the L1 loss (dilated). Adam, lr 5e-
 
 Addition: the restored frames are fused over time (``fusion_radius``, default 2; 0 is the method as
 published): each is averaged with its restored neighbours, warped onto it by the flow between them,
-where the flow explains them (:class:`~napari_ssl_restore.engine.video.Fusion`).
+where the flow explains them (:class:`~napari_ssl_restore.engine.fusion.Fusion`).
 
 Deviation: training uses random crops (``patch_size``, ``batch_size``) of the frame pair instead of
 the whole frame, so large frames fit on a CPU; the starting model is this project's shipped DnCNN

@@ -20,7 +20,7 @@ noise, e.g. EMCCD or demosaiced sensors). Adam with lr 1e-5 in the paper.
 
 Addition: the restored frames are fused over time (``fusion_radius``, default 2; 0 is the method as
 published): each is averaged with its restored neighbours, warped onto it by the optical flow
-between them, where the flow explains them (:class:`~napari_ssl_restore.engine.video.Fusion`).
+between them, where the flow explains them (:class:`~napari_ssl_restore.engine.fusion.Fusion`).
 
 Deviations: random crops instead of whole frames (``patch_size``/``batch_size``); defaults of more
 steps and a larger learning rate than the paper's (lr 1e-4, 10 steps per frame online, 40 epochs
