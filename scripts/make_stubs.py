@@ -3,9 +3,9 @@
 The package builds its per-method functions at run time (``dehaze_dcp``, ``restore_dip``...: their
 signatures come from each method's ``Params``), so tools that read code see nothing of them. This
 script writes them out from the registry, with each ``Params`` field's own type (``Literal`` choices
-included) and default, plus :func:`restore`, :func:`list_methods` and :func:`batch` as declared in
-``api.py`` and ``batching.py``. ``full_output=True`` returns a dict, otherwise an array: each
-function gets the three overloads that say so.
+included) and default, plus :func:`restore`, :func:`list_methods`, :func:`batch` and :func:`analyse`
+as declared in ``api.py``, ``batching.py`` and ``assistant.py``. ``full_output=True`` returns a
+dict, otherwise an array: each function gets the three overloads that say so.
 
 Usage::
 
@@ -135,15 +135,18 @@ def _text(annotation) -> str | None:
 
 
 def _api_lines() -> list[str]:
-    """:func:`list_methods`, :func:`restore` and :func:`batch` as their modules declare them."""
-    from napari_ssl_restore import api, batching
+    """:func:`list_methods`, :func:`restore`, :func:`batch` and :func:`analyse` as their modules
+    declare them."""
+    from napari_ssl_restore import api, assistant, batching
 
     def annotate(p: inspect.Parameter) -> str | None:
+        if p.name == "second":
+            return "_Image | None"
         return "_Image" if p.name == "data" else _text(p.annotation)
 
     lines: list[str] = []
     for name, func in (("list_methods", api.list_methods), ("restore", api.restore),
-                       ("batch", batching.batch)):
+                       ("batch", batching.batch), ("analyse", assistant.analyse)):
         returns = _text(inspect.signature(func).return_annotation) or "Any"
         lines += _overloads(name, _signature(func, annotate), returns)
     return lines

@@ -15,6 +15,7 @@ __all__ = [
     "restore",
     "list_methods",
     "batch",
+    "analyse",
     "dehaze_dcp",
     "restore_dip",
     "denoise_noise2noise",
@@ -63,6 +64,10 @@ def batch(
     progress: bool | Callable[[UnitResult, int, int], None] = True,
     should_stop: Callable[[], bool] | None = None, **params: Any,
 ) -> BatchSummary: ...
+def analyse(
+    data: _Image, axes: str | None = None, *, second: _Image | None = None,
+    psf: npt.ArrayLike | None = None, device: str | None = None, seed: int = 0,
+) -> dict[str, Any]: ...
 
 # dcp: Dark Channel Prior dehazing (He et al. 2009): removes haze / out-of-focus veil
 @overload

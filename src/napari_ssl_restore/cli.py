@@ -1,5 +1,5 @@
 """The ``napari-ssl-restore`` command: ``list``, ``run METHOD INPUT -o OUTPUT``, ``batch METHOD
-INPUT... -o OUTDIR`` (dask.distributed) and ``demo``.
+INPUT... -o OUTDIR`` (dask.distributed), ``analyse FILE`` (the restore assistant) and ``demo``.
 
 Built from the registry: every method gets a ``run`` sub-command whose flags are its ``Params`` fields
 (``_`` -> ``-``) and its extra inputs (``--mask FILE``, ``--psf FILE`` ...). Bad input ends with exit
@@ -32,7 +32,8 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="napari-ssl-restore",
                      description="Self-supervised image and video restoration for microscopy.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="{list,run,batch,demo}")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser,
+                                metavar="{list,run,batch,analyse,demo}")
     sub.required = True
 
     sub.add_parser("list", help="list the methods, one name per line with its title")
@@ -105,6 +106,15 @@ def _build_parser() -> argparse.ArgumentParser:
                                 help=_help(f"used for every input: {inp.doc}"))
         _add_params(mp, spec)
 
+    an = sub.add_parser("analyse", help="describe an image's noise, blur, haze and motion and "
+                                        "recommend methods (reads a bounded sample)")
+    an.add_argument("input", metavar="FILE", help="TIFF/OME-TIFF/zarr/OME-Zarr file")
+    an.add_argument("--axes", default=None, metavar="AXES",
+                    help="axes of FILE, e.g. YX, TYX, YXC (default: from metadata, else guessed)")
+    an.add_argument("--second", default=None, metavar="FILE",
+                    help="a second acquisition of the same field (for Noise2Noise)")
+    an.add_argument("--json", action="store_true", help="print the analysis as JSON")
+
     demo = sub.add_parser("demo", help="run the methods on bundled/synthetic data and write TIFFs "
                                        "and a PNG comparison figure (no network, no display)")
     demo.add_argument("-o", "--output", default="napari-ssl-restore-demo",
@@ -147,6 +157,43 @@ def _cmd_list() -> int:
     for spec in all_methods():
         print(spec.name)
         print(f"    {spec.title}")
+    return 0
+
+
+def _cmd_analyse(args: argparse.Namespace) -> int:
+    import json
+
+    from .assistant import analyse
+
+    for path in (args.input, args.second):
+        if path is not None and not os.path.exists(path):
+            raise FileNotFoundError(f"{path} does not exist; give the path of an image file.")
+    result = analyse(args.input, args.axes, second=args.second)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    noise = result["noise"]
+    rows = [("noise", f"{noise['model']}, sigma {noise['sigma']:.4g} (a={noise['a']:.3g}, "
+                      f"b={noise['b']:.3g}){', correlated' if noise['correlated'] else ''}"),
+            ("blur sigma", "none" if result["blur_sigma"] is None
+             else f"{result['blur_sigma']:.3g} px"),
+            ("haze score", f"{result['haze']['score']:.2f}"),
+            ("clipped", f"{100 * result['clipped']:.2f} %")]
+    if result["time"]:
+        rows.append(("motion", f"{result['time']['motion_px']:.3g} px, frame similarity "
+                               f"{result['time']['similarity']:.2f}"))
+    if result["second"]:
+        sec = result["second"]
+        rows.append(("second", f"registered {sec['registered']}, independent noise "
+                               f"{sec['independent_noise']}"))
+    for k, v in rows:
+        print(f"{k:<12} {v}")
+    print(result["summary"])
+    for i, rec in enumerate(result["recommendations"], 1):
+        params = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in rec["params"].items())
+        print(f"{i}. {rec['method']} {params} (~{rec['expected_seconds']:g} s): {rec['why']}")
+    if not result["recommendations"]:
+        print("no restoration recommended")
     return 0
 
 
@@ -252,6 +299,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_run(args)
         if args.command == "batch":
             return _cmd_batch(args)
+        if args.command == "analyse":
+            return _cmd_analyse(args)
         return _cmd_demo(args)
     except (UsageError, ValueError, TypeError, FileNotFoundError, IsADirectoryError,
             PermissionError, Cancelled) as exc:
