@@ -158,8 +158,12 @@ def _recommend(r: dict, noisy: bool, megapixels: float, psf_given: bool) -> list
                          f"{r['blur_sigma']:.2g} px): Deep Image Prior deconvolution"
                          + (" (pass psf= the measured PSF)." if psf_given else "."), megapixels))
     if r["haze"]["score"] > HAZY:
+        grey = len(np.ravel(r["haze"]["airlight"])) == 1
         recs.append(_rec("dcp", {}, f"hazy (score {r['haze']['score']:.2f}): dark channel prior "
-                         "dehazing.", megapixels))
+                         "dehazing" + ("; on grey data the score does not tell a veil from a "
+                                       "bright background (clean fields score 0.3-0.5 too): "
+                                       "compare before trusting it." if grey else "."),
+                         megapixels))
     return recs
 
 
