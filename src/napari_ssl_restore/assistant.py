@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from .core.progress import MethodGenerator, Step, drive
 from .engine.planes import Source, open_array
 from .physics import estimate as est
 
@@ -231,10 +232,24 @@ def analyse(data, axes: str | None = None, *, second=None, psf: npt.ArrayLike | 
     ValueError
         For an input that cannot be analysed (1-D, empty, planes under 16², NaN/inf, constant).
     """
+    return drive(iter_analyse(data, axes, second=second, psf=psf, device=device, seed=seed))
+
+
+def iter_analyse(data, axes: str | None = None, *, second=None, psf: npt.ArrayLike | None = None,
+                 device: str | None = None, seed: int = 0) -> MethodGenerator:
+    """:func:`analyse` as a generator: yields :class:`~napari_ssl_restore.core.progress.Step`
+    events (one per plane read, one per estimator) and returns the same dict. The dock drives it
+    in a worker (progress bar, Stop between steps); :func:`~napari_ssl_restore.core.progress.drive`
+    runs it to the end."""
     del seed
     source = _open(data, axes, "the image")
     picks, pairs = _picks(source)
-    frames = {i: _read(source, i) for i in picks}
+    total = len(picks) + 4 + bool(pairs) + (second is not None)
+    frames = {}
+    for k, i in enumerate(picks, 1):
+        frames[i] = _read(source, i)
+        yield Step(k, total, f"read plane {k}/{len(picks)}")
+    done = len(picks)
     values = np.stack(list(frames.values()))
     if not np.isfinite(values).any():
         raise _bad("the image is all NaN/inf; pass an image with finite values.")
@@ -249,6 +264,8 @@ def analyse(data, axes: str | None = None, *, second=None, psf: npt.ArrayLike | 
         lo, hi = float(values.min()), float(values.max())
     planes = [f[..., c] for f in frames.values() for c in range(f.shape[-1])]
     noise = est.noise_fit(planes)
+    done += 1
+    yield Step(done, total, f"noise: {noise['model']}, sigma {noise['sigma']:.3g}")
     if psf is not None:
         from .physics.operators import psf_widths
 
@@ -256,13 +273,19 @@ def analyse(data, axes: str | None = None, *, second=None, psf: npt.ArrayLike | 
         blur: float | None = float(psf_widths(p if p.ndim == 3 else p[None])[0])
     else:
         blur = est.blur_width(planes, noise["sigma"] ** 2)
+    done += 1
+    yield Step(done, total, "blur: " + ("none" if blur is None else f"PSF sigma {blur:.2g} px"))
     first = next(iter(frames.values()))
     haze = est.haze_score(np.moveaxis(first / max(float(values.max()), 1e-12), -1, 0))
+    done += 1
+    yield Step(done, total, f"haze score {haze['score']:.2f}")
     time = None
     if pairs:
         time = {"motion_px": _motion(frames, pairs, lo, hi, device),
                 "similarity": float(np.median([est.similarity(frames[a], frames[b])
                                                for a, b in pairs]))}
+        done += 1
+        yield Step(done, total, f"motion {time['motion_px']:.2g} px between frames")
     pair = None
     if second is not None:
         other = _open(second, source.layout.axes, "the second image")
@@ -271,6 +294,9 @@ def analyse(data, axes: str | None = None, *, second=None, psf: npt.ArrayLike | 
                        f"{tuple(source.layout.shape)}; pass another acquisition of the same field.")
         i = picks[0]
         pair = est.pair_stats(frames[i].mean(axis=-1), _read(other, i).mean(axis=-1))
+        done += 1
+        yield Step(done, total, "second image: " + ("registered" if pair["registered"]
+                                                    else "not registered"))
     result: dict[str, Any] = {"noise": noise, "blur_sigma": blur, "haze": haze, "time": time,
                               "second": pair, "clipped": _clipped(source, values)}
     rel = noise["sigma"] / (hi - lo)
@@ -278,4 +304,5 @@ def analyse(data, axes: str | None = None, *, second=None, psf: npt.ArrayLike | 
     megapixels = float(np.prod(source.layout.shape, dtype=np.int64)) / 1e6
     result["summary"] = _summary(result, noisy, rel, source.layout.shape)
     result["recommendations"] = _recommend(result, noisy, megapixels, psf is not None)
+    yield Step(total, total, f"{len(result['recommendations'])} recommendation(s)")
     return result
