@@ -148,9 +148,10 @@ def radial_spectrum(plane: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (np.arange(1, n + 1) * step)[good], (sums / np.maximum(counts, 1))[good]
 
 
-def blur_width(planes: list[np.ndarray], noise_variance: float) -> float | None:
+def blur_width(planes: list[np.ndarray], noise_variance: float,
+               minimum: float = BLUR_MIN) -> float | None:
     """Gaussian-equivalent PSF sigma (px) of 2-D planes, or None when not blurred beyond
-    :data:`BLUR_MIN`.
+    ``minimum`` (:data:`BLUR_MIN`; 0 reads a sharp field's own width, as the benchmark does).
 
     Model of the radially averaged power spectrum: ``P(k) = c·k^-α·exp(-4π²σ²k²) + N`` (a scene
     with a power-law spectrum, a Gaussian OTF squared, white noise of variance ``N``). ``N`` comes
@@ -179,7 +180,7 @@ def blur_width(planes: list[np.ndarray], noise_variance: float) -> float | None:
     design = np.stack([np.ones(use.sum()), np.log(k[use]), k[use] ** 2], axis=1)
     coef, *_ = np.linalg.lstsq(design, y, rcond=None)
     s2 = -coef[2] / (4 * np.pi ** 2)
-    if not np.isfinite(s2) or s2 <= BLUR_MIN ** 2:
+    if not np.isfinite(s2) or s2 <= minimum ** 2:
         return None
     return float(np.sqrt(s2))
 
