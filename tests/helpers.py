@@ -24,6 +24,8 @@ TINY: dict[str, dict] = {
                      "batch_size": 1, "check_every": 2, "work_size": 16},
     "disentangled-deblur": {"steps": 3, "features": 4, "blocks": 1, "disc_features": 4,
                             "patch_size": 16, "batch_size": 1, "check_every": 2},
+    "richardson-lucy": {"max_iter": 5, "psf_sigma": 1.0},
+    "classic-denoise": {"passes": 1, "patch_distance": 2, "patch_size": 3},
 }
 
 #: settings that cannot run on their own (they need a model another run saves)

@@ -26,6 +26,8 @@ __all__ = [
     "restore_physics_gan",
     "dehaze_cycle",
     "deblur_disentangled",
+    "deconvolve_richardson_lucy",
+    "denoise_classic",
     "__version__",
 ]
 
@@ -446,5 +448,57 @@ def deblur_disentangled(
     ema_decay: float = 0.999, check_every: int = 100, tile_size: int = 0, tile_overlap: int = 32,
     axes: str | None = None, device: str = "auto", seed: int = 0,
     progress: Callable[[Step], None] | bool | None = None, full_output: bool = False,
+    float_output: bool = False,
+) -> np.ndarray | dict[str, Any]: ...
+
+# richardson-lucy: Richardson-Lucy deconvolution (1972/1974), stopped by the discrepancy principle
+@overload
+def deconvolve_richardson_lucy(
+    image: _Image, *, psf: _Image | None = None, stop: Literal["discrepancy", "fixed"] = "discrepancy",
+    psf_sigma: float = 2.0, max_iter: int = 100, tolerance: float = 1.0, noise_sigma: float = 0.0,
+    axes: str | None = None, device: str = "auto", seed: int = 0,
+    progress: Callable[[Step], None] | bool | None = None, full_output: Literal[False] = False,
+    float_output: bool = False,
+) -> np.ndarray: ...
+@overload
+def deconvolve_richardson_lucy(
+    image: _Image, *, psf: _Image | None = None, stop: Literal["discrepancy", "fixed"] = "discrepancy",
+    psf_sigma: float = 2.0, max_iter: int = 100, tolerance: float = 1.0, noise_sigma: float = 0.0,
+    axes: str | None = None, device: str = "auto", seed: int = 0,
+    progress: Callable[[Step], None] | bool | None = None, full_output: Literal[True],
+    float_output: bool = False,
+) -> dict[str, Any]: ...
+@overload
+def deconvolve_richardson_lucy(
+    image: _Image, *, psf: _Image | None = None, stop: Literal["discrepancy", "fixed"] = "discrepancy",
+    psf_sigma: float = 2.0, max_iter: int = 100, tolerance: float = 1.0, noise_sigma: float = 0.0,
+    axes: str | None = None, device: str = "auto", seed: int = 0,
+    progress: Callable[[Step], None] | bool | None = None, full_output: bool = False,
+    float_output: bool = False,
+) -> np.ndarray | dict[str, Any]: ...
+
+# classic-denoise: Classical denoising (NL-means, wavelet, TV, BM3D), strength calibrated on the data
+@overload
+def denoise_classic(
+    image: _Image, *, algorithm: Literal["nl-means", "wavelet", "tv", "bm3d"] = "nl-means",
+    calibrate: bool = True, strength: float = 1.0, passes: int = 2, noise_sigma: float = 0.0,
+    patch_size: int = 5, patch_distance: int = 6, axes: str | None = None, device: str = "auto",
+    seed: int = 0, progress: Callable[[Step], None] | bool | None = None,
+    full_output: Literal[False] = False, float_output: bool = False,
+) -> np.ndarray: ...
+@overload
+def denoise_classic(
+    image: _Image, *, algorithm: Literal["nl-means", "wavelet", "tv", "bm3d"] = "nl-means",
+    calibrate: bool = True, strength: float = 1.0, passes: int = 2, noise_sigma: float = 0.0,
+    patch_size: int = 5, patch_distance: int = 6, axes: str | None = None, device: str = "auto",
+    seed: int = 0, progress: Callable[[Step], None] | bool | None = None, full_output: Literal[True],
+    float_output: bool = False,
+) -> dict[str, Any]: ...
+@overload
+def denoise_classic(
+    image: _Image, *, algorithm: Literal["nl-means", "wavelet", "tv", "bm3d"] = "nl-means",
+    calibrate: bool = True, strength: float = 1.0, passes: int = 2, noise_sigma: float = 0.0,
+    patch_size: int = 5, patch_distance: int = 6, axes: str | None = None, device: str = "auto",
+    seed: int = 0, progress: Callable[[Step], None] | bool | None = None, full_output: bool = False,
     float_output: bool = False,
 ) -> np.ndarray | dict[str, Any]: ...

@@ -31,6 +31,8 @@ METHODS: dict[str, str] = {
     "physics-gan": "restore_physics_gan",
     "cycle-dehaze": "dehaze_cycle",
     "disentangled-deblur": "deblur_disentangled",
+    "richardson-lucy": "deconvolve_richardson_lucy",
+    "classic-denoise": "denoise_classic",
 }
 
 METHOD_MODULES: dict[str, str] = {
