@@ -135,8 +135,10 @@ def execute(job: Job, *, stores: StoreFactory | None = None, keep=None, previews
     out = Outputs(job.source, job.scaling, [OutputSpec(o.name, o.kind) for o in job.spec.outputs],
                   factory=stores or default_stores(job), float_output=job.float_output, keep=keep)
     result = yield from job.spec.run(job.planes, job.params, ctx, out, **job.extras)
+    primary = result.primary or job.spec.primary_name(job.params)
+    restored = out[primary].written.copy() if primary in out else None  # before the fill-in
     out.finish(job.planes)
-    return _finish(job, result, out)
+    return _finish(job, result, out, restored)
 
 
 def output_files(job: Job, output: str | os.PathLike, *, all_outputs: bool = False) -> dict[str, str]:
@@ -155,11 +157,13 @@ def output_files(job: Job, output: str | os.PathLike, *, all_outputs: bool = Fal
 def write_files(job: Job, files: dict[str, str], *, input_path: str | os.PathLike | None = None,
                 progress: Callable[[Step], None] | None = None,
                 should_stop: Callable[[], bool] | None = None,
-                provenance: dict[str, Any] | None = None) -> list[str]:
+                provenance: dict[str, Any] | None = None,
+                record: dict[str, Any] | None = None) -> list[str]:
     """Run ``job`` writing its outputs plane by plane straight to ``files`` (from
     :func:`output_files`): TIFF (memory-mapped, BigTIFF when large) or OME-Zarr by suffix, each
     through a temporary name renamed when complete, so a crash or a Stop leaves nothing half
-    written. The provenance (plus ``provenance``) goes into each file. Returns the files written."""
+    written. The provenance (plus ``provenance``) goes into each file, and into ``record`` when
+    given (e.g. for its ``quality`` block). Returns the files written."""
     from .core.io import FileStores, atomic_paths, split_suffix
 
     names = list(files)
@@ -173,11 +177,14 @@ def write_files(job: Job, files: dict[str, str], *, input_path: str | os.PathLik
         if input_path is not None:
             prov["input"] = os.path.abspath(input_path)
         stores.close(prov, primary)
+        if record is not None:
+            record.update(prov)
         written = [files[name] for name in names if name in stores.paths and name in outputs]
     return written
 
 
-def _finish(job: Job, result: MethodResult, out: Outputs) -> dict[str, Any]:
+def _finish(job: Job, result: MethodResult, out: Outputs,
+            restored: np.ndarray | None = None) -> dict[str, Any]:
     outputs: dict[str, Any] = dict(out.results())
     for spec_out in job.spec.outputs:  # whole values (e.g. the airlight), in input units
         if spec_out.kind == "value" and spec_out.name in result.outputs:
@@ -190,10 +197,105 @@ def _finish(job: Job, result: MethodResult, out: Outputs) -> dict[str, Any]:
     ordered.update(result.artifacts)
     params = dataclasses.asdict(job.params)
     primary = result.primary or job.spec.primary_name(job.params)
+    quality = quality_of(job, result, out, primary, restored)
     ordered["provenance"] = _provenance(job.spec.name, params, seed=job.seed, device=job.device,
                                         axes=job.layout.axes,
-                                        extra={**result.info, "primary_output": primary})
+                                        extra={**result.info, "primary_output": primary,
+                                               "quality": quality})
     return ordered
+
+
+QUALITY_PLANES = 3
+"""Planes of a run :func:`quality_of` reads back (spread over the restored ones)."""
+
+
+def quality_of(job: Job, result: MethodResult, out: Outputs, primary: str,
+               restored: np.ndarray | None) -> dict[str, Any]:
+    """The run's ``quality`` block (:func:`~napari_ssl_restore.engine.judge.residual_quality`):
+    up to :data:`QUALITY_PLANES` restored planes of the primary output, centre crops only, read
+    back from its store and compared with the same crops of the input in normalised units; a
+    ``verdict`` saying why not when the output cannot be judged against the input."""
+    from .engine.judge import QUALITY_CROP, residual_quality
+
+    not_judged = _not_judged(job, out, primary, restored)
+    if not_judged:
+        return {"verdict": f"Not judged: {not_judged}."}
+    sink, zoom = out[primary], job.spec.zoom(job.params)
+    restored = np.asarray(restored, bool)
+    done = np.flatnonzero(restored)
+    picks = done[np.unique(np.linspace(0, len(done) - 1, min(QUALITY_PLANES, len(done)))
+                           .round().astype(int))]
+    (h, w), source = job.planes.hw, job.planes.source
+    sy, sx = min(h, QUALITY_CROP), min(w, QUALITY_CROP)
+    y0, x0 = (h - sy) // 2, (w - sx) // 2
+    inputs, outputs = [], []
+    for i in picks:
+        lead = np.unravel_index(int(i), source.lead) if source.lead else ()
+        where = dict(zip(job.layout.canonical[:-3], (int(k) for k in lead), strict=False))
+        inputs.append(job.scaling.forward(_crop_of(source.array, source.layout.axes, where,
+                                                   slice(y0, y0 + sy), slice(x0, x0 + sx))))
+        outputs.append(job.scaling.forward(_crop_of(
+            sink.store, sink.axes, where, slice(y0 * zoom, (y0 + sy) * zoom),
+            slice(x0 * zoom, (x0 + sx) * zoom))))
+    quality = residual_quality(inputs, outputs, task=_task_of(job), zoom=zoom,
+                               scale=job.scaling.scale, **_method_checks(result.info))
+    if len(done) < len(restored):
+        quality["verdict"] += (f" Judged on the {len(done)} of {len(restored)} planes the run "
+                               "restored before it stopped.")
+    return quality
+
+
+def _not_judged(job: Job, out: Outputs, primary: str, restored: np.ndarray | None) -> str:
+    """Why the primary output cannot be judged against the input (``""`` when it can)."""
+    if primary != job.spec.outputs[0].name or primary not in out \
+            or out[primary].spec.kind != "image":
+        return f"the {primary!r} output is not meant to reproduce the input"
+    sink = out[primary]
+    if restored is None or sink.store is None or not hasattr(sink.store, "__getitem__") \
+            or not restored.any():
+        return "no plane was restored"
+    zoom = job.spec.zoom(job.params)
+    h, w = job.planes.hw
+    if tuple(sink.plane_hw) != (h * zoom, w * zoom) or sink.channels != job.planes.c:
+        return (f"the output's planes ({sink.plane_hw[0]}x{sink.plane_hw[1]}, {sink.channels} "
+                f"channel(s)) are not the input's ({h}x{w}, {job.planes.c}) times {zoom}")
+    if min(h, w) < 8:
+        return f"the planes ({h}x{w}) are too small"
+    return ""
+
+
+def _crop_of(array, axes: str, where: dict[str, int], ys: slice, xs: slice) -> np.ndarray:
+    """``(h, w, C)`` crop of one plane (``where``: its T/Z indices) of an array in ``axes``."""
+    index = tuple(where.get(a, ys if a == "Y" else xs if a == "X" else slice(None))
+                  for a in axes)
+    plane = np.asarray(array[index])
+    present = [a for a in axes if a in "YXC"]
+    plane = np.transpose(plane, [present.index(a) for a in "YXC" if a in present])
+    return plane if "C" in axes else plane[..., np.newaxis]
+
+
+def _task_of(job: Job) -> str:
+    """What the run did: the method's ``task`` parameter when it has one, else its spec's task."""
+    task = getattr(job.params, "task", None)
+    return task if isinstance(task, str) else job.spec.task
+
+
+def _method_checks(info: dict[str, Any]) -> dict[str, Any]:
+    """What a method reports of its own fit, for :func:`residual_quality`: DIP's data term per
+    plane (``data_residual``, ``mean (H x̂ − y)²`` normalised), physics-GAN's physics residual
+    against its noise estimate (both mean absolute values on its fixed crops), the held-out loss
+    of a video method's fine-tuning (start and kept weights)."""
+    checks: dict[str, Any] = {}
+    if info.get("data_residual"):
+        checks["physics_mse"] = float(np.mean(info["data_residual"]))
+    elif info.get("physics_residual") is not None and info.get("noise_level"):
+        checks["physics_ratio"] = (float(info["physics_residual"]) / info["noise_level"]) ** 2
+    history = info.get("held_out_loss")
+    if history:
+        kept = dict((int(it), v) for it, v in history).get(int(info.get("best_step", -1)))
+        end = history[-1][1] if info.get("kept", "final") == "final" or kept is None else kept
+        checks["held_out"] = (float(history[0][1]), float(end))
+    return checks
 
 
 def restore(

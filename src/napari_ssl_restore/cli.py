@@ -233,9 +233,26 @@ def _cmd_run(args: argparse.Namespace) -> int:
             bar.n = round(100 * step.fraction)
             bar.set_postfix_str(step.message, refresh=True)
 
-        written = write_files(job, files, input_path=args.input, progress=progress)
+        record: dict = {}
+        written = write_files(job, files, input_path=args.input, progress=progress,
+                              record=record)
     print("wrote " + ", ".join(written))
+    _print_quality(record.get("quality"))
     return 0
+
+
+QUALITY_NUMBERS = ("noise_ratio", "coarse_power", "signal_correlation", "whiteness",
+                   "physics_residual")
+
+
+def _print_quality(quality: dict | None) -> None:
+    """The run's quality verdict and its numbers, briefly, on stderr."""
+    if not quality:
+        return
+    print(f"quality: {quality['verdict']}", file=sys.stderr)
+    numbers = ", ".join(f"{k} {quality[k]:.3g}" for k in QUALITY_NUMBERS if k in quality)
+    if numbers:
+        print(f"quality: {numbers}", file=sys.stderr)
 
 
 def _params_from(args: argparse.Namespace, spec) -> dict:

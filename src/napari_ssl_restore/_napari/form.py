@@ -1,7 +1,7 @@
 """The dock's form, built from a method's :class:`MethodSpec`: the layer, extra-input, axes and
 parameter fields (paper-level knobs in a collapsed "advanced" section with the device, seed and dask
-settings), the Run/Stop/Estimate row, progress and status, laid out so the parameters scroll and the
-title and the run rows stay visible."""
+settings), the Run/Stop/Estimate row, progress, status and the last run's quality, laid out so
+the parameters scroll and the title and the run rows stay visible."""
 from __future__ import annotations
 
 from typing import Any
@@ -111,7 +111,8 @@ def _fields(w) -> tuple[list[Widget], list[Widget]]:
 
 
 def _run_rows(w) -> Container:
-    """Run/Stop/Estimate (returned, as one row), the progress bar and the status line."""
+    """Run/Stop/Estimate/Add residual (returned, as one row), the progress bar, the status line
+    and the quality verdict of the last run (shown once there is one)."""
     w.run_button = PushButton(name="run", text="Run")
     w.estimate_button = PushButton(name="estimate", text="Estimate",
                                    tooltip="Estimate the working memory and the time "
@@ -122,9 +123,18 @@ def _run_rows(w) -> Container:
                                        "their best result so far; others add nothing.")
     w.progress = ProgressBar(name="progress", label="progress", value=0, min=0, max=1000)
     w.status = Label(name="status", value="ready")
-    buttons = Container(widgets=[w.run_button, w.stop_button, w.estimate_button],
-                        layout="horizontal", labels=False)
-    for label in (w.title, w.status):  # long titles/messages wrap instead of widening
+    w.quality = Label(name="quality", value="", visible=False,
+                      tooltip="After a run: whether the residual (input - output) looks like "
+                              "noise or holds structure, or how well the result explains the "
+                              "data (provenance 'quality').")
+    w.residual_button = PushButton(name="add_residual", text="Add residual", enabled=False,
+                                   tooltip="Add input - output as a float32 layer (lazy for "
+                                           "lazy data): noise only is good; edges and texture "
+                                           "in it are signal the method removed. For outputs "
+                                           "of the input's shape.")
+    buttons = Container(widgets=[w.run_button, w.stop_button, w.estimate_button,
+                                 w.residual_button], layout="horizontal", labels=False)
+    for label in (w.title, w.status, w.quality):  # long titles/messages wrap, not widen
         label.native.setWordWrap(True)
         label.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
     return buttons
@@ -149,5 +159,6 @@ def _lay_out(w, buttons: Container) -> None:
     w.scroll.setWidget(body)
     w.advanced.toggled.connect(w._fit_width)
     layout = QVBoxLayout(w)
-    for part in (w.title.native, w.scroll, buttons.native, w.progress.native, w.status.native):
+    for part in (w.title.native, w.scroll, buttons.native, w.progress.native, w.status.native,
+                 w.quality.native):
         layout.addWidget(part)

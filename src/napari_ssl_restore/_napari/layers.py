@@ -1,6 +1,7 @@
 """What a run adds to the viewer: live previews (one layer per named preview, updated in place),
 the results as layers named ``"<input> <method>"`` with the input's scale and translate and the
-provenance in ``layer.metadata["napari_ssl_restore"]``, and a trained model kept for 'apply' runs."""
+provenance in ``layer.metadata["napari_ssl_restore"]``, the run's quality verdict and, on request,
+its residual ``input − output`` as a layer, and a trained model kept for 'apply' runs."""
 from __future__ import annotations
 
 import numpy as np
@@ -97,6 +98,43 @@ class LayerOutputs:
                                             contrast_limits=(0.0, 1.0), visible=False)
             added.append(new)
         return added
+
+    def _show_quality(self, result: dict, layer) -> None:
+        """The run's quality verdict in its label; "Add residual" enabled when the primary
+        output has the input's shape (super-resolution and other shapes: disabled)."""
+        prov = result["provenance"]
+        quality = prov.get("quality") or {}
+        self.quality.value = f"quality: {quality['verdict']}" if quality.get("verdict") else ""
+        self.quality.visible = bool(self.quality.value)
+        output = result.get(prov.get("primary_output", self.spec.primary.name))
+        same = output is not None and tuple(np.shape(output)) == tuple(np.shape(layer.data))
+        self._residual_of = (layer, output, prov) if same else None
+        self.residual_button.enabled = same
+
+    def add_residual(self):
+        """Add ``input − output`` of the last run as a float32 layer named ``"<input> <method>
+        input-output"`` over the input (lazy, with dask, when either is not in memory); returns
+        it, or None when there is no residual to add."""
+        of = self._residual_of
+        if of is None:
+            return None
+        layer, output, prov = of
+        data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+        if isinstance(data, np.ndarray) and isinstance(output, np.ndarray):
+            residual = np.subtract(data, output, dtype=np.float32)
+        else:
+            import dask.array as da
+
+            lazy_out = da.from_zarr(output) if type(output).__module__.startswith("zarr") \
+                else da.asarray(output)
+            residual = da.asarray(data).astype(np.float32) - lazy_out.astype(np.float32)
+        scale, translate = list(layer.scale), list(layer.translate)
+        if getattr(layer, "rgb", False):  # signed values: channels as an axis, not colours
+            scale, translate = scale + [1.0], translate + [0.0]
+        meta = {PROVENANCE_KEY: dict(prov, input_layer=layer.name, output="input - output")}
+        return self.viewer.add_image(residual, name=f"{layer.name} {self.spec.name} input-output",
+                                     scale=scale, translate=translate, metadata=meta,
+                                     rgb=False)
 
     def _keep_model(self, result: dict, layer) -> str | None:
         """Keep a trained model (saved where asked, else in a temporary folder) for 'apply' runs."""

@@ -78,6 +78,7 @@ class RestoreWidget(LayerOutputs, QWidget):
         self._started = 0.0  # when the run began (time.monotonic)
         self._pbar = None
         self.last_result: dict | None = None
+        self._residual_of: tuple | None = None  # (layer, output, provenance) of the last run
 
         build_form(self)  # the fields, buttons and layout (self.image, self.params, ...)
 
@@ -87,6 +88,7 @@ class RestoreWidget(LayerOutputs, QWidget):
         self.run_button.changed.connect(lambda: self.run())
         self.stop_button.changed.connect(self.stop)
         self.estimate_button.changed.connect(lambda: self.estimate())
+        self.residual_button.changed.connect(lambda: self.add_residual())
         layers = napari_viewer.layers
         layers.events.inserted.connect(self._refresh)
         layers.events.removed.connect(self._refresh)
@@ -317,6 +319,9 @@ class RestoreWidget(LayerOutputs, QWidget):
     def _set_running(self, running: bool, layer=None) -> None:
         self.run_button.enabled = not running
         self.estimate_button.enabled = not running
+        if running:
+            self.residual_button.enabled = False
+            self.quality.value, self.quality.visible = "", False
         self.stop_button.enabled = running
         self._live = running
         if running:
@@ -360,6 +365,7 @@ class RestoreWidget(LayerOutputs, QWidget):
         self.last_result = result
         self._add_layers(result, layer, job)
         prov = result["provenance"]
+        self._show_quality(result, layer)
         kept = self._keep_model(result, layer)
         if prov.get("stopped"):
             n = int(np.prod([job.layout.size(a) for a in job.layout.leading], dtype=int))

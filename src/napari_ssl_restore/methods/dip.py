@@ -103,7 +103,8 @@ def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs, mask=None
     batch = 1 if params.warm_start or n == 1 else plane_batch(
         params.plane_batch, n, c, (out_h, out_w), params.channels, device)
     total = sum(iters[i] for i in range(0, n, batch))
-    info: dict = {"stop_iterations": [], "best_iterations": [], "stopped": False,
+    info: dict = {"stop_iterations": [], "best_iterations": [], "data_residual": [],
+                  "stopped": False,
                   "planes_done": 0, "zoom": zoom, "device": str(device), "plane_batch": batch}
     net = make_net(params, c, device, seed=ctx.seed + planes.first) if params.warm_start else None
 
@@ -126,6 +127,8 @@ def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs, mask=None
                 raise
             batch = _smaller_batch(rows, device, info)
             continue
+        fit_info["data_residual"] = _data_residual(operator, estimates["image"], target, weight,
+                                                   norm)
         kept = [not fit_info["stopped"] or m for m in fit_info["meaningful_each"]]
         if not kept[0] and i == 0:
             raise StopRequested(too_early(fit_info, params))
@@ -226,6 +229,19 @@ def _objective(operator, target, weight, norm, n_rows: int, params: Params):
     return objective
 
 
+def _data_residual(operator, estimate, target, weight, norm) -> list[float]:
+    """Each plane's data term ``mean (H(x̂) - y)²`` (known pixels only with a mask) for the
+    returned estimates, in normalised units: the run's quality block divides it by the noise
+    variance (the discrepancy principle)."""
+    import torch
+
+    with torch.no_grad():
+        residual = ((operator(estimate.float()) - target) ** 2).flatten(1)
+        per_plane = (residual.mean(1) if weight is None
+                     else (residual * weight.flatten(1)).sum(1) / norm)
+    return [round(float(v), 8) for v in per_plane.cpu()]
+
+
 def _block_label(i: int, rows: list[int], n: int) -> str:
     """The progress label of the planes ``rows`` (empty for a single plane)."""
     if n <= 1:
@@ -255,6 +271,7 @@ def _store_block(estimates, fit_info, kept, rows, block, masks, planes, out, inf
         out["image"][r] = result
         info["stop_iterations"].append(fit_info["stop_iterations"][k])
         info["best_iterations"].append(fit_info["best_iterations"][k])
+        info["data_residual"].append(fit_info["data_residual"][k])
         info["planes_done"] = r + 1
 
 

@@ -61,6 +61,7 @@ import numpy as np
 from ..core.params import param
 from ..core.registry import ExtraInput, MethodSpec, Output, RunContext
 from ..engine.known_operator import (
+    DISCREPANCY,
     in_input_units,
     input_noise,
     interior,
@@ -378,7 +379,8 @@ class PhysicsGAN(UnpairedRun):
             kept_residual = float(self._residual(kept))
         start = self.start
         result = {"physics_residual": kept_residual, "input_residual": start,
-                  "checkpoint_by": self.scored_by}
+                  "checkpoint_by": self.scored_by,  # the noise's own level on the same crops:
+                  "noise_level": noise_floor(self.noise, self.val, self.margin) / DISCREPANCY}
         if self.scored_by == "physics residual":
             result["noise_floor"] = self.floor
         elif self.qc is not None:
