@@ -48,3 +48,14 @@ def test_denoiser_must_keep_the_shape():
         j_invariant_loss(x, lambda a: a[1:])
     with pytest.raises(ValueError, match="2-D plane"):
         j_invariant_loss(x[:4, :4], lambda a: a)
+
+
+def test_fresh_noise_at_hidden_pixels_stops_weak_denoisers_looking_good():
+    y, x = _field()
+    plain = j_invariant_loss(x, lambda a: a)
+    topped = j_invariant_loss(x, lambda a: a, noise_variance=lambda u: np.full(u.shape, 0.01))
+    # the identity returns the hidden pixel's fill: a quarter of the noise, or all of it, again
+    assert plain == pytest.approx(1.25 * 0.01, rel=0.2)
+    assert topped == pytest.approx(2.0 * 0.01, rel=0.2)
+    assert topped == j_invariant_loss(x, lambda a: a, seed=0,
+                                      noise_variance=lambda u: np.full(u.shape, 0.01))

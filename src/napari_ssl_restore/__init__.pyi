@@ -68,7 +68,7 @@ def batch(
 ) -> BatchSummary: ...
 def analyse(
     data: _Image, axes: str | None = None, *, second: _Image | None = None,
-    psf: npt.ArrayLike | None = None, device: str | None = None, seed: int = 0,
+    psf: npt.ArrayLike | None = None, device: str | None = None, seed: int = 0, measure: bool = True,
 ) -> dict[str, Any]: ...
 
 # dcp: Dark Channel Prior dehazing (He et al. 2009): removes haze / out-of-focus veil

@@ -30,12 +30,18 @@ called noisy (2.5 grey levels of an 8-bit image)."""
 HAZY = 0.25
 """Haze score above which dehazing is recommended: the dark channel's median is a quarter of the
 airlight, where He et al. (2009) found haze-free patches' dark channel near zero."""
+CLEAR_BLUR = 1.5
+"""PSF sigma (px) from which a still image counts as blurred first and noisy second: deconvolution
+is then recommended before denoising (Richardson-Lucy's discrepancy stop already respects the
+noise). Narrower widths are within what a well-sampled, merely smooth field reads."""
 SMALL_MOTION = 2.0
 """Median motion (px) under which temporal fusion of a pretrained denoiser is recommended first."""
 SECONDS_PER_MPX = {"dcp": 0.5, "dncnn": 4.0, "dncnn-fusion": 12.0, "frame2frame": 60.0,
-                   "noise2noise": 10.0, "dip": 3000.0}
-"""Rough CPU seconds per megapixel (all planes, all channels) of each recommendation; a GPU is
-typically ten times faster for the networks. Order-of-magnitude figures, not measurements."""
+                   "noise2noise": 10.0, "dip": 3000.0, "richardson-lucy": 2.0,
+                   "classic-denoise": 4.0}
+"""Rough CPU seconds per megapixel (all planes, all channels) of each recommendation, used when
+``measure=False`` or the Estimate probe cannot run one; a GPU is typically ten times faster for
+the networks. Order-of-magnitude figures."""
 SETUP_SECONDS = {"noise2noise": 120.0, "frame2frame": 60.0}
 """Rough fixed cost (training) on top of the per-megapixel figure."""
 
@@ -147,17 +153,27 @@ def _recommend(r: dict, noisy: bool, megapixels: float, psf_given: bool) -> list
             and not noise["correlated"]
         recs += [fusion, f2f] if small else [f2f, fusion]
     if noisy and time is None and not any(x["method"] == "dncnn" for x in recs):
-        recs.append(_rec("dncnn", {}, f"noisy ({noise['model']}, sigma {noise['sigma']:.3g})"
-                         + (", correlated — a pixel-wise denoiser may leave structure" if
-                            noise["correlated"] else "") + ": a pretrained DnCNN.", megapixels))
+        kind = f"noisy ({noise['model']}, sigma {noise['sigma']:.3g})" + (
+            ", correlated — a pixel-wise denoiser may leave structure" if noise["correlated"]
+            else "")
+        recs.append(_rec("dncnn", {}, f"{kind}: a pretrained DnCNN.", megapixels))
+        recs.append(_rec("classic-denoise", {}, f"{kind}: non-local means, its strength "
+                         "calibrated on this image (J-invariant loss).", megapixels))
     # denoising before deconvolution and dehazing, which both amplify noise
     if r["blur_sigma"] is not None:
-        params: dict[str, Any] = {"task": "deconv"}
-        if not psf_given:
-            params["psf_sigma"] = round(r["blur_sigma"], 2)
-        recs.append(_rec("dip", params, f"blurred (Gaussian-equivalent PSF sigma "
-                         f"{r['blur_sigma']:.2g} px): Deep Image Prior deconvolution"
-                         + (" (pass psf= the measured PSF)." if psf_given else "."), megapixels))
+        width = {} if psf_given else {"psf_sigma": round(r["blur_sigma"], 2)}
+        blurred = f"blurred (Gaussian-equivalent PSF sigma {r['blur_sigma']:.2g} px)"
+        given = " (pass psf= the measured PSF)" if psf_given else ""
+        recs.append(_rec("richardson-lucy", dict(width), f"{blurred}: Richardson-Lucy "
+                         f"deconvolution{given}, stopped when the residual reaches the noise "
+                         "(discrepancy principle); a small fraction of DIP's time.", megapixels))
+        recs.append(_rec("dip", {"task": "deconv", **width}, f"{blurred}: Deep Image Prior "
+                         f"deconvolution{given}: minutes per plane, within a few tenths of a dB "
+                         "of Richardson-Lucy on our held-out crops.", megapixels))
+    deconv = [x for x in recs if x["method"] in ("richardson-lucy", "dip")]
+    if deconv and r["blur_sigma"] >= CLEAR_BLUR and time is None \
+            and not any(x["method"] == "noise2noise" for x in recs):
+        recs = deconv + [x for x in recs if x not in deconv]
     if r["haze"]["score"] > HAZY:
         grey = len(np.ravel(r["haze"]["airlight"])) == 1
         recs.append(_rec("dcp", {}, f"hazy (score {r['haze']['score']:.2f}): dark channel prior "
@@ -188,7 +204,7 @@ def _summary(r: dict, noisy: bool, rel: float, shape) -> str:
 
 
 def analyse(data, axes: str | None = None, *, second=None, psf: npt.ArrayLike | None = None,
-            device: str | None = None, seed: int = 0) -> dict[str, Any]:
+            device: str | None = None, seed: int = 0, measure: bool = True) -> dict[str, Any]:
     """Describe an image's degradations and recommend restoration methods, without ground truth.
 
     Reads at most :data:`MAX_PLANES` planes of at most :data:`MAX_SIDE`² (centre crops), so a
@@ -208,7 +224,11 @@ def analyse(data, axes: str | None = None, *, second=None, psf: npt.ArrayLike | 
     device : str, optional
         Torch device for the motion estimate of a time-lapse (default CPU).
     seed : int
-        Unused by the current (deterministic) estimators; kept for the contract.
+        Seed of the runs behind the measurements (the timing probes, the scored denoisers).
+    measure : bool
+        Time each recommendation with the Estimate probe and score the still-image denoisers on
+        a crop by the J-invariant loss (:mod:`napari_ssl_restore.ranking`; a few seconds on a
+        CPU). ``False`` answers at once with rough figures (:data:`SECONDS_PER_MPX`).
 
     Returns
     -------
@@ -232,16 +252,17 @@ def analyse(data, axes: str | None = None, *, second=None, psf: npt.ArrayLike | 
     ValueError
         For an input that cannot be analysed (1-D, empty, planes under 16², NaN/inf, constant).
     """
-    return drive(iter_analyse(data, axes, second=second, psf=psf, device=device, seed=seed))
+    return drive(iter_analyse(data, axes, second=second, psf=psf, device=device, seed=seed,
+                              measure=measure))
 
 
 def iter_analyse(data, axes: str | None = None, *, second=None, psf: npt.ArrayLike | None = None,
-                 device: str | None = None, seed: int = 0) -> MethodGenerator:
+                 device: str | None = None, seed: int = 0,
+                 measure: bool = True) -> MethodGenerator:
     """:func:`analyse` as a generator: yields :class:`~napari_ssl_restore.core.progress.Step`
     events (one per plane read, one per estimator) and returns the same dict. The dock drives it
     in a worker (progress bar, Stop between steps); :func:`~napari_ssl_restore.core.progress.drive`
     runs it to the end."""
-    del seed
     source = _open(data, axes, "the image")
     picks, pairs = _picks(source)
     total = len(picks) + 4 + bool(pairs) + (second is not None)
@@ -303,6 +324,19 @@ def iter_analyse(data, axes: str | None = None, *, second=None, psf: npt.ArrayLi
     noisy = rel > NOISY
     megapixels = float(np.prod(source.layout.shape, dtype=np.int64)) / 1e6
     result["summary"] = _summary(result, noisy, rel, source.layout.shape)
-    result["recommendations"] = _recommend(result, noisy, megapixels, psf is not None)
-    yield Step(total, total, f"{len(result['recommendations'])} recommendation(s)")
+    recs = _recommend(result, noisy, megapixels, psf is not None)
+    result["recommendations"] = recs
+    if measure and recs:
+        from . import ranking
+
+        total = done + len(recs) + sum(r["method"] in ranking.RANKED for r in recs) + 1
+        for sub in ranking.rank_denoisers(recs, frames[picks[len(picks) // 2]], noise,
+                                          device=device, seed=seed):
+            done += 1
+            yield Step(done, total, sub.message)
+        for sub in ranking.timed(recs, source.array, source.layout.axes, second=second,
+                                 psf=psf, device=device, seed=seed):
+            done += 1
+            yield Step(done, total, sub.message)
+    yield Step(total, total, f"{len(recs)} recommendation(s)")
     return result

@@ -114,6 +114,9 @@ def _build_parser() -> argparse.ArgumentParser:
     an.add_argument("--second", default=None, metavar="FILE",
                     help="a second acquisition of the same field (for Noise2Noise)")
     an.add_argument("--json", action="store_true", help="print the analysis as JSON")
+    an.add_argument("--quick", action="store_true",
+                    help="skip the measurements on the data (timing probes, J-invariant scores "
+                         "of the denoisers): rough times, recommendations in a fixed order")
 
     demo = sub.add_parser("demo", help="run the methods on bundled/synthetic data and write TIFFs "
                                        "and a PNG comparison figure (no network, no display)")
@@ -164,11 +167,12 @@ def _cmd_analyse(args: argparse.Namespace) -> int:
     import json
 
     from .assistant import analyse
+    from .estimate import duration
 
     for path in (args.input, args.second):
         if path is not None and not os.path.exists(path):
             raise FileNotFoundError(f"{path} does not exist; give the path of an image file.")
-    result = analyse(args.input, args.axes, second=args.second)
+    result = analyse(args.input, args.axes, second=args.second, measure=not args.quick)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -191,7 +195,12 @@ def _cmd_analyse(args: argparse.Namespace) -> int:
     print(result["summary"])
     for i, rec in enumerate(result["recommendations"], 1):
         params = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in rec["params"].items())
-        print(f"{i}. {rec['method']} {params} (~{rec['expected_seconds']:g} s): {rec['why']}")
+        how = "measured" if rec.get("seconds_measured") else "rough"
+        score = rec.get("score")
+        judged = "" if not score else (f" [J-invariant loss {score['j_invariant_loss']:.3g}, "
+                                       f"noise variance {score['noise_variance']:.3g}]")
+        print(f"{i}. {rec['method']} {params} (~{duration(rec['expected_seconds'])}, {how}): "
+              f"{rec['why']}{judged}")
     if not result["recommendations"]:
         print("no restoration recommended")
     return 0

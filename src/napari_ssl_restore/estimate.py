@@ -44,13 +44,16 @@ class Estimate:
         if np.isfinite(self.seconds_per_plane):
             total = self.seconds_per_plane * self.planes
             out.append(f"estimated time: {self.seconds_per_plane:.2f} s/plane, about "
-                       f"{_duration(total)} in all (measured on a {PROBE_SIDE}² crop, scaled"
+                       f"{duration(total)} in all (measured on a {PROBE_SIDE}² crop, scaled"
                        + ("; early stopping usually ends sooner" if self.early_stop else "")
                        + ")")
         return out
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
+    """``'42 s'``, ``'12 min'``, ``'3.5 h'``: a time as a person reads it."""
+    if seconds < 1:
+        return "under 1 s"
     if seconds < 120:
         return f"{seconds:.0f} s"
     if seconds < 7200:

@@ -67,8 +67,12 @@ def dock_names() -> tuple[str, dict[str, tuple[str, str]]]:
     return manifest.name, names
 
 
-def _seconds(s: float) -> str:
-    return f"~{s:.0f} s" if s < 90 else f"~{s / 60:.0f} min"
+def _seconds(rec: dict) -> str:
+    """``'~12 min (CPU, measured)'``: the recommendation's expected time and where it came from."""
+    from ..estimate import duration
+
+    return (f"~{duration(rec['expected_seconds'])} "
+            f"({'measured' if rec.get('seconds_measured') else 'rough'})")
 
 
 def report_lines(report: dict[str, Any]) -> list[str]:
@@ -401,12 +405,11 @@ class AssistantWidget(QWidget):
             params = ", ".join(f"{k}={v}" for k, v in rec["params"].items())
             button = QPushButton(f"{i + 1}. Open {title}")
             button.setToolTip(f"{get_method(rec['method']).title}.\n{rec['why']}\nParameters: "
-                              f"{params or 'defaults'}. About "
-                              f"{_seconds(rec['expected_seconds'])} on a CPU (rough).")
+                              f"{params or 'defaults'}. About {_seconds(rec)}.")
             button.setEnabled(rec["method"] in names)
             button.clicked.connect(lambda _checked=False, i=i: self.open_recommendation(i))
             note = QLabel(f"{rec['why']} {params + ' · ' if params else ''}"
-                          f"{_seconds(rec['expected_seconds'])} (CPU, rough)")
+                          f"{_seconds(rec)}")
             note.setWordWrap(True)
             note.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
             note.setStyleSheet("QLabel { font-size: 11px; }")

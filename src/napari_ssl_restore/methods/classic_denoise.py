@@ -24,7 +24,8 @@ independent between pixels. It judges the denoiser run with a grid of pixels hid
 by the mean of its four neighbours; that mean carries a quarter of the noise variance, so weak
 settings would pass it through and look better than they are (wavelets: the weakest strength,
 4 dB below the best, on our fields). Here the hidden pixels get fresh noise of the missing three
-quarters (from the fitted ``a·u + b``) before the denoiser sees them (:func:`renoised`): fresh noise
+quarters (from the fitted ``a·u + b``) before the denoiser sees them (``noise_variance`` of
+:func:`~napari_ssl_restore.engine.judge.j_invariant_loss`): fresh noise
 is independent of the pixels' own, so the loss keeps its meaning, and the pick lands within
 0.25 dB of the grid's best on our synthetic fields.
 
@@ -186,34 +187,18 @@ def noise_level(crops: list[np.ndarray], models: np.ndarray) -> float:
     return sigma
 
 
-def renoised(f, strength: float, crop: np.ndarray, models: np.ndarray,
-             rng: np.random.Generator) -> Callable[[np.ndarray], np.ndarray]:
-    """``f`` at ``strength`` for :func:`j_invariant_loss` on ``crop``.
-
-    The hidden pixels (those that differ from the crop: the mean of their four neighbours, with a
-    quarter of the noise variance) get fresh noise of the missing three quarters, so the denoiser
-    sees noise of the level it is set for. The fresh noise is independent of the hidden pixels'
-    own, so the loss keeps its meaning; without it, weak settings pass the neighbours' mean
-    through and look better than they are (a 4 dB wrong pick for wavelets on our fields)."""
-    def g(x: np.ndarray) -> np.ndarray:
-        hidden = np.any(x != crop, axis=-1)
-        y = x.copy()
-        u = y[hidden]
-        var = np.maximum(models[:, 0] * u + models[:, 1], 0.0)
-        y[hidden] = u + np.sqrt(0.75 * var) * rng.standard_normal(u.shape)
-        return f(y, strength)
-    return g
-
-
 def calibrate(crops: list[np.ndarray], f, models: np.ndarray, params: Params, seed: int):
     """A generator of Steps returning ``(strength, grid, losses)``: the strength of the grid with
     the least J-invariant loss summed over the crops (each candidate sees the same fresh noise)."""
     grid = [round(params.strength * g, 6) for g in GRID]
     losses = []
+    def variance(u: np.ndarray) -> np.ndarray:
+        return models[:, 0] * u + models[:, 1]
+
     for k, s in enumerate(grid, 1):
-        rng = np.random.default_rng(seed)
-        losses.append(sum(j_invariant_loss(c, renoised(f, s, c, models, rng),
-                                           passes=params.passes) for c in crops))
+        losses.append(sum(j_invariant_loss(c, lambda x, s=s: f(x, s), passes=params.passes,
+                                           noise_variance=variance, seed=seed + n)
+                          for n, c in enumerate(crops)))
         yield Step(k, len(grid), f"calibrating: strength {s:g} ({k}/{len(grid)})")
     return grid[int(np.argmin(losses))], grid, losses
 
