@@ -136,7 +136,7 @@ def _fixed(method, params, noisy):
 
 
 def ranking() -> dict:
-    picks, losses, orders = [], [], []
+    picks, losses, orders, assistant = [], [], [], []
     for name, clean in held_out().items():
         crop = clean[32:224, 32:224]
         for s in (15, 25, 50):
@@ -157,12 +157,18 @@ def ranking() -> dict:
                 rank_true = sorted(true, key=true.get, reverse=True)
                 rank_j = sorted(judged, key=judged.get)
                 orders.append(rank_true == rank_j)
+                # the assistant's own choice: dncnn or classic-denoise at its default (NL-means)
+                two = min(("dncnn", "nl-means"), key=judged.get)
+                assistant.append(max(true["dncnn"], true["nl-means"]) - true[two])
                 print(f"{name:22s} σ{s:<3d} seed {seed}: best {best} ({true[best]:.2f} dB), "
                       f"J-pick {pick} ({true[pick]:.2f} dB)  "
                       + " ".join(f"{k} {v:.2f}" for k, v in true.items()), flush=True)
     out = {"cases": len(picks), "pick_is_best": float(np.mean(picks)),
            "mean_db_lost": float(np.mean(losses)), "worst_db_lost": float(np.max(losses)),
-           "full_order_agrees": float(np.mean(orders))}
+           "full_order_agrees": float(np.mean(orders)),
+           "assistant_pick_is_better_of_two": float(np.mean(np.asarray(assistant) == 0)),
+           "assistant_mean_db_lost": float(np.mean(assistant)),
+           "assistant_worst_db_lost": float(np.max(assistant))}
     print(json.dumps(out, indent=1))
     return out
 
