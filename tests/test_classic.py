@@ -171,3 +171,18 @@ def test_stop_keeps_what_is_done(field):
                   noise_sigma=0.01, should_stop=lambda: next(calls) >= 1, full_output=True)
     assert out["provenance"]["stopped"] is True
     np.testing.assert_allclose(out["image"][2], y[2], rtol=1e-6)
+
+
+def test_richardson_lucy_reports_its_data_residual_to_the_quality_block():
+    from scipy import ndimage as ndi
+
+    from napari_ssl_restore import data, restore
+
+    rng = np.random.default_rng(31)
+    field = ndi.gaussian_filter(data.microscopy_field(128, seed=31), 2.0)
+    noisy = (field + 0.01 * rng.standard_normal(field.shape)).astype(np.float32)
+    res = restore(noisy, "richardson-lucy", axes="YX", psf_sigma=2.0, full_output=True)
+    prov = res["provenance"]
+    assert len(prov["data_residual"]) == 1
+    # stopped by the discrepancy principle: the residual sits at the noise floor
+    assert prov["quality"]["physics_residual"] == pytest.approx(1.0, abs=0.3)

@@ -172,7 +172,9 @@ def deconvolve_plane(plane: np.ndarray, op: Blur, params: Params, noise: np.ndar
                      step0: int, total: int, label: str, previews: bool):
     """Richardson–Lucy on one ``(H, W, C)`` plane; a generator of Steps returning ``(estimate
     (H, W, C), iterations per channel, discrepancy reached per channel, variance per channel,
-    stopped)``. A Stop thrown in at a Step returns the estimate so far (``stopped`` True)."""
+    stopped, data residual)``, the last ``mean (H x̂ − y)²`` over the plane (normalised units, for
+    the quality block's discrepancy check). A Stop thrown in at a Step returns the estimate so far
+    (``stopped`` True)."""
     y = np.clip(np.moveaxis(plane, -1, 0), 0, None).astype(np.float32)  # (C, H, W)
     c = y.shape[0]
     yp = op.padded(y)
@@ -216,7 +218,8 @@ def deconvolve_plane(plane: np.ndarray, op: Blur, params: Params, noise: np.ndar
             except StopRequested:
                 stopped = True
                 break
-    return np.moveaxis(op.crop(x), 0, -1), iters, reached, variance, stopped
+    data_residual = float(((op.crop(hx).astype(np.float64) - y) ** 2).mean())
+    return np.moveaxis(op.crop(x), 0, -1), iters, reached, variance, stopped, data_residual
 
 
 def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs, psf=None):
@@ -230,18 +233,19 @@ def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs, psf=None)
     op = Blur(kernel, planes.hw)
     discrepancy = params.stop == "discrepancy"
     total = n * params.max_iter
-    iters, reached, variances = [], [], []
+    iters, reached, variances, residuals = [], [], [], []
     stopped = False
     for i in range(n):
         plane = planes[i]
         noise = noise_models(plane, params, ctx) if discrepancy else None
-        estimate, it, ok, var, stopped = yield from deconvolve_plane(
+        estimate, it, ok, var, stopped, res = yield from deconvolve_plane(
             plane, op, params, noise, step0=i * params.max_iter, total=total,
             label=f"plane {i + 1}/{n}:" if n > 1 else "", previews=ctx.previews)
         out["image"][i] = estimate
         iters.extend(int(k) for k in it)
         reached.extend(bool(r) for r in ok)
         variances.extend(float(v) for v in var)
+        residuals.append(res)
         if stopped:
             info["planes_done"] = i + 1
             if i + 1 < n:
@@ -252,6 +256,7 @@ def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs, psf=None)
                    f"{int(max(it))} iterations")
     info.update(_report(iters, reached, variances, params, ctx))
     info["stopped"] = stopped
+    info["data_residual"] = residuals
     return MethodResult({}, info)
 
 
