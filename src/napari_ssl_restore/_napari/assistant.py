@@ -434,7 +434,9 @@ class AssistantWidget(QWidget):
         if not any(run.layer == layer for layer in self.viewer.layers):
             self._error(f"the analysed layer {run.layer.name!r} is no longer in the viewer.")
             return None
-        dock, widget = self.viewer.window.add_plugin_dock_widget(plugin, names[rec["method"]][0])
+        # a tab beside the assistant: on a laptop screen two stacked docks would each get half
+        dock, widget = self.viewer.window.add_plugin_dock_widget(plugin, names[rec["method"]][0],
+                                                                 tabify=True)
         dock.show()
         dock.raise_()
         if not widget.run_button.enabled:  # already running: leave its settings alone
