@@ -62,13 +62,6 @@ def timed(recs: list[dict], data, axes: str, *, second=None, psf=None,
         yield Step(k, len(recs), f"timed {rec['method']}: ~{rec['expected_seconds']:g} s")
 
 
-def _crop(plane: np.ndarray) -> np.ndarray:
-    h, w = plane.shape[:2]
-    s = min(RANK_SIDE, h), min(RANK_SIDE, w)
-    y0, x0 = (h - s[0]) // 2, (w - s[1]) // 2
-    return plane[y0:y0 + s[0], x0:x0 + s[1]]
-
-
 def _denoiser(method: str, params: dict, axes: str, device: str | None, seed: int):
     from .api import restore
 
@@ -105,12 +98,13 @@ def rank_denoisers(recs: list[dict], plane: np.ndarray, noise: dict, *,
     in the input's units² (loss − noise variance estimates the error against the clean image).
     Yields one :class:`Step` per candidate; returns nothing."""
     from .engine.judge import j_invariant_loss
+    from .engine.predict import centre_crop
 
     slots = [i for i, r in enumerate(recs)
              if r["method"] in RANKED and not r["params"].get("fusion_radius")]
     if len(slots) < 2:
         return
-    crop = _crop(plane)
+    crop = centre_crop(plane, RANK_SIDE)
     axes = "YXC" if crop.shape[-1] > 1 else "YX"
     variance = float(max(noise["a"] * float(np.mean(crop)) + noise["b"], 0.0))
     scored = []

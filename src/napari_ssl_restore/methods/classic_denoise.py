@@ -48,6 +48,7 @@ from ..core.progress import Step, StopRequested, unrestored
 from ..core.registry import MethodResult, MethodSpec, Output, RunContext
 from ..engine.judge import j_invariant_loss
 from ..engine.planes import Outputs, Planes
+from ..engine.predict import centre_crop
 from ..physics.estimate import noise_fit
 from ._public import public_function
 
@@ -151,12 +152,6 @@ def denoiser(params: Params, sigma: float) -> Callable[[np.ndarray, float], np.n
 
 # --- noise and calibration -----------------------------------------------------------------------
 
-def centre_crop(plane: np.ndarray, size: int = CROP) -> np.ndarray:
-    h, w = plane.shape[:2]
-    y, x = max(0, (h - size) // 2), max(0, (w - size) // 2)
-    return plane[y:y + size, x:x + size]
-
-
 def noise_models(crops: list[np.ndarray], params: Params, ctx: RunContext) -> np.ndarray:
     """Per channel ``(a, b)`` of the noise variance ``a·u + b`` in normalised units: fitted on the
     crops, or ``(0, (noise_sigma / scale)²)`` when ``noise_sigma`` is set."""
@@ -214,7 +209,7 @@ def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs):
     n = len(planes)
     whole = planes.whole  # a chunk of a stack uses the whole stack's noise and strength
     picks = whole.source.sample_indices(CALIBRATION_PLANES)
-    crops = [centre_crop(whole[i]) for i in picks]
+    crops = [centre_crop(whole[i], CROP) for i in picks]
     models = noise_models(crops, params, ctx)
     sigma = noise_level(crops, models)
     f = denoiser(params, sigma)
