@@ -240,3 +240,46 @@ def test_deconvolution_can_rise_above_the_blurred_data():
     out = restore_dip(y, task="deconv", psf_sigma=1.5, max_iter=300, early_stop=False,
                       float_output=True, seed=0, **TINY)
     assert out.max() > 1.2 * y.max()
+
+
+def test_settle_freezes_rows_with_their_estimate_then():
+    """A plane ended by another rule (the discrepancy principle) keeps its estimate of that
+    moment; the other plane goes on."""
+    es = EarlyStop(window=2, patience=1 << 62)
+    for it in range(1, 10):
+        est = {"it": torch.full((2, 1), float(it))}
+        es.update(it, torch.randn(2, 4), est)
+        if it == 5:
+            es.settle(it, torch.tensor([True, False]), est)
+    assert es.frozen.tolist() == [True, False] and es.best["it"][0, 0] == 5
+    assert es.stop_iter.tolist()[0] == 5 and not es.finished()
+
+
+def test_preconditioner_evens_out_what_the_psf_attenuates():
+    from napari_ssl_restore.methods import dip
+
+    params = dip.Params(task="deconv", psf_sigma=2.0, precondition=0.03)
+    pre = dip._preconditioner(params, None, (32, 32), torch.device("cpu"))
+    flat = torch.full((1, 1, 32, 32), 0.7)
+    torch.testing.assert_close(pre(flat), flat)  # zero frequency untouched
+    stripes = torch.tensor([(-1.0) ** k for k in range(32)]).expand(1, 1, 32, 32)
+    gain = float(pre(stripes).std() / stripes.std())
+    assert gain > 5  # the finest detail, nearly erased by the blur, is weighted up
+    assert dip._preconditioner(dip.Params(task="deconv", precondition=0), None, (32, 32),
+                               torch.device("cpu")) is None
+
+
+def test_deconvolution_stops_by_the_discrepancy_principle():
+    """The fit ends once H(x̂) explains the data to within its measured noise, not at max_iter."""
+    from scipy import ndimage as ndi
+
+    from napari_ssl_restore.data import cells
+
+    rng = np.random.default_rng(0)
+    y = ndi.gaussian_filter(cells(48, seed=1), 1.5) + 0.03 * rng.standard_normal((48, 48))
+    out = restore_dip(y.astype(np.float32), task="deconv", psf_sigma=1.5, max_iter=1500,
+                      es_window=20, full_output=True, seed=0, **TINY)
+    prov = out["provenance"]
+    assert prov["stop_iterations"][0] < 1500
+    noise_var = (0.03 / (np.percentile(y, 99.9) - np.percentile(y, 0.1))) ** 2
+    assert prov["data_residual"][0] <= 1.3 * noise_var

@@ -130,6 +130,12 @@ def test_only_what_the_task_uses_is_shown(make_napari_viewer):
     assert shown(widget.inputs["mask"]) and not shown(p.sr_factor)
     p.task.value = "deconv"
     assert shown(p.psf_sigma) and shown(widget.inputs["psf"]) and not shown(widget.inputs["mask"])
+    # where the task's defaults lose to (or barely beat) the classical baseline, the dock says so
+    assert shown(widget.standing) and "richardson-lucy" in widget.standing.value
+    p.task.value = "sr"
+    assert not shown(widget.standing)
+    p.task.value = "denoise"
+    assert shown(widget.standing) and "BM3D" in widget.standing.value
     # paper-level knobs wait in the collapsed advanced section
     assert p.channels.native.parent() is not widget.form.native
     assert p.task.native.parent() is not widget.advanced_form.native

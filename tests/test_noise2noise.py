@@ -190,3 +190,44 @@ def test_not_a_model_file(tmp_path, pair):
     torch.save({"hello": 1}, bad)
     with pytest.raises(ValueError, match="not a napari-ssl-restore model"):
         restore(pair["image"], "noise2noise", mode="apply", model=str(bad), **TINY)
+
+
+def test_held_out_strip_is_never_trained_on():
+    field = torch.arange(2 * 1 * 64 * 40, dtype=torch.float32).reshape(2, 1, 64, 40)
+    params = n2n.Params(patch_size=16, depth=2, features=8)
+    (src, tgt), rows = n2n.held_out_strip(field, [(0, 1), (1, 0)], params, 4)
+    assert rows == 56 and src.shape == (2, 1, 8, 40)  # 1/8 of 64 rows, a multiple of 4
+    assert torch.equal(src[0], field[0, :, 56:]) and torch.equal(tgt[0], field[1, :, 56:])
+    # no room for a strip and a training patch above it: no validation
+    assert n2n.held_out_strip(field[..., :18, :], [(0, 1)], params, 4) == (None, 18)
+    assert n2n.held_out_strip(field, [(0, 1)], n2n.Params(validation_fraction=0, patch_size=16,
+                                                          depth=2), 4) == (None, 64)
+
+
+def test_default_stops_on_the_held_out_loss_and_keeps_the_best(pair):
+    steps = []
+    out = restore(pair["image"], "noise2noise", target=pair["target"], patience=100,
+                  progress=steps.append, full_output=True, **TINY)
+    prov = out["provenance"]
+    history = prov["held_out_loss"]
+    assert prov["stop_rule"] == "held-out loss" and prov["trained_steps"] < n2n.MAX_AUTO_STEPS
+    assert [it for it, _ in history] == list(range(50, prov["trained_steps"] + 1, 50))
+    best = min(history, key=lambda h: h[1])
+    assert prov["kept"] == f"step {best[0]}" and prov["best_step"] == best[0]
+    assert prov["trained_steps"] - best[0] >= 100  # patience, then the stop
+    assert history[0][1] > best[1]  # it learned something measurable on the strip
+    # the progress reports carry the curve; the quality block reads the held-out loss
+    assert any("held-out" in s.message for s in steps)
+    assert "held-out loss" in prov["quality"]["verdict"]
+    # a fixed count keeps the paper's schedule and still reports the held-out loss
+    fixed = restore(pair["image"], "noise2noise", target=pair["target"], steps=60,
+                    full_output=True, **TINY)["provenance"]
+    assert fixed["stop_rule"] == "fixed count" and fixed["trained_steps"] == 60
+    assert fixed["kept"] == "final" and len(fixed["held_out_loss"]) == 1
+
+
+def test_the_dock_draws_the_held_out_curve():
+    from napari_ssl_restore._napari.widgets import sparkline
+
+    assert sparkline([3.0, 2.0, 1.0, 1.0]) == "█▅▁▁"
+    assert sparkline([1.0, 1.0]) == "▁▁"

@@ -236,6 +236,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print(line)
         print("would write " + ", ".join(files.values()))
         return 0
+    standing = spec.standing_of(job.params)
+    if standing:
+        print(f"note: {standing}", file=sys.stderr)
     with tqdm(total=100, desc=spec.name, unit="%", file=sys.stderr, leave=False,
               disable=None) as bar:
         def progress(step):

@@ -79,7 +79,7 @@ def memory(job, *, outputs_in_memory: bool) -> tuple[int, int]:
         nets = 1 if name == "dip" else 3
         # tensors kept for the backward pass, per scale; each scale has a quarter of the pixels
         levels = sum(0.25 ** k for k in range(params.depth))
-        work = int(nets * params.channels * h * zoom * w * zoom * 4 * DIP_TENSORS * levels)
+        work = int(nets * params.width() * h * zoom * w * zoom * 4 * DIP_TENSORS * levels)
     else:  # a network predicting in tiles, and (when it trains) its training planes
         work = CPU_BUDGET
         if getattr(params, "mode", "") in ("train", "offline", "online"):

@@ -75,6 +75,9 @@ def build_form(w) -> None:
 def _fields(w) -> tuple[list[Widget], list[Widget]]:
     """The input and parameter fields; returns the basic and the advanced parameters."""
     w.title = Label(value=f"<b>{w.spec.title}</b>")
+    w.standing = Label(name="standing", value="", visible=False,
+                       tooltip="Measured on held-out data at the default settings (README, "
+                               "benchmarks).")
     w.image = ComboBox(name="image", label="image", choices=w._image_choices,
                        tooltip="The image layer to restore.")
     w.inputs = {
@@ -123,6 +126,9 @@ def _run_rows(w) -> Container:
                                        "their best result so far; others add nothing.")
     w.progress = ProgressBar(name="progress", label="progress", value=0, min=0, max=1000)
     w.status = Label(name="status", value="ready")
+    w.curve = Label(name="curve", value="", visible=False,
+                    tooltip="The loss on held-out pixels the network never trains on, at each "
+                            "check (lower is better): training stops once it stops improving.")
     w.quality = Label(name="quality", value="", visible=False,
                       tooltip="After a run: whether the residual (input - output) looks like "
                               "noise or holds structure, or how well the result explains the "
@@ -134,7 +140,8 @@ def _run_rows(w) -> Container:
                                            "of the input's shape.")
     buttons = Container(widgets=[w.run_button, w.stop_button, w.estimate_button,
                                  w.residual_button], layout="horizontal", labels=False)
-    for label in (w.title, w.status, w.quality):  # long titles/messages wrap, not widen
+    # long titles and messages wrap, not widen
+    for label in (w.title, w.standing, w.status, w.curve, w.quality):
         label.native.setWordWrap(True)
         label.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
     return buttons
@@ -159,6 +166,6 @@ def _lay_out(w, buttons: Container) -> None:
     w.scroll.setWidget(body)
     w.advanced.toggled.connect(w._fit_width)
     layout = QVBoxLayout(w)
-    for part in (w.title.native, w.scroll, buttons.native, w.progress.native, w.status.native,
-                 w.quality.native):
+    for part in (w.title.native, w.standing.native, w.scroll, buttons.native, w.progress.native,
+                 w.status.native, w.curve.native, w.quality.native):
         layout.addWidget(part)

@@ -135,6 +135,9 @@ class RestoreWidget(LayerOutputs, QWidget):
             self.params[p.name].visible = p.applies(settings)
         for inp in self.spec.inputs:
             self.inputs[inp.name].visible = inp.applies(settings)
+        standing = self.spec.standing_of(settings)
+        self.standing.value = f"<i>{standing}</i>" if standing else ""
+        self.standing.visible = bool(standing)
 
     # --- layer choices -----------------------------------------------------------------------------
     def _image_choices(self, _widget=None):
@@ -322,6 +325,7 @@ class RestoreWidget(LayerOutputs, QWidget):
         if running:
             self.residual_button.enabled = False
             self.quality.value, self.quality.visible = "", False
+            self.curve.value, self.curve.visible, self._curve = "", False, {}
         self.stop_button.enabled = running
         self._live = running
         if running:
@@ -353,6 +357,22 @@ class RestoreWidget(LayerOutputs, QWidget):
             pbar.update(value - pbar.n)
         if step.preview is not None:
             self._show_preview(step.preview)
+        self._show_curve(step.metrics)
+
+    def _show_curve(self, metrics: dict) -> None:
+        """The held-out validation loss so far as a one-line curve (methods that report one)."""
+        value, at = metrics.get("val_loss"), metrics.get("step")
+        if value is None or at is None or not np.isfinite(value):
+            return
+        curve = getattr(self, "_curve", {})
+        if curve.get(list(curve)[-1] if curve else None) == value:
+            return  # the same check reported again
+        curve[int(at)] = float(value)
+        self._curve = curve
+        best = min(curve, key=curve.__getitem__)
+        self.curve.value = (f"held-out loss {sparkline(list(curve.values()))} "
+                            f"{value:.3g} (best {curve[best]:.3g} at step {best})")
+        self.curve.visible = True
 
     def _on_done(self, result, layer, job) -> None:
         self._live = False
@@ -395,6 +415,16 @@ class RestoreWidget(LayerOutputs, QWidget):
         self.run_button.enabled = True
         self.estimate_button.enabled = True
         self.stop_button.enabled = False
+
+def sparkline(values: list[float], width: int = 24) -> str:
+    """``values`` as a row of block characters (the last ``width``), low to high."""
+    bars = "▁▂▃▄▅▆▇█"
+    v = np.asarray(values[-width:], float)
+    span = float(v.max() - v.min())
+    if span <= 0:
+        return bars[0] * len(v)
+    return "".join(bars[int(round((x - v.min()) / span * (len(bars) - 1)))] for x in v)
+
 
 def _until_stopped(gen, token: StopToken):
     """A method's steps with Stop handling; returns the outputs dict, or :class:`_Stopped` (with

@@ -68,6 +68,10 @@ class FitParams:
         """The first plane's iteration count; each method's Params defines it."""
         raise NotImplementedError(f"{type(self).__name__} must define iterations()")
 
+    def width(self) -> int:
+        """The generator's feature channels (``channels``; a method may choose them per task)."""
+        return self.channels
+
     def plane_iterations(self, n: int) -> list[int]:
         """Iterations for each of ``n`` planes: the first gets ``iterations()``, warm-started ones
         ``warm_iter_fraction`` of it."""
@@ -128,6 +132,22 @@ class EarlyStop:
         self.stop_iter = torch.where(now, torch.full_like(self.stop_iter, it), self.stop_iter)
         self.frozen = self.frozen | now
 
+    def settle(self, it: int, done, estimate: dict) -> None:
+        """Freeze the rows ``done`` (a bool tensor, rows = planes) now, keeping ``estimate``'s rows
+        as their result: a stopping rule other than the variance's (the discrepancy principle)
+        has ended them. Rows already frozen keep theirs."""
+        import torch
+
+        if self.mean is None:
+            return
+        now = done & ~self.frozen
+        for k, v in estimate.items():
+            self.best[k].copy_(torch.where(per_row(now, v), v.detach(), self.best[k]))
+        at = torch.full_like(self.best_iter, it)
+        self.best_iter = torch.where(now, at, self.best_iter)
+        self.stop_iter = torch.where(now, at, self.stop_iter)
+        self.frozen = self.frozen | now
+
     def found_each(self) -> list[bool]:
         """Whether each plane has a best estimate (reads the device)."""
         if self.mean is None:
@@ -153,7 +173,7 @@ def make_nets(params: FitParams, out_channels, device, *, seed: int, sigmoid: bo
     from ..nets.skip import SkipNet
 
     with seeded_init(seed):
-        nets = [SkipNet(params.input_depth, k, params.channels, params.depth,
+        nets = [SkipNet(params.input_depth, k, params.width(), params.depth,
                         params.skip_channels, params.upsample_mode, sigmoid=sigmoid)
                 for k in out_channels]
     nets = [net.to(device) for net in nets]
@@ -204,7 +224,8 @@ def make_code(params: FitParams, shape: tuple[int, int], generator, device):
 
 
 def fit(nets, codes, render, objective, params: FitParams, iterations: int, *, generator,
-        step0: int, total: int, label: str, watch: str, extra_parameters=(), preview_keys=()):
+        step0: int, total: int, label: str, watch: str, extra_parameters=(), preview_keys=(),
+        discrepancy=None):
     """Fit one or several generators; a generator of Steps on the engine's training loop.
 
     Each iteration feeds every ``nets[k]`` its code ``codes[k]`` (plus fresh ``reg_noise_std``
@@ -218,6 +239,13 @@ def fit(nets, codes, render, objective, params: FitParams, iterations: int, *, g
     ``generator`` per plane, so each plane draws the noise it would draw alone; early stopping then
     runs per plane (rows of ``rendered[watch]``) and the loop ends when every plane has stopped.
 
+    ``discrepancy``: ``(residual, level, factor)`` for the discrepancy principle (Morozov): with
+    early stopping on, ``residual(estimates)`` (per plane, of the averaged estimates) is compared
+    with ``level`` (per plane: the noise variance) at every check; a plane whose residual fell to
+    its level at iteration ``t`` is stopped at iteration ``factor · t`` with its estimate then. The
+    variance rule is then not used (deconvolution: the variance was still falling where quality
+    peaked, README).
+
     Returns ``(estimates, info)``: the averaged tensors (each plane's at its variance minimum with
     early stopping), and ``{"stop_iteration", "best_iteration", "stopped", "final_loss",
     "meaningful"}`` (the first plane's; ``meaningful``: every plane has an estimate worth keeping)
@@ -230,7 +258,9 @@ def fit(nets, codes, render, objective, params: FitParams, iterations: int, *, g
     amp = params.mixed_precision and device.type == "cuda"
     trainable = [p for net in nets for p in net.parameters()] + list(extra_parameters)
     opt = torch.optim.Adam(trainable, lr=params.learning_rate, fused=device.type == "cuda")
-    es = EarlyStop(params.es_window, params.es_patience) if params.early_stop else None
+    # with the discrepancy rule, the variance rule only tracks its best estimate (never stops)
+    patience = params.es_patience if discrepancy is None else 1 << 62
+    es = EarlyStop(params.es_window, patience) if params.early_stop else None
     state: dict = {"avg": None, "rendered": None}
     gens = list(generator) if isinstance(generator, (list, tuple)) else [generator]
 
@@ -283,7 +313,7 @@ def fit(nets, codes, render, objective, params: FitParams, iterations: int, *, g
         return {k: show(avg[k]) for k in preview_keys} if preview_keys else show(avg[watch])
 
     loop = yield from optimise(step, opt, iterations, after_step=after,
-                               finished=(lambda it: es.finished()) if es is not None else None,
+                               finished=_finisher(es, discrepancy, params.es_window, state),
                                describe=describe, preview=preview,
                                preview_every=params.preview_every, step0=step0, total=total)
     found, best, stops = _stop_points(es, loop.steps, codes[0].shape[0], params, iterations)
@@ -292,6 +322,42 @@ def fit(nets, codes, render, objective, params: FitParams, iterations: int, *, g
                        "stopped": loop.stopped, "final_loss": loop.loss,
                        "meaningful": all(found), "stop_iterations": stops,
                        "best_iterations": best, "meaningful_each": found}
+
+
+def _finisher(es: EarlyStop | None, discrepancy, start: int, state: dict):
+    """The loop's ``finished`` test: the variance rule, and the discrepancy rule when given."""
+    if es is None:
+        return None
+    rule = _Discrepancy(discrepancy, start) if discrepancy is not None else None
+
+    def finished(_it: int) -> bool:
+        if rule is not None and state["avg"] is not None:
+            rule.check(_it, es, state["avg"])
+        return es.finished()
+
+    return finished
+
+
+class _Discrepancy:
+    """The discrepancy rule of :func:`fit`: a plane whose averaged estimate's residual fell to its
+    level at iteration ``t`` is settled at ``factor · t``."""
+
+    def __init__(self, discrepancy, start: int):
+        self.residual, self.level, self.factor = discrepancy
+        self.start = start
+        self.at = None
+
+    def check(self, it: int, es: EarlyStop, avg: dict) -> None:
+        import torch
+
+        if it < self.start:
+            return
+        with torch.no_grad():
+            below = self.residual(avg) <= self.level
+            at = self.at if self.at is not None else torch.full(
+                below.shape, -1, dtype=torch.long, device=below.device)
+            self.at = at = torch.where(below & (at < 0), torch.full_like(at, it), at)
+            es.settle(it, (at >= 0) & (it >= torch.ceil(self.factor * at)), avg)
 
 
 def _stop_points(es: EarlyStop | None, steps: int, rows: int, params: FitParams, iterations: int):

@@ -260,6 +260,13 @@ def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs, clean=Non
     return (yield from run_unpaired(CycleDehaze(planes, params, ctx, out, clean)))
 
 
+def _standing(settings) -> str:
+    """Measured against the Dark Channel Prior (issue 32, README): it wins only where the clear
+    examples are of the same kind as the hazy input."""
+    return ("Measured: 1.06 dB under the Dark Channel Prior on hazy widefield fields, +1.27 dB "
+            "over it on a hazy photograph with clear photographs as examples. Try dcp first; "
+            "use this when your clear examples are of the same kind as the input.")
+
 SPEC = MethodSpec(
     name="cycle-dehaze",
     title="Cycle-Dehaze (Engin et al. 2018): dehazing learned from unpaired hazy and clear images",
@@ -277,6 +284,7 @@ SPEC = MethodSpec(
     scaling="percentile",
     uses_torch=True,
     linked_planes=trains_on_the_stack,
+    standing=_standing,
 )
 
 dehaze_cycle = public_function(

@@ -8,9 +8,15 @@ adjacent planes of a finely sampled Z-stack. Loss by noise type: L2 (Gaussian, P
 (median-type noise: multiplicative Bernoulli, text overlays), annealed L0 (random-valued impulses).
 
 Training samples random patches with random flips and 90° rotations (the same for both images of a
-pair), cropped and augmented on the device, uses Adam with a cosine ramp-down of the learning rate
-over the last 30 % of the steps, and reports the loss on a fixed set of validation patches drawn
-before training. A long stack trains on pairs spread evenly over it, as many as the training memory
+pair), cropped and augmented on the device, with Adam. A strip along the bottom of every pair
+(``validation_fraction`` of the rows) is held out: never trained on, it measures the N2N loss
+``E||f(x) - y||²`` on pixels the network has not seen, which differs from the loss against the
+clean image only by the noise variance (the noise of ``y`` is independent of ``f(x)``). By default
+(``steps=0``) training runs at a constant learning rate with an exponential moving average of the
+weights and ends when that held-out loss of the averaged weights has not improved for
+``patience`` steps; the best averaged weights are kept. A fixed ``steps`` count instead ramps the
+learning rate down over the last 30 % of the steps (the paper's schedule) and keeps the final
+weights. A long stack trains on pairs spread evenly over it, as many as the training memory
 holds. Prediction streams every plane through the engine's batched predictor (overlapping, blended
 tiles), so any image size fits in memory. Loop, sampler, schedule and predictor are the engine's
 (:mod:`napari_ssl_restore.engine`); this module declares the settings, the pairs and the loss.
@@ -35,6 +41,13 @@ TRAIN = {"mode": ("train",)}  # parameters only a training run uses
 MIN_USEFUL_STEPS = 50
 """A network trained from scratch for fewer steps than this is not worth a result: a Stop before
 then adds nothing."""
+CHECK_EVERY = 50
+"""Steps between two measurements of the held-out loss (each reads the device once)."""
+MAX_AUTO_STEPS = 3000
+"""The most steps of a validation-stopped run (``steps=0``): about 7 minutes on 2 CPU cores."""
+WEIGHT_AVERAGING = 0.995
+"""Decay of the exponential moving average of the weights in a validation-stopped run (a window
+of about 200 steps), which takes the place of the learning-rate ramp-down."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,9 +73,13 @@ class Params:
         "l2", "'l2' for Gaussian/Poisson noise, 'l1' for median-type noise (multiplicative "
               "Bernoulli, overlays), 'l0' (annealed) for random-valued impulse noise.",
         choices=("l2", "l1", "l0"), when=TRAIN)
-    steps: int = param(0, "Training steps; 0 = chosen from the data size (about 20 passes over "
-                          "the distinct patches, between 300 and 3000).", min=0, max=1_000_000,
-                       when=TRAIN)
+    steps: int = param(0, "Training steps; 0 = until the loss on the held-out strip stops "
+                          "improving (at most 3000), keeping the best weights. A fixed count "
+                          "ramps the learning rate down over its last 30 %.", min=0,
+                       max=1_000_000, when=TRAIN)
+    patience: int = param(400, "steps=0: stop once the held-out loss has not improved for this "
+                               "many steps.", min=CHECK_EVERY, max=100_000, step=CHECK_EVERY,
+                          when=TRAIN, advanced=True)
     batch_size: int = param(8, "Patches per step.", min=1, max=1024, when=TRAIN, advanced=True)
     patch_size: int = param(64, "Side of the training patches in pixels; a multiple of "
                                 "2**depth (paper: 256; 64 trains ~10x faster on a CPU).",
@@ -76,9 +93,11 @@ class Params:
                        min=1, max=7, when=TRAIN, advanced=True)
     augment: bool = param(True, "Random flips and 90° rotations of the training patches.", when=TRAIN,
                           advanced=True)
-    validation_fraction: float = param(0.1, "Share of patches held out to report a validation "
-                                            "loss (never trained on).", min=0.0, max=0.5,
-                                       step=0.05, when=TRAIN, advanced=True)
+    validation_fraction: float = param(0.125, "Share of the rows held out at the bottom of every "
+                                              "pair to measure the validation loss (never trained "
+                                              "on); 0 = none (then steps=0 trains a count chosen "
+                                              "from the data size).", min=0.0, max=0.5,
+                                       step=0.025, when=TRAIN, advanced=True)
     tile_size: int = param(0, "Largest tile side for prediction; 0 = chosen from the device's "
                               "memory (whole planes where they fit).", min=0, max=8192,
                            advanced=True)
@@ -207,23 +226,32 @@ def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs,
         where = {g: k for k, g in enumerate(needed)}
         field = to_device(np.stack([planes[g] if g < n else target[g - n] for g in needed]),
                           device)
-        sampler = PatchSampler([field, field], [(where[a], where[b]) for a, b in chosen],
-                               params.patch_size, rng, augment=params.augment)
-        info.update(pairing=pairing, pairs=len(chosen), pairs_total=len(pairs))
-        total = params.steps or auto_steps(planes.hw, len(chosen), params.patch_size,
-                                           params.batch_size)
+        rows = [(where[a], where[b]) for a, b in chosen]
+        held_out, train_rows = held_out_strip(field, rows, params, 2 ** net.depth)
+        sampler = PatchSampler([field[:, :, :train_rows]] * 2, rows, params.patch_size, rng,
+                               augment=params.augment)
+        info.update(pairing=pairing, pairs=len(chosen), pairs_total=len(pairs),
+                    held_out_rows=planes.hw[0] - train_rows)
+        validated = params.steps == 0 and held_out is not None and params.loss != "l0"
+        total = params.steps or (MAX_AUTO_STEPS if validated else auto_steps(
+            planes.hw, len(chosen), params.patch_size, params.batch_size))
         fit = yield from _train(net, sampler, params, total=total, grand_total=total + n,
                                 preview_plane=planes[chosen[0][0]] if chosen[0][0] < n
-                                else target[chosen[0][0] - n], amp=amp)
+                                else target[chosen[0][0] - n], amp=amp, held_out=held_out,
+                                validated=validated)
         del field, sampler
         stopped = fit["stopped"]
         useful = min(MIN_USEFUL_STEPS, total)
+        total = fit["steps"]  # a validation-stopped run ends early: prediction follows on
         if stopped and ckpt is None and fit["steps"] < useful:
             raise StopRequested(f"Stopped after {fit['steps']} training steps, before the network "
                                 f"had learned anything (at least {useful} are needed); nothing "
                                 "was kept.")
         info.update(trained_steps=fit["steps"], train_loss=fit["train_loss"],
-                    val_loss=fit["val_loss"], stopped=stopped)
+                    val_loss=fit["val_loss"], stopped=stopped, stop_rule=fit["stop_rule"])
+        if fit["held_out_loss"]:
+            info.update(held_out_loss=fit["held_out_loss"], best_step=fit["best_step"],
+                        kept=fit["kept"])
         ckpt_out = checkpoint(net, architecture="unet",
                               normalization={"kind": "percentile", "low": 0.1, "high": 99.9},
                               provenance={"method": "noise2noise", "params": dataclasses.asdict(params),
@@ -245,31 +273,73 @@ def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs,
     return MethodResult({}, info, {"model": ckpt_out})
 
 
-def _train(net, sampler, params: Params, *, total: int, grand_total: int, preview_plane, amp):
-    """Train ``net`` on ``sampler``'s pairs for ``total`` steps on the engine's loop; a generator.
+def held_out_strip(field, rows: list[tuple[int, int]], params: Params, multiple: int):
+    """The held-out validation pairs and the rows left for training.
 
-    Returns ``{"steps", "train_loss", "val_loss", "stopped"}``; a Stop keeps the network as it is.
+    The bottom ``validation_fraction`` of every plane's rows (a multiple of ``multiple``, the
+    network's size step) is never sampled for training; up to four pairs of it, at most 512
+    columns wide, are the validation pairs ``(source, target)``. ``(None, H)`` when there is no
+    room for both a strip and a training patch above it.
     """
+    import torch
+
+    h, w = field.shape[-2:]
+    if params.validation_fraction <= 0:
+        return None, h
+    strip = max(multiple, int(round(h * params.validation_fraction / multiple)) * multiple)
+    width = min(w, 512) // multiple * multiple
+    if h - strip < min(params.patch_size, h) or width < multiple:
+        return None, h
+    picked = [rows[k] for k in _spread4(len(rows))]
+    src = torch.stack([field[a, :, h - strip:, :width] for a, _ in picked])
+    tgt = torch.stack([field[b, :, h - strip:, :width] for _, b in picked])
+    return (src, tgt), h - strip
+
+
+def _spread4(n: int) -> list[int]:
+    return sorted({int(round(x)) for x in np.linspace(0, n - 1, min(n, 4))})
+
+
+def _train(net, sampler, params: Params, *, total: int, grand_total: int, preview_plane, amp,
+           held_out=None, validated: bool = False):
+    """Train ``net`` on ``sampler``'s pairs on the engine's loop; a generator.
+
+    ``held_out``: validation pairs ``(source, target)`` never trained on; their loss is measured
+    every :data:`CHECK_EVERY` steps. ``validated``: train at a constant learning rate with an
+    exponential moving average of the weights, stop once the average's held-out loss has not
+    improved for ``params.patience`` steps (at most ``total``) and keep the best average; otherwise
+    ``total`` steps with the cosine ramp-down, the final weights kept.
+
+    Returns ``{"steps", "train_loss", "val_loss", "stopped", "stop_rule", "held_out_loss",
+    "best_step", "kept"}``; a Stop keeps the best weights so far (the current ones when not
+    ``validated``).
+    """
+    import copy
+
     import torch
 
     from ..engine.predict import Predictor, centre_crop
     from ..engine.train import cosine_rampdown, optimise
 
-    n_val = int(round(params.validation_fraction * max(8, 4 * params.batch_size)))
-    val = sampler(n_val) if n_val else None
     opt = torch.optim.Adam(net.parameters(), lr=params.learning_rate, betas=(0.9, 0.99))
+    average = copy.deepcopy(net).eval() if validated else None
+    judged = average if average is not None else net
     crop = centre_crop(preview_plane, 256)
-    preview_net = Predictor(net, sampler.fields[0].device, multiple=2 ** net.depth, amp=amp)
-    state = {"val": float("nan")}
+    preview_net = Predictor(judged, sampler.fields[0].device, multiple=2 ** net.depth, amp=amp)
+    state: dict = {"val": float("nan"), "best": float("inf"), "best_step": 0, "best_state": None,
+                   "history": []}
     device_type = sampler.fields[0].device.type
+    weights = list(net.parameters())
+    averaged = list(average.parameters()) if average is not None else []
 
     def validation(it: int) -> float:
-        if val is None:
+        if held_out is None:
             return float("nan")
-        net.eval()
+        training = judged.training
+        judged.eval()
         with torch.inference_mode():
-            value = float(n2n_loss(net(val[0]), val[1], params.loss, it / total))
-        net.train()
+            value = float(n2n_loss(judged(held_out[0]), held_out[1], params.loss, it / total))
+        judged.train(training)
         return value
 
     def step(it: int):
@@ -278,22 +348,50 @@ def _train(net, sampler, params: Params, *, total: int, grand_total: int, previe
             pred = net(src)
         return n2n_loss(pred.float(), tgt, params.loss, it / total)
 
-    def describe(it: int, loss: float):
-        return (f"training step {it}/{total}, loss {loss:.3e}"
-                + (f", validation {state['val']:.3e}" if val is not None else ""),
-                {"loss": loss, "val_loss": state["val"], "step": it})
+    def after(_it: int) -> None:
+        with torch.no_grad():
+            torch._foreach_lerp_(averaged, weights, 1 - WEIGHT_AVERAGING)
 
-    def preview(it: int):
-        state["val"] = validation(it)
+    def check(it: int) -> bool:
+        value = state["val"] = validation(it)
+        state["history"].append([it, round(value, 8)])
+        if value < state["best"]:
+            state["best"], state["best_step"] = value, it
+            if validated:
+                state["best_state"] = {k: v.detach().clone()
+                                       for k, v in average.state_dict().items()}
+        return validated and it - state["best_step"] >= params.patience
+
+    def describe(it: int, loss: float):
+        text = f"training step {it}/{total}" if not validated else f"training step {it}"
+        text += f", loss {loss:.3e}"
+        if held_out is not None and state["history"]:
+            text += f", held-out {state['val']:.3e} (best at {state['best_step']})"
+        return text, {"loss": loss, "val_loss": state["val"], "step": it}
+
+    def preview(_it: int):
         return preview_net(crop[None])[0]
 
     net.train()
-    loop = yield from optimise(step, opt, total, lr_factor=cosine_rampdown(total, 0.3),
-                               describe=describe, preview=preview,
+    loop = yield from optimise(step, opt, total,
+                               lr_factor=None if validated else cosine_rampdown(total, 0.3),
+                               after_step=after if validated else None,
+                               finished=check if held_out is not None else None,
+                               check_every=CHECK_EVERY, describe=describe, preview=preview,
                                preview_every=params.preview_every, total=grand_total)
     net.eval()
-    return {"steps": loop.steps, "train_loss": loop.loss, "val_loss": validation(loop.steps),
-            "stopped": loop.stopped}
+    kept = "final"
+    if validated:
+        if state["best_state"] is not None:
+            net.load_state_dict(state["best_state"])
+            kept = f"step {state['best_step']}"
+        else:  # stopped before the first check: the average so far
+            net.load_state_dict(average.state_dict())
+    final = validation(loop.steps)
+    return {"steps": loop.steps, "train_loss": loop.loss, "val_loss": final,
+            "stopped": loop.stopped, "held_out_loss": state["history"],
+            "best_step": state["best_step"] if validated else loop.steps, "kept": kept,
+            "stop_rule": ("held-out loss" if validated else "fixed count")}
 
 
 def _demo() -> list[dict]:
