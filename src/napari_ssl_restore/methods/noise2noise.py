@@ -290,14 +290,12 @@ def held_out_strip(field, rows: list[tuple[int, int]], params: Params, multiple:
     width = min(w, 512) // multiple * multiple
     if h - strip < min(params.patch_size, h) or width < multiple:
         return None, h
-    picked = [rows[k] for k in _spread4(len(rows))]
+    from ..engine.train import spread
+
+    picked = [rows[k] for k in spread(len(rows), 4)]
     src = torch.stack([field[a, :, h - strip:, :width] for a, _ in picked])
     tgt = torch.stack([field[b, :, h - strip:, :width] for _, b in picked])
     return (src, tgt), h - strip
-
-
-def _spread4(n: int) -> list[int]:
-    return sorted({int(round(x)) for x in np.linspace(0, n - 1, min(n, 4))})
 
 
 def _train(net, sampler, params: Params, *, total: int, grand_total: int, preview_plane, amp,
