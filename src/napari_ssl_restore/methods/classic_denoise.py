@@ -49,7 +49,6 @@ from ..core.registry import MethodResult, MethodSpec, Output, RunContext
 from ..engine.judge import j_invariant_loss
 from ..engine.planes import Outputs, Planes
 from ..engine.predict import centre_crop
-from ..physics.estimate import noise_fit
 from ._public import public_function
 
 logger = logging.getLogger(__name__)
@@ -155,18 +154,13 @@ def denoiser(params: Params, sigma: float) -> Callable[[np.ndarray, float], np.n
 def noise_models(crops: list[np.ndarray], params: Params, ctx: RunContext) -> np.ndarray:
     """Per channel ``(a, b)`` of the noise variance ``a·u + b`` in normalised units: fitted on the
     crops, or ``(0, (noise_sigma / scale)²)`` when ``noise_sigma`` is set."""
-    c = crops[0].shape[-1]
-    if params.noise_sigma > 0:
-        return np.tile([0.0, (params.noise_sigma / ctx.scale) ** 2], (c, 1))
-    models = np.empty((c, 2))
-    for k in range(c):
-        try:
-            fit = noise_fit([p[..., k] for p in crops])
-        except ValueError:
-            raise ValueError(f"Classical denoising: planes of {crops[0].shape[:2]} pixels are too "
-                             "small to measure the noise; set noise_sigma (input units).") from None
-        models[k] = fit["a"], fit["b"]
-    return models
+    from ..physics.estimate import channel_noise_models
+
+    try:
+        return channel_noise_models(crops, params.noise_sigma, ctx.scale)
+    except ValueError:
+        raise ValueError(f"Classical denoising: planes of {crops[0].shape[:2]} pixels are too "
+                         "small to measure the noise; set noise_sigma (input units).") from None
 
 
 def noise_level(crops: list[np.ndarray], models: np.ndarray) -> float:

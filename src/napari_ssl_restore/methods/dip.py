@@ -258,25 +258,22 @@ def _objective(operator, target, weight, norm, n_rows: int, params: Params, prec
 def _discrepancy(params: Params, operator, target, block: np.ndarray):
     """For deconvolution, the discrepancy principle's ``(residual, level)`` for :func:`fit`: each
     plane's ``mean (H x̂ - y)²`` against the noise variance ``mean(a·y + b)`` fitted on the plane
-    itself (:func:`~napari_ssl_restore.physics.estimate.noise_fit`, normalised units). ``None``
-    for the other tasks, and where a plane is too small to measure its noise."""
+    itself (:func:`~napari_ssl_restore.physics.estimate.channel_noise_models`, normalised units).
+    ``None`` for the other tasks, and where a plane is too small to measure its noise."""
     import torch
 
-    from ..physics.estimate import noise_fit
+    from ..physics.estimate import channel_noise_models
 
     if params.task != "deconv":
         return None
     levels = []
     for plane in block:
-        variances = []
-        for k in range(plane.shape[-1]):
-            try:
-                fitted = noise_fit([plane[..., k]])
-            except ValueError:
-                return None
-            u = np.clip(plane[..., k], 0, None)
-            variances.append(float(np.mean(np.maximum(fitted["a"] * u + fitted["b"], 0.0))))
-        levels.append(float(np.mean(variances)))
+        try:
+            models = channel_noise_models([plane])
+        except ValueError:
+            return None
+        u = np.clip(plane, 0, None)
+        levels.append(float(np.mean(np.maximum(models[:, 0] * u + models[:, 1], 0.0))))
     level = torch.tensor(levels, device=target.device)
 
     def residual(estimates):

@@ -40,7 +40,6 @@ from ..core.params import param
 from ..core.progress import Step, StopRequested, Ticker, unrestored
 from ..core.registry import ExtraInput, MethodResult, MethodSpec, Output, RunContext
 from ..engine.planes import Outputs, Planes
-from ..physics.estimate import noise_fit
 from ..physics.operators import check_psf, gaussian_psf
 from ._public import public_function
 
@@ -150,20 +149,15 @@ class Blur:
 
 def noise_models(plane: np.ndarray, params: Params, ctx: RunContext) -> np.ndarray:
     """Per channel ``(a, b)`` of the noise variance ``a·u + b`` in normalised units: fitted on the
-    plane (``noise_fit``), or ``(0, (noise_sigma / scale)²)`` when ``noise_sigma`` is set."""
-    c = plane.shape[-1]
-    if params.noise_sigma > 0:
-        return np.tile([0.0, (params.noise_sigma / ctx.scale) ** 2], (c, 1))
-    models = np.empty((c, 2))
-    for k in range(c):
-        try:
-            fit = noise_fit([plane[..., k]])
-        except ValueError:
-            raise ValueError(f"Richardson-Lucy: planes of {plane.shape[:2]} pixels are too small to "
-                             "measure the noise; set noise_sigma (input units) or "
-                             "stop='fixed'.") from None
-        models[k] = fit["a"], fit["b"]
-    return models
+    plane, or ``(0, (noise_sigma / scale)²)`` when ``noise_sigma`` is set."""
+    from ..physics.estimate import channel_noise_models
+
+    try:
+        return channel_noise_models([plane], params.noise_sigma, ctx.scale)
+    except ValueError:
+        raise ValueError(f"Richardson-Lucy: planes of {plane.shape[:2]} pixels are too small to "
+                         "measure the noise; set noise_sigma (input units) or "
+                         "stop='fixed'.") from None
 
 
 # --- the iteration -------------------------------------------------------------------------------
