@@ -33,6 +33,16 @@ defaults stay the shipped model's recipe, so ``--steps 12401`` still reproduces 
     python scripts/train_denoiser.py --init src/napari_ssl_restore/weights/dncnn_blind_gray.pt \
         --lr 2e-4 --steps 800 --package-images --pg-fraction 0.5 --out /tmp/ft.pt
 
+Long CPU runs are resumable: the state (model, optimiser, the sampler's and the noise's random
+generators, the step, the held-out log) is written atomically every ``--checkpoint-every`` seconds
+and when a session ends (``--session-seconds`` / ``--session-steps``); the same command with
+``--resume`` continues exactly there — bit for bit on the same CPU, thread count and library
+versions (a test checks 3 + 5 steps against 8 straight). ``--eval-every N`` logs the held-out PSNR
+along the way. For hours in the background beside light work (never beside tests or benchmarks):
+
+    nice -n 19 python scripts/train_denoiser.py --arch unet-res --features 32 --depth 4 \
+        --steps 200000 --eval-every 5000 --session-seconds 3600 --out runs/unet_res.pt [--resume]
+
 Without ``--out`` the result is installed directly. The defaults (3000 steps of 32 patches) are the
 first release's CPU recipe, about 30 minutes on 2 cores. ``--time-budget SECONDS`` picks ``--steps``
 from the speed of steps 10–50 (the shipped model: ``--time-budget 290`` on the H200); the steps used are
@@ -151,13 +161,18 @@ class Patches:
         return out
 
 
-def _denoise(net, noisy: np.ndarray, device) -> np.ndarray:
-    """One grey image through ``net``, wrapped as the video methods run it (a U-Net padded)."""
+def _denoise(net, noisy: np.ndarray, device, a: float = 0.0, b: float = 0.0) -> np.ndarray:
+    """One grey image through ``net``, wrapped as the video methods run it (a U-Net padded); a
+    noise-aware network also reads the noise map of the variance model ``a·u + b``."""
     import torch
 
     from napari_ssl_restore.engine.video import wrap_denoiser
+    from napari_ssl_restore.physics.estimate import noise_std_map
 
-    x = torch.from_numpy(noisy.astype(np.float32))[None, None].to(device)
+    x = noisy.astype(np.float32)[None]
+    if getattr(net, "noise_map", False):
+        x = np.concatenate([x, noise_std_map(x, a, b)])
+    x = torch.from_numpy(x)[None].to(device)
     with torch.no_grad():
         return wrap_denoiser(net, 1)(x)[0, 0].cpu().numpy()
 
@@ -165,7 +180,8 @@ def _denoise(net, noisy: np.ndarray, device) -> np.ndarray:
 def held_out_psnr(net, sigmas=(15, 25, 50), pg_photons=(20, 100), seed: int = 123,
                   device="cpu") -> dict[str, float]:
     """Mean PSNR over the held-out images at each σ (in 8-bit units, keys ``"15"`` ...) and with
-    Poisson-Gaussian noise of each photon count at full scale and read noise 0.01 (``"pg20"`` ...)."""
+    Poisson-Gaussian noise of each photon count at full scale and read noise 0.01 (``"pg20"`` ...).
+    A noise-aware network is given the true noise parameters (as BM3D is given the true σ)."""
     from skimage import data
     from skimage.metrics import peak_signal_noise_ratio as psnr
 
@@ -177,13 +193,15 @@ def held_out_psnr(net, sigmas=(15, 25, 50), pg_photons=(20, 100), seed: int = 12
         vals = []
         for img in images:
             noisy = img + s / 255.0 * rng.standard_normal(img.shape).astype(np.float32)
-            vals.append(psnr(img, np.clip(_denoise(net, noisy, device), 0, 1), data_range=1.0))
+            out = _denoise(net, noisy, device, 0.0, (s / 255.0) ** 2)
+            vals.append(psnr(img, np.clip(out, 0, 1), data_range=1.0))
         res[str(s)] = float(np.mean(vals))
     for photons in pg_photons:  # Poisson-Gaussian, read noise 0.01, the model applied directly
         vals = []
         for img in images:
             noisy = rng.poisson(img * photons) / photons + 0.01 * rng.standard_normal(img.shape)
-            vals.append(psnr(img, np.clip(_denoise(net, noisy, device), 0, 1), data_range=1.0))
+            out = _denoise(net, noisy, device, 1.0 / photons, 0.01 ** 2)
+            vals.append(psnr(img, np.clip(out, 0, 1), data_range=1.0))
         res[f"pg{photons:g}"] = float(np.mean(vals))
     return res
 
@@ -208,14 +226,16 @@ PG_READ = 0.03
 
 
 def noisy_batch(clean: np.ndarray, rng: np.random.Generator, sigma_max: float,
-                pg_fraction: float = 0.0) -> np.ndarray:
+                pg_fraction: float = 0.0, levels: bool = False):
     """Noisy copies of ``(N, 1, h, w)`` clean patches: white Gaussian noise of σ uniform in
     ``[0, sigma_max]`` (8-bit units) per patch; a ``pg_fraction`` of the patches instead get
     Poisson-Gaussian noise (random photon count and read noise per patch, as microscopes make it:
-    signal-dependent, :data:`PG_PHOTONS`, :data:`PG_READ`)."""
+    signal-dependent, :data:`PG_PHOTONS`, :data:`PG_READ`). ``levels``: also return each patch's
+    variance model ``(a, b)`` (``var = a·u + b``; shape ``(N, 1, 1, 1)``), for a noise map."""
     n = len(clean)
     sigma = rng.uniform(0, sigma_max / 255.0, (n, 1, 1, 1)).astype(np.float32)
     noisy = clean + sigma * rng.standard_normal(clean.shape).astype(np.float32)
+    a, b = np.zeros_like(sigma), sigma ** 2
     if pg_fraction > 0:  # (skipped at 0, so Gaussian-only recipes draw the same numbers as before)
         pg = np.flatnonzero(rng.random(n) < pg_fraction)
         lo, hi = np.log(PG_PHOTONS[0]), np.log(PG_PHOTONS[1])
@@ -223,7 +243,9 @@ def noisy_batch(clean: np.ndarray, rng: np.random.Generator, sigma_max: float,
         read = rng.uniform(0, PG_READ, (len(pg), 1, 1, 1))
         noisy[pg] = (rng.poisson(np.clip(clean[pg], 0, None) * photons) / photons
                      + read * rng.standard_normal(clean[pg].shape))
-    return noisy.astype(np.float32)
+        a[pg], b[pg] = 1.0 / photons, read ** 2
+    noisy = noisy.astype(np.float32)
+    return (noisy, a, b) if levels else noisy
 
 
 def noisy_batch_on_device(clean, generator, sigma_max: float, pg_fraction: float = 0.0):
@@ -252,6 +274,9 @@ def noisy_batch_on_device(clean, generator, sigma_max: float, pg_fraction: float
 
 
 WARM_STEPS = 50
+SESSION_ARGS = ("state", "resume", "checkpoint_every", "session_seconds", "session_steps",
+                "eval_every", "threads", "out", "install")
+"""Arguments that shape a session, not the training: a resumed run may change them."""
 
 
 def learning_rate(step: int, steps: int, lr0: float = 1e-3, lr1: float = 1e-5) -> float:
@@ -260,6 +285,155 @@ def learning_rate(step: int, steps: int, lr0: float = 1e-3, lr1: float = 1e-5) -
         return lr0
     frac = (step - WARM_STEPS - 1) / (steps - WARM_STEPS)
     return lr1 + 0.5 * (lr0 - lr1) * (1 + math.cos(math.pi * frac))
+
+
+def state_path(args) -> str:
+    return args.state or os.path.splitext(args.out)[0] + ".state.pt"
+
+
+def check_resumable(args, saved: dict | None = None) -> None:
+    """Refuse a ``--resume`` whose state is missing or was trained with other settings (only the
+    session's own arguments, :data:`SESSION_ARGS`, may change)."""
+    import torch
+
+    path = state_path(args)
+    if saved is None:
+        if not os.path.isfile(path):
+            raise SystemExit(f"--resume: no training state at {path}; start without --resume "
+                             "(or give --state).")
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+    recipe = {k: v for k, v in vars(args).items() if k not in SESSION_ARGS}
+    if saved["recipe"] != {**recipe, "steps": saved["recipe"]["steps"]}:
+        changed = sorted(k for k in set(recipe) | set(saved["recipe"])
+                         if k != "steps" and recipe.get(k) != saved["recipe"].get(k))
+        raise SystemExit(f"--resume: {path} was trained with other settings "
+                         f"({', '.join(changed)}); rerun with the same arguments.")
+
+
+class Session:
+    """One training session: the step, the state written to and read from ``--state``, and the
+    loop that ends at ``--steps`` or at the session's limits (checkpointing on the way)."""
+
+    def __init__(self, args, net, patches: Patches, rng: np.random.Generator, device):
+        import torch
+
+        self.args, self.net, self.patches, self.rng, self.device = args, net, patches, rng, device
+        self.opt = torch.optim.Adam(net.parameters(), lr=args.lr)
+        self.noise_gen = None
+        if args.noise_on_device:
+            self.noise_gen = torch.Generator(device=device)
+            self.noise_gen.manual_seed(args.seed)
+        self.state_path = state_path(args)
+        self.recipe = {k: v for k, v in vars(args).items() if k not in SESSION_ARGS}
+        self.done, self.log, self.spent, self.t0 = 0, [], 0.0, time.time()
+
+    def seconds(self) -> float:
+        """Training seconds over every session so far."""
+        return self.spent + time.time() - self.t0
+
+    def step(self, _it):
+        import torch
+
+        args, device = self.args, self.device
+        clean = self.patches.sample(args.batch_size)
+        if self.noise_gen is not None:
+            clean = torch.from_numpy(clean).to(device, non_blocking=True)
+            noisy = noisy_batch_on_device(clean, self.noise_gen, args.sigma_max, args.pg_fraction)
+        elif args.noise_map:  # the network reads the noise level at each pixel beside the image
+            from napari_ssl_restore.physics.estimate import noise_std_map
+
+            noisy, a, b = noisy_batch(clean, self.rng, args.sigma_max, args.pg_fraction, True)
+            noisy = torch.from_numpy(np.concatenate([noisy, noise_std_map(noisy, a, b)], 1))
+            clean, noisy = torch.from_numpy(clean).to(device), noisy.to(device)
+        else:
+            noisy = torch.from_numpy(noisy_batch(clean, self.rng, args.sigma_max,
+                                                 args.pg_fraction))
+            clean, noisy = torch.from_numpy(clean).to(device), noisy.to(device)
+        return torch.mean((self.net(noisy) - clean) ** 2)
+
+    def resume(self) -> None:
+        """Load the state: weights, optimiser, both random generators, step, log, seconds."""
+        import torch
+
+        saved = torch.load(self.state_path, map_location=self.device, weights_only=False)
+        check_resumable(self.args, saved)
+        self.net.load_state_dict(saved["model"])
+        self.opt.load_state_dict(saved["optimizer"])
+        self.rng.bit_generator.state = saved["rng"]
+        if self.noise_gen is not None:
+            self.noise_gen.set_state(saved["noise_gen"].cpu())
+        self.done, self.log, self.spent = saved["step"], saved["log"], saved["seconds"]
+        self.args.steps = saved["recipe"]["steps"]
+        print(f"resumed {self.state_path} at step {self.done}/{self.args.steps} "
+              f"({self.spent:.0f} s so far)", flush=True)
+
+    def save(self, steps: int) -> None:
+        """Everything the next step depends on, written to a temporary file then renamed."""
+        import torch
+
+        blob = {"model": self.net.state_dict(), "optimizer": self.opt.state_dict(),
+                "rng": self.rng.bit_generator.state, "step": self.done, "log": self.log,
+                "seconds": self.seconds(),
+                "noise_gen": self.noise_gen.get_state() if self.noise_gen is not None else None,
+                "recipe": {**self.recipe, "steps": steps}}
+        tmp = self.state_path + ".tmp"
+        torch.save(blob, tmp)
+        os.replace(tmp, self.state_path)
+
+    def advance(self, n: int, total: int, limit_s: float = 0.0) -> int:
+        """Up to ``n`` steps after ``done`` of ``total`` on the engine's loop; ends early after
+        ``limit_s`` seconds (0: never). Returns the steps taken."""
+        from napari_ssl_restore.engine.train import optimise
+
+        lr0 = self.args.lr
+        for group in self.opt.param_groups:  # the loop scales the rate it finds: start from lr0
+            group["lr"] = lr0
+        began, first, last = time.time(), self.done, 0.0
+        gen = optimise(self.step, self.opt, n, step0=first, total=total,
+                       lr_factor=lambda it: learning_rate(first + it, total, lr0, lr0 / 100) / lr0,
+                       finished=(lambda _it: time.time() - began >= limit_s) if limit_s else None,
+                       check_every=5)
+        while True:
+            try:
+                report = next(gen)
+            except StopIteration as end:
+                self.done += end.value.steps
+                return end.value.steps
+            if time.time() - last > 5 or report.step == report.total:
+                last = time.time()
+                print(f"step {report.step}/{report.total}  loss {report.metrics['loss']:.3e}  "
+                      f"{self.seconds():.0f} s", flush=True)
+
+    def train(self) -> tuple[int, int]:
+        """This session's steps; returns ``(done, total)`` (``done < total``: paused)."""
+        args = self.args
+        if args.resume:
+            self.resume()
+        steps = args.steps
+        if args.time_budget > 0 and not args.resume:  # time the warm-up (after 10 start-up steps)
+            self.advance(10, steps)
+            t10 = time.time()
+            self.advance(WARM_STEPS - 10, steps)
+            per_step = (time.time() - t10) / (WARM_STEPS - 10)
+            steps = WARM_STEPS + max(0, int((args.time_budget - self.seconds()) / per_step))
+            print(f"{per_step * 1000:.1f} ms/step: {steps} steps fit in {args.time_budget:.0f} s",
+                  flush=True)
+        t0 = time.time()
+        end = min(steps, self.done + args.session_steps) if args.session_steps else steps
+        while self.done < end:
+            left = args.session_seconds - (time.time() - t0) if args.session_seconds else math.inf
+            if left <= 0:
+                break
+            chunk = end - self.done
+            if args.eval_every:
+                chunk = min(chunk, args.eval_every - self.done % args.eval_every)
+            self.advance(chunk, steps, min(args.checkpoint_every, left))
+            if args.eval_every and self.done % args.eval_every == 0:
+                self.log.append({"step": self.done, "seconds": round(self.seconds()),
+                                 "held_out_psnr": held_out_psnr(self.net, device=self.device)})
+                print("held-out", json.dumps(self.log[-1]), flush=True)
+            self.save(steps)
+        return self.done, steps
 
 
 def install(ckpt_path: str) -> str:
@@ -301,6 +475,10 @@ def main(argv=None) -> int:
                     help="dncnn (residual, --depth layers), unet (Noise2Noise's, --depth levels; "
                          "e.g. --features 32 --depth 4) or unet-res (the same U-Net predicting "
                          "the noise, as DnCNN does)")
+    ap.add_argument("--noise-map", action="store_true",
+                    help="(unet, unet-res) the noise-aware candidate: the network also reads the "
+                         "noise standard deviation at each pixel (FFDNet's noise map), from each "
+                         "patch's noise parameters")
     ap.add_argument("--features", type=int, default=32)
     ap.add_argument("--depth", type=int, default=12)
     ap.add_argument("--sigma-max", type=float, default=55.0, help="in 8-bit units")
@@ -323,6 +501,22 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps ...")
     ap.add_argument("--out", default=SHIPPED)
+    ap.add_argument("--state", default="",
+                    help="training state (model, optimiser, sampler and noise RNGs, step, log), "
+                         "written atomically every --checkpoint-every seconds and when a session "
+                         "ends; default: OUT with .state.pt")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue the run saved in --state exactly where it stopped (the same "
+                         "recipe; bit for bit on the same CPU, threads and library versions)")
+    ap.add_argument("--checkpoint-every", type=float, default=300.0, metavar="SECONDS")
+    ap.add_argument("--session-seconds", type=float, default=0.0,
+                    help="end this session after so many seconds of training (the state is "
+                         "saved; --resume continues); 0 = until --steps")
+    ap.add_argument("--session-steps", type=int, default=0,
+                    help="end this session after so many steps (as --session-seconds)")
+    ap.add_argument("--eval-every", type=int, default=0,
+                    help="log the held-out PSNR every so many steps (kept in the state and the "
+                         "final checkpoint)")
     ap.add_argument("--install", metavar="CKPT", default="",
                     help="ship CKPT (copy into the package, write the manifest) and exit")
     args = ap.parse_args(argv)
@@ -330,10 +524,15 @@ def main(argv=None) -> int:
         install(args.install)
         return 0
 
+    if args.resume:  # before the training set is built
+        check_resumable(args)
+    if args.noise_map and (args.arch == "dncnn" or args.noise_on_device):
+        ap.error("--noise-map needs --arch unet or unet-res, and host noise (no "
+                 "--noise-on-device)")
     import torch
 
     from napari_ssl_restore.core.models import checkpoint, save_model
-    from napari_ssl_restore.engine.train import optimise, seeded_init
+    from napari_ssl_restore.engine.train import seeded_init
     from napari_ssl_restore.nets.dncnn import DnCNN
     from napari_ssl_restore.nets.unet import UNet
 
@@ -354,55 +553,21 @@ def main(argv=None) -> int:
     else:
         with seeded_init(args.seed):
             net = (DnCNN(1, 1, args.features, args.depth) if args.arch == "dncnn" else
-                   UNet(1, 1, args.features, args.depth, residual=args.arch == "unet-res"))
+                   UNet(1, 1, args.features, args.depth, residual=args.arch == "unet-res",
+                        noise_map=args.noise_map))
         start = {}
     net = net.to(device)
-    opt = torch.optim.Adam(net.parameters(), lr=args.lr)
-
-    if args.noise_on_device:
-        noise_gen = torch.Generator(device=device)
-        noise_gen.manual_seed(args.seed)
-
-    def step(_it):
-        clean = patches.sample(args.batch_size)
-        if args.noise_on_device:
-            clean = torch.from_numpy(clean).to(device, non_blocking=True)
-            noisy = noisy_batch_on_device(clean, noise_gen, args.sigma_max, args.pg_fraction)
-        else:
-            noisy = torch.from_numpy(noisy_batch(clean, rng, args.sigma_max, args.pg_fraction))
-            clean, noisy = torch.from_numpy(clean).to(device), noisy.to(device)
-        return torch.mean((net(noisy) - clean) ** 2)
-
-    def run(n: int, first: int, total: int) -> None:
-        """Steps ``first + 1 .. first + n`` of ``total`` on the engine's training loop."""
-        last = [0.0]
-        for report in optimise(step, opt, n, step0=first, total=total,
-                               lr_factor=lambda it: learning_rate(first + it, total, args.lr,
-                                                                    args.lr / 100) / args.lr):
-            if time.time() - last[0] > 5 or report.step == report.total:
-                last[0] = time.time()
-                print(f"step {report.step}/{report.total}  loss {report.metrics['loss']:.3e}  "
-                      f"{time.time() - t0:.0f} s", flush=True)
-
-    t0 = time.time()
-    steps = args.steps
-    if args.time_budget > 0:  # time the warm-up (its first 10 steps include start-up costs)
-        run(10, 0, steps)
-        t10 = time.time()
-        run(WARM_STEPS - 10, 10, steps)
-        per_step = (time.time() - t10) / (WARM_STEPS - 10)
-        left = args.time_budget - (time.time() - t0)
-        steps = WARM_STEPS + max(0, int(left / per_step))
-        print(f"{per_step * 1000:.1f} ms/step: {steps} steps fit in {args.time_budget:.0f} s",
-              flush=True)
-        run(steps - WARM_STEPS, WARM_STEPS, steps)
-    else:
-        run(steps, 0, steps)
-    seconds = time.time() - t0
+    run = Session(args, net, patches, rng, device)
+    done, steps = run.train()
+    if done < steps:
+        print(f"session ended at step {done}/{steps}; the state is in {run.state_path}: "
+              "continue with the same arguments and --resume", flush=True)
+        return 0
+    log, seconds = run.log, run.seconds()
     scores = held_out_psnr(net, device=device)
     print("held-out PSNR (dB) by sigma:", json.dumps(scores))
     recipe = {k: v for k, v in vars(args).items()
-              if k not in ("out", "install", "time_budget", "init")}
+              if k not in ("time_budget", "init") and (k == "threads" or k not in SESSION_ARGS)}
     recipe.update(steps=steps, features=net.config["features"], depth=net.config["depth"],
                   **start)
     recipe["versions"] = _versions()
@@ -415,6 +580,7 @@ def main(argv=None) -> int:
                       provenance={"method": "dncnn", "script": "scripts/train_denoiser.py",
                                   "recipe": recipe, "train_images": sources,
                                   "held_out": list(HELD_OUT), "held_out_psnr": scores,
+                                  "held_out_log": log,
                                   "train_seconds": round(seconds), "train_device": where})
     ckpt["provenance"]["saved"] = "reproducible"  # keep the file identical across reruns
     path = save_model(ckpt, args.out)

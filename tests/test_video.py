@@ -433,6 +433,57 @@ def test_training_script_smoke(tmp_path):
     assert entry["recipe"]["steps"] == 2 and entry["config"]["depth"] == 3
 
 
+def test_training_resumes_bit_for_bit(tmp_path):
+    """3 steps, a session end, --resume for the other 5 == 8 steps straight (CPU); the held-out
+    log and a resume with other settings refused."""
+    import torch
+
+    mod = _training_script()
+    tiny = ["--steps", "8", "--batch-size", "2", "--patch", "16", "--synthetic", "1", "--depth",
+            "3", "--features", "8", "--threads", str(torch.get_num_threads())]
+    a, b = tmp_path / "a.pt", tmp_path / "b.pt"
+    assert mod.main(tiny + ["--out", str(b)]) == 0
+    assert mod.main(tiny + ["--out", str(a), "--session-steps", "3", "--eval-every", "8"]) == 0
+    assert not a.exists() and (tmp_path / "a.state.pt").exists()  # paused: no model yet
+    with pytest.raises(SystemExit, match="other settings.*sigma_max"):
+        mod.main(tiny + ["--out", str(a), "--resume", "--sigma-max", "30"])
+    assert mod.main(tiny + ["--out", str(a), "--resume", "--eval-every", "8"]) == 0
+    ca, cb = models.load_checkpoint(a), models.load_checkpoint(b)
+    assert all(torch.equal(ca["state_dict"][k], cb["state_dict"][k]) for k in cb["state_dict"])
+    log = ca["provenance"]["held_out_log"]
+    assert [e["step"] for e in log] == [8] and log[0]["held_out_psnr"] == ca["provenance"][
+        "held_out_psnr"]  # the log's last entry is the final weights' score
+
+
+def test_noise_aware_candidate_reads_a_noise_map(tmp_path):
+    """The FFDNet-style candidate: one more input channel (the noise std at each pixel, from the
+    variance model on the smoothed image), a residual on the image channel only; the methods refuse
+    it with a clear message until they can make its map."""
+    import torch
+
+    from napari_ssl_restore.engine.video import load_denoiser
+    from napari_ssl_restore.nets.unet import UNet
+    from napari_ssl_restore.physics.estimate import noise_std_map
+
+    flat = np.full((2, 1, 16, 16), 0.25, np.float32)
+    a = np.array([0.0, 0.01], np.float32).reshape(2, 1, 1, 1)
+    b = np.array([0.04, 0.0001], np.float32).reshape(2, 1, 1, 1)
+    std = noise_std_map(flat, a, b)
+    np.testing.assert_allclose(std[0], 0.2, rtol=1e-5)  # Gaussian: sqrt(b)
+    np.testing.assert_allclose(std[1], np.sqrt(0.01 * 0.25 + 0.0001), rtol=1e-5)  # photon noise
+    net = UNet(1, 1, 8, 2, residual=True, noise_map=True)
+    assert net.config["noise_map"] and net.head[0][0].in_channels == 2
+    with torch.no_grad():
+        torch.nn.init.zeros_(net.tail.weight), torch.nn.init.zeros_(net.tail.bias)
+    x = torch.from_numpy(np.concatenate([flat, std], 1))
+    torch.testing.assert_close(net(x), x[:, :1])  # predicts no noise: the image, not the map
+    path = tmp_path / "aware.pt"
+    models.save_model(models.checkpoint(net, architecture="unet", normalization={}, provenance={}),
+                      path)
+    with pytest.raises(ValueError, match="noise-aware"):
+        load_denoiser(str(path), 1, "cpu")
+
+
 def _training_script(name: str = "train_denoiser"):
     import importlib.util
 

@@ -74,6 +74,11 @@ def load_denoiser(model: str, channels: int, device):
 
     ckpt = load_checkpoint(model) if model else shipped_model()
     cin = ckpt["config"]["in_channels"]
+    if ckpt["config"].get("noise_map"):
+        raise ValueError(f"model {model!r} is a noise-aware candidate (it reads a noise map beside "
+                         "the image): scripts/train_denoiser.py trains and scores it, the "
+                         "methods do not apply it yet; give a blind model (or none, for the "
+                         "shipped one).")
     if cin not in (1, channels):
         raise ValueError(f"model {model or 'shipped'!r} expects {cin} channel(s) but the image has "
                          f"{channels}; use a single-channel or a {channels}-channel model.")

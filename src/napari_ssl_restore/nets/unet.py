@@ -10,6 +10,10 @@ multiples of ``2**depth`` in Y and X (:func:`pad_to_multiple`).
 ``residual=True`` (not in the paper; for the pretrained denoiser candidates of
 ``scripts/train_denoiser.py``) makes the output conv predict the noise and returns ``x - noise``,
 as DnCNN does (Zhang et al. 2017), so a denoiser need not learn to copy its input.
+``noise_map=True`` (the noise-level-aware candidate, after FFDNet: Zhang, Zuo & Zhang, IEEE TIP
+2018) takes one more input channel after the image's, the noise standard deviation at each pixel
+(:func:`napari_ssl_restore.physics.estimate.noise_std_map`), so one network serves every noise
+level and photon noise whose level varies across the image; the output has the image's channels.
 """
 from __future__ import annotations
 
@@ -24,26 +28,28 @@ def _conv(cin: int, cout: int) -> nn.Sequential:
 
 class UNet(nn.Module):
     def __init__(self, in_channels: int = 1, out_channels: int = 1, features: int = 48,
-                 depth: int = 5, residual: bool = False):
+                 depth: int = 5, residual: bool = False, noise_map: bool = False):
         super().__init__()
         if depth < 1:
             raise ValueError(f"depth must be >= 1; got {depth}")
         if residual and in_channels != out_channels:
             raise ValueError("a residual U-Net predicts the noise: in_channels must equal "
                              "out_channels.")
-        self.depth, self.residual = depth, residual
+        self.depth, self.residual, self.noise_map = depth, residual, noise_map
         self.config = {"in_channels": in_channels, "out_channels": out_channels,
                        "features": features, "depth": depth}
         if residual:  # (only then, so the configs of earlier checkpoints stay as they were)
             self.config["residual"] = True
-        f = features
-        self.head = nn.Sequential(_conv(in_channels, f), _conv(f, f))  # enc_conv0, enc_conv1
+        if noise_map:
+            self.config["noise_map"] = True
+        f, inputs = features, in_channels + int(noise_map)
+        self.head = nn.Sequential(_conv(inputs, f), _conv(f, f))  # enc_conv0, enc_conv1
         self.encoder = nn.ModuleList([_conv(f, f) for _ in range(depth)])  # enc_conv2..6
         # decoder levels from the bottom up: (upsampled + pooled skip) -> 2f, 2f
         self.decoder = nn.ModuleList(
             [nn.Sequential(_conv((f if i == 0 else 2 * f) + f, 2 * f), _conv(2 * f, 2 * f))
              for i in range(depth - 1)])
-        last_in = (f if depth == 1 else 2 * f) + in_channels
+        last_in = (f if depth == 1 else 2 * f) + inputs
         self.last = nn.Sequential(_conv(last_in, 64), _conv(64, 32))  # dec_conv1a, dec_conv1b
         self.tail = nn.Conv2d(32, out_channels, 1)  # dec_conv1c, linear
 
@@ -59,7 +65,9 @@ class UNet(nn.Module):
             y = conv(torch.cat([y, pooled.pop()], dim=1))
         y = F.interpolate(y, scale_factor=2, mode="nearest")
         y = self.tail(self.last(torch.cat([y, x], dim=1)))
-        return x - y if self.residual else y
+        if not self.residual:
+            return y
+        return (x[:, :-1] if self.noise_map else x) - y
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
