@@ -2,6 +2,7 @@
 
 Run:  python benchmarks/bench_n2n.py [--size 256] [--steps 400] [--n2v-python /path/to/venv/python]
       python benchmarks/bench_n2n.py --defaults [--seeds 0,1]   # the default against a long run
+      python benchmarks/bench_n2n.py --tuning 1e-3              # the runs that chose it
 BM3D needs the benchmark-only ``bm3d`` package; Noise2Void runs CAREamics in a *separate* Python
 environment (``pip install torch==2.13.0 careamics``) through ``benchmarks/n2v_careamics.py``, given
 the same training-time budget as Noise2Noise.
@@ -101,25 +102,39 @@ def _unit(img):
     return (img - img.min()) / (img.max() - img.min())
 
 
-def defaults(size: int, seeds: list[int], long_steps: int = 1500) -> None:
+def defaults(size: int, seeds: list[int], long_steps: int = 1500,
+             noises: tuple[str, ...] = ("gaussian", "poisson-gaussian"),
+             long_cache: str = "", fields: tuple[str, ...] = ()) -> None:
     """The default (stopped by the held-out loss) against a fixed long run with the paper's
     ramp-down, on held-out fields with two noisy copies (Gaussian 0.15, Poisson-Gaussian 30
-    photons), per seed: PSNR dB (seconds, steps)."""
+    photons), per seed: PSNR dB (seconds, steps). ``long_cache``: a JSON file keeping the long
+    runs' results (they do not change with the default), read where present."""
+    cache = json.loads(Path(long_cache).read_text()) if long_cache and Path(long_cache).exists() \
+        else {}
     print(f"\n| field ({size}²) | noise | seed | default: dB (s, steps) | steps={long_steps}: dB (s) "
           "| default − long |\n|---|---|---|---|---|---|")
     gaps, times = [], []
     for name, make in HELD_OUT.items():
+        if fields and name not in fields:
+            continue
         clean = make(size)
-        for kind in ("gaussian", "poisson-gaussian"):
+        for kind in noises:
             for seed in seeds:
                 a, b = noisy_copies(clean, kind, np.random.default_rng(100 + seed))
                 row = []
+                key = f"{name}|{kind}|{seed}|{size}|{long_steps}"
                 for steps in (0, long_steps):
+                    if steps and key in cache:
+                        row.append(tuple(cache[key]))
+                        continue
                     t0 = time.perf_counter()
                     out = restore(a, "noise2noise", target=b, steps=steps, device="cpu",
                                   seed=seed, float_output=True, full_output=True)
                     row.append((psnr(clean, out["image"], data_range=1),
                                 time.perf_counter() - t0, out["provenance"]["trained_steps"]))
+                if long_cache:
+                    cache[key] = row[1]
+                    Path(long_cache).write_text(json.dumps(cache, indent=1))
                 (p0, t0_, n0), (p1, t1, _) = row
                 gaps.append(p0 - p1)
                 times.append(t0_)
@@ -127,6 +142,60 @@ def defaults(size: int, seeds: list[int], long_steps: int = 1500) -> None:
                       f"({t1:.0f}) | {p0 - p1:+.2f} |", flush=True)
     print(f"\ndefault − long run: mean {np.mean(gaps):+.2f} dB, worst {min(gaps):+.2f}; default "
           f"{np.mean(times):.0f} s on average, at most {max(times):.0f} s")
+
+
+def tuning(size: int, rate: float, steps: int = 1500, every: int = 250) -> None:
+    """The runs that chose the validation stop's rate and cap, on the tuning fields (the main
+    table's, never the held-out ones): one constant-rate training per field, the PSNR of two
+    averages of its weights every ``every`` steps: a plain exponential average (decay 0.995) and
+    the warmed-up one the default uses (:class:`~napari_ssl_restore.engine.train.EMA`); and their
+    held-out-strip loss, which the default stops on."""
+    import copy
+
+    import torch
+
+    from napari_ssl_restore.engine.predict import Predictor
+    from napari_ssl_restore.engine.train import EMA, PatchSampler, seeded_init, to_device
+
+    fields = {"skimage cell": "gaussian", "synthetic cells": "poisson-gaussian"}
+    print(f"\nlearning rate {rate:g}: PSNR dB of the averaged weights (held-out strip loss)")
+    for name, kind in fields.items():
+        clean = clean_images(size)[name]
+        a, b = noisy_copies(clean, kind, np.random.default_rng(7))
+        sc = percentile_scaling(np.stack([a, b]))
+        first = sc.forward(a)[..., None]
+        field = to_device(np.stack([first, sc.forward(b)[..., None]]), "cpu")
+        params = n2n.Params()
+        with seeded_init(0):
+            net = UNet(1, 1, params.features, params.depth)
+        net.to(memory_format=torch.channels_last)
+        rows = [(0, 1), (1, 0)]
+        held, train_rows = n2n.held_out_strip(field, rows, params, 2 ** params.depth)
+        sampler = PatchSampler([field[:, :, :train_rows]] * 2, rows, params.patch_size,
+                               np.random.default_rng(0), augment=True)
+        opt = torch.optim.Adam(net.parameters(), lr=rate, betas=(0.9, 0.99))
+        plain, warm = copy.deepcopy(net), EMA(net, n2n.WEIGHT_AVERAGING)
+        weights, averaged = list(net.parameters()), list(plain.parameters())
+        for it in range(1, steps + 1):
+            src, tgt = sampler(params.batch_size)
+            loss = ((net(src.contiguous(memory_format=torch.channels_last)) - tgt) ** 2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                torch._foreach_lerp_(averaged, weights, 1 - n2n.WEIGHT_AVERAGING)
+            warm.update()
+            if it % every == 0:
+                cells_ = []
+                for avg in (plain, warm.average):
+                    avg.eval()
+                    with torch.inference_mode():
+                        strip = float(((avg(held[0]) - held[1]) ** 2).mean())
+                    out = Predictor(avg, "cpu", multiple=2 ** params.depth)(first[None])[0, ..., 0]
+                    cells_.append(f"{psnr(clean, sc.inverse(out, as_float=True), data_range=1):.2f}"
+                                  f" ({strip:.6f})")
+                print(f"{name} ({kind}) step {it}: plain {cells_[0]}, warmed-up {cells_[1]}",
+                      flush=True)
 
 
 def main() -> None:
@@ -140,9 +209,22 @@ def main() -> None:
     ap.add_argument("--defaults", action="store_true",
                     help="only the default against a long run, on held-out fields")
     ap.add_argument("--seeds", default="0,1")
+    ap.add_argument("--tuning", type=float, metavar="RATE", default=0.0,
+                    help="only the tuning curves of the validation stop at this learning rate")
+    ap.add_argument("--noises", default="gaussian,poisson-gaussian",
+                    help="--defaults: comma-separated subset of gaussian, poisson-gaussian")
+    ap.add_argument("--fields", default="", help="--defaults: comma-separated subset of the "
+                                                  "held-out fields (default: all)")
+    ap.add_argument("--long-cache", default="", metavar="JSON",
+                    help="--defaults: keep the long runs' results in this file and reuse them")
     args = ap.parse_args()
+    if args.tuning:
+        tuning(args.size, args.tuning)
+        return
     if args.defaults:
-        defaults(args.size, [int(s) for s in args.seeds.split(",")])
+        defaults(args.size, [int(s) for s in args.seeds.split(",")],
+                 noises=tuple(args.noises.split(",")), long_cache=args.long_cache,
+                 fields=tuple(f for f in args.fields.split(",") if f))
         return
     rng = np.random.default_rng(0)
     print(f"{args.size}x{args.size} images, U-Net 48 features / 5 levels, {args.steps} steps of "

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .gan_losses import REAL_LABEL, discriminator_loss
+from .train import EMA  # noqa: F401  (the generator's moving average; general, lives in train)
 
 
 class ImagePool:
@@ -52,33 +53,6 @@ class ImagePool:
             else:
                 out.append(img)
         return torch.cat(out)
-
-
-class EMA:
-    """An exponential moving average of a model's weights (for inference: steadier than the last
-    iterate of a GAN). ``average`` is a separate copy, updated in place on the device. The decay
-    warms up as ``min(decay, (1 + t) / (10 + t))`` after ``t`` updates, so a short run is not
-    dominated by the initial weights."""
-
-    def __init__(self, model, decay: float = 0.999):
-        import torch
-
-        self.decay = float(decay)
-        self.updates = 0
-        self.model = model
-        self.average = copy.deepcopy(model).eval()
-        for p in self.average.parameters():
-            p.requires_grad_(False)
-        self._torch = torch
-
-    def update(self) -> None:
-        self.updates += 1
-        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        with self._torch.no_grad():
-            for a, p in zip(self.average.parameters(), self.model.parameters(), strict=False):
-                a.lerp_(p.detach(), 1.0 - decay)
-            for a, b in zip(self.average.buffers(), self.model.buffers(), strict=False):
-                a.copy_(b)
 
 
 class Critic:
