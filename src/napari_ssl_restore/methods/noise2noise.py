@@ -372,8 +372,7 @@ def _train(net, sampler, params: Params, *, total: int, grand_total: int, previe
     rate = params.learning_rate or (VALIDATED_LEARNING_RATE if validated else PAPER_LEARNING_RATE)
     opt = torch.optim.Adam(net.parameters(), lr=rate, betas=(0.9, 0.99), foreach=True)
     ema = EMA(net, WEIGHT_AVERAGING) if validated else None
-    average = ema.average if ema is not None else None
-    judged = average if average is not None else net
+    judged = ema.average if ema is not None else net  # the weights the strip judges and keeps
     crop = centre_crop(preview_plane, 256)
     preview_net = Predictor(judged, sampler.fields[0].device, multiple=2 ** net.depth, amp=amp)
     state: dict = {"val": float("nan"), "best": float("inf"), "best_step": 0, "best_state": None,
@@ -405,7 +404,7 @@ def _train(net, sampler, params: Params, *, total: int, grand_total: int, previe
             state["best"], state["best_step"] = value, it
             if validated:
                 state["best_state"] = {k: v.detach().clone()
-                                       for k, v in average.state_dict().items()}
+                                       for k, v in judged.state_dict().items()}
         return validated and anneal.finished(it, state["best_step"])
 
     def describe(it: int, loss: float):
@@ -432,7 +431,7 @@ def _train(net, sampler, params: Params, *, total: int, grand_total: int, previe
             net.load_state_dict(state["best_state"])
             kept = f"step {state['best_step']}"
         else:  # stopped before the first check: the average so far
-            net.load_state_dict(average.state_dict())
+            net.load_state_dict(judged.state_dict())
     final = validation(loop.steps)
     return {"steps": loop.steps, "train_loss": loop.loss, "val_loss": final,
             "stopped": loop.stopped, "held_out_loss": state["history"],
