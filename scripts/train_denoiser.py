@@ -65,8 +65,12 @@ import numpy as np
 HELD_OUT = ("camera", "coins", "moon", "cell")
 TRAIN_IMAGES = ("astronaut", "brick", "chelsea", "clock", "coffee", "grass", "gravel",
                 "hubble_deep_field", "immunohistochemistry", "page", "retina", "rocket", "text")
-SHIPPED = os.path.join(os.path.dirname(__file__), "..", "src", "napari_ssl_restore", "weights",
-                       "dncnn_blind_gray.pt")
+WEIGHTS = os.path.join(os.path.dirname(__file__), "..", "src", "napari_ssl_restore", "weights")
+
+
+def shipped_path(name: str) -> str:
+    """Where the package keeps the shipped model ``name`` (``weights/<name with _>.pt``)."""
+    return os.path.join(WEIGHTS, name.replace("-", "_") + ".pt")
 
 
 def _luminance_and_channel(img: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
@@ -167,14 +171,11 @@ def _denoise(net, noisy: np.ndarray, device, a: float = 0.0, b: float = 0.0) -> 
     import torch
 
     from napari_ssl_restore.engine.video import wrap_denoiser
-    from napari_ssl_restore.physics.estimate import noise_std_map
 
-    x = noisy.astype(np.float32)[None]
-    if getattr(net, "noise_map", False):
-        x = np.concatenate([x, noise_std_map(x, a, b)])
-    x = torch.from_numpy(x)[None].to(device)
+    x = torch.from_numpy(noisy.astype(np.float32))[None, None].to(device)
+    noise = [(a, b)] if getattr(net, "noise_map", False) else None
     with torch.no_grad():
-        return wrap_denoiser(net, 1)(x)[0, 0].cpu().numpy()
+        return wrap_denoiser(net, 1, noise)(x)[0, 0].cpu().numpy()
 
 
 def held_out_psnr(net, sigmas=(15, 25, 50), pg_photons=(20, 100), seed: int = 123,
@@ -275,7 +276,7 @@ def noisy_batch_on_device(clean, generator, sigma_max: float, pg_fraction: float
 
 WARM_STEPS = 50
 SESSION_ARGS = ("state", "resume", "checkpoint_every", "session_seconds", "session_steps",
-                "eval_every", "threads", "out", "install")
+                "eval_every", "threads", "out", "install", "name")
 """Arguments that shape a session, not the training: a resumed run may change them."""
 
 
@@ -340,10 +341,11 @@ class Session:
             clean = torch.from_numpy(clean).to(device, non_blocking=True)
             noisy = noisy_batch_on_device(clean, self.noise_gen, args.sigma_max, args.pg_fraction)
         elif args.noise_map:  # the network reads the noise level at each pixel beside the image
-            from napari_ssl_restore.physics.estimate import noise_std_map
+            from napari_ssl_restore.physics.noise import noise_std_map
 
             noisy, a, b = noisy_batch(clean, self.rng, args.sigma_max, args.pg_fraction, True)
-            noisy = torch.from_numpy(np.concatenate([noisy, noise_std_map(noisy, a, b)], 1))
+            noisy = torch.from_numpy(noisy)
+            noisy = torch.cat([noisy, noise_std_map(noisy, a, b)], 1)
             clean, noisy = torch.from_numpy(clean).to(device), noisy.to(device)
         else:
             noisy = torch.from_numpy(noisy_batch(clean, self.rng, args.sigma_max,
@@ -436,31 +438,41 @@ class Session:
         return self.done, steps
 
 
-def install(ckpt_path: str) -> str:
-    """Copy a trained checkpoint to the shipped path and write ``manifest.json`` from it."""
+def install(ckpt_path: str, name: str = "") -> str:
+    """Copy a trained checkpoint into the package as the shipped model ``name`` (default: the
+    shipped denoiser's name, ``SHIPPED_DENOISER``) and record it in ``weights/manifest.json``; the
+    other shipped models stay listed, so an earlier release's model remains loadable by name."""
     import shutil
 
-    from napari_ssl_restore.core.models import load_checkpoint, sha256_file
+    from napari_ssl_restore.core.models import SHIPPED_DENOISER, load_checkpoint, sha256_file
 
+    name = name or SHIPPED_DENOISER
     ckpt = load_checkpoint(ckpt_path)
     prov = ckpt["provenance"]
     if prov.get("script") != "scripts/train_denoiser.py" or "held_out_psnr" not in prov:
         raise SystemExit(f"{ckpt_path}: not a checkpoint written by this script.")
-    if os.path.abspath(ckpt_path) != os.path.abspath(SHIPPED):
-        shutil.copyfile(ckpt_path, SHIPPED)
-    digest = sha256_file(SHIPPED)
+    target = shipped_path(name)
+    if os.path.abspath(ckpt_path) != os.path.abspath(target):
+        shutil.copyfile(ckpt_path, target)
+    digest = sha256_file(target)
     recipe = prov["recipe"]
-    entry = {"file": os.path.basename(SHIPPED), "sha256": digest,
+    entry = {"file": os.path.basename(target), "sha256": digest,
              "architecture": ckpt["architecture"],
              "config": dict(ckpt["config"]), "sigma_range_8bit": [0, recipe["sigma_max"]],
              "recipe": recipe, "held_out": prov["held_out"],
              "held_out_psnr": prov["held_out_psnr"],
              "train_seconds": prov.get("train_seconds"), "train_device": prov.get("train_device")}
-    manifest = os.path.join(os.path.dirname(SHIPPED), "manifest.json")
-    with open(manifest, "w") as f:
-        json.dump({"dncnn-blind-gray": entry}, f, indent=2)
+    manifest = os.path.join(WEIGHTS, "manifest.json")
+    entries = {}
+    if os.path.isfile(manifest):
+        with open(manifest, encoding="utf-8") as f:
+            entries = json.load(f)
+    entries[name] = entry
+    with open(manifest + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(entries, f, indent=2)
         f.write("\n")
-    print(f"installed {SHIPPED} (sha256 {digest}) and updated {manifest}")
+    os.replace(manifest + ".tmp", manifest)
+    print(f"installed {target} as {name!r} (sha256 {digest}) and updated {manifest}")
     return digest
 
 
@@ -500,7 +512,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps ...")
-    ap.add_argument("--out", default=SHIPPED)
+    ap.add_argument("--out", default="",
+                    help="checkpoint to write; default: install it as the shipped denoiser")
     ap.add_argument("--state", default="",
                     help="training state (model, optimiser, sampler and noise RNGs, step, log), "
                          "written atomically every --checkpoint-every seconds and when a session "
@@ -518,11 +531,19 @@ def main(argv=None) -> int:
                     help="log the held-out PSNR every so many steps (kept in the state and the "
                          "final checkpoint)")
     ap.add_argument("--install", metavar="CKPT", default="",
-                    help="ship CKPT (copy into the package, write the manifest) and exit")
+                    help="ship CKPT (copy into the package, record it in the manifest) and exit")
+    ap.add_argument("--name", default="",
+                    help="with --install: the shipped model's name (default: the shipped "
+                         "denoiser's); other shipped models stay")
     args = ap.parse_args(argv)
     if args.install:
-        install(args.install)
+        install(args.install, args.name)
         return 0
+    ship = not args.out
+    if ship:
+        from napari_ssl_restore.core.models import SHIPPED_DENOISER
+
+        args.out = shipped_path(SHIPPED_DENOISER)
 
     if args.resume:  # before the training set is built
         check_resumable(args)
@@ -586,7 +607,7 @@ def main(argv=None) -> int:
     path = save_model(ckpt, args.out)
     print(f"wrote {path} ({os.path.getsize(path) / 1e6:.2f} MB), {steps} steps in "
           f"{seconds:.0f} s on {where}")
-    if os.path.abspath(args.out) == os.path.abspath(SHIPPED):
+    if ship:
         install(path)
     return 0
 

@@ -422,13 +422,18 @@ def test_training_script_smoke(tmp_path):
     assert ckpt["provenance"]["recipe"]["steps"] == 2
     assert set(ckpt["provenance"]["held_out_psnr"]) == {"15", "25", "50", "pg20", "pg100"}
 
-    # --install ships a checkpoint: copy into the package and a manifest that verifies it
+    # --install ships a checkpoint: copy into the package and a manifest entry that verifies it;
+    # the models shipped before stay listed (loadable by name)
     mod = _training_script()
-    mod.SHIPPED = str(tmp_path / "pkg" / "dncnn_blind_gray.pt")
+    mod.WEIGHTS = str(tmp_path / "pkg")
     os.makedirs(tmp_path / "pkg")
-    digest = mod.install(str(out))
-    entry = json.loads((tmp_path / "pkg" / "manifest.json").read_text())[models.SHIPPED_DENOISER]
-    assert entry["sha256"] == digest == models.sha256_file(mod.SHIPPED)
+    (tmp_path / "pkg" / "manifest.json").write_text(json.dumps({"earlier": {"file": "e.pt"}}))
+    digest = mod.install(str(out), "a-test-model")
+    manifest = json.loads((tmp_path / "pkg" / "manifest.json").read_text())
+    assert set(manifest) == {"earlier", "a-test-model"}
+    entry = manifest["a-test-model"]
+    assert entry["file"] == "a_test_model.pt"
+    assert entry["sha256"] == digest == models.sha256_file(tmp_path / "pkg" / "a_test_model.pt")
     assert entry["held_out_psnr"] == ckpt["provenance"]["held_out_psnr"]
     assert entry["recipe"]["steps"] == 2 and entry["config"]["depth"] == 3
 
@@ -455,33 +460,48 @@ def test_training_resumes_bit_for_bit(tmp_path):
         "held_out_psnr"]  # the log's last entry is the final weights' score
 
 
-def test_noise_aware_candidate_reads_a_noise_map(tmp_path):
-    """The FFDNet-style candidate: one more input channel (the noise std at each pixel, from the
-    variance model on the smoothed image), a residual on the image channel only; the methods refuse
-    it with a clear message until they can make its map."""
+def test_noise_aware_denoiser_is_given_the_measured_noise_map(tmp_path):
+    """The FFDNet-style network reads one more input channel, the noise std at each pixel (the
+    variance model on the smoothed image); the methods measure the model on the image and the
+    wrapper makes the map, channel by channel; its residual is on the image channel only."""
     import torch
 
-    from napari_ssl_restore.engine.video import load_denoiser
+    from napari_ssl_restore.engine.video import wrap_denoiser
     from napari_ssl_restore.nets.unet import UNet
-    from napari_ssl_restore.physics.estimate import noise_std_map
+    from napari_ssl_restore.physics.noise import noise_std_map
 
-    flat = np.full((2, 1, 16, 16), 0.25, np.float32)
+    flat = torch.full((2, 1, 16, 16), 0.25)
     a = np.array([0.0, 0.01], np.float32).reshape(2, 1, 1, 1)
     b = np.array([0.04, 0.0001], np.float32).reshape(2, 1, 1, 1)
     std = noise_std_map(flat, a, b)
-    np.testing.assert_allclose(std[0], 0.2, rtol=1e-5)  # Gaussian: sqrt(b)
-    np.testing.assert_allclose(std[1], np.sqrt(0.01 * 0.25 + 0.0001), rtol=1e-5)  # photon noise
-    net = UNet(1, 1, 8, 2, residual=True, noise_map=True)
+    torch.testing.assert_close(std[0], torch.full((1, 16, 16), 0.2))  # Gaussian: sqrt(b)
+    torch.testing.assert_close(std[1], torch.full((1, 16, 16), float(np.sqrt(0.0026))))
+    torch.manual_seed(0)
+    net = UNet(1, 1, 8, 2, residual=True, noise_map=True).eval()
     assert net.config["noise_map"] and net.head[0][0].in_channels == 2
+    x = torch.rand(1, 2, 16, 16)  # two channels, each with its own noise model
+    per_channel = np.array([[0.02, 0.001], [0.0, 0.01]])
     with torch.no_grad():
+        got = wrap_denoiser(net, 2, per_channel)(x)
+        for k, (ak, bk) in enumerate(per_channel):
+            xk = x[:, k:k + 1]
+            expected = net(torch.cat([xk, noise_std_map(xk, ak, bk)], 1))
+            torch.testing.assert_close(got[:, k:k + 1], expected)
         torch.nn.init.zeros_(net.tail.weight), torch.nn.init.zeros_(net.tail.bias)
-    x = torch.from_numpy(np.concatenate([flat, std], 1))
-    torch.testing.assert_close(net(x), x[:, :1])  # predicts no noise: the image, not the map
-    path = tmp_path / "aware.pt"
-    models.save_model(models.checkpoint(net, architecture="unet", normalization={}, provenance={}),
-                      path)
-    with pytest.raises(ValueError, match="noise-aware"):
-        load_denoiser(str(path), 1, "cpu")
+        torch.testing.assert_close(net(torch.cat([x[:, :1], x[:, :1]], 1)), x[:, :1])
+    path = tmp_path / "aware.pt"  # no noise model in the file: it is measured on each image
+    models.save_model(models.checkpoint(net, architecture="unet", normalization={},
+                                        provenance={}), path)
+    rng = np.random.default_rng(0)
+    clean = np.clip(0.2 + 0.6 * np.sin(np.linspace(0, 6, 96))[:, None] ** 2 * np.ones(96), 0, 1)
+    noisy = (rng.poisson(clean * 30) / 30 + 0.01 * rng.standard_normal(clean.shape)).astype(
+        np.float32)
+    out = restore(noisy, "dncnn", model=str(path), full_output=True)
+    fit = out["provenance"]["noise_model"]
+    assert fit["noise"] == "auto" and fit["a"][0] > 0  # photon noise measured
+    np.testing.assert_allclose(out["image"], noisy, atol=1e-4)  # the net predicts no noise
+    gauss = restore(noisy, "dncnn", model=str(path), noise="gaussian", full_output=True)
+    assert gauss["provenance"]["noise_model"]["a"] == [0.0]
 
 
 def _training_script(name: str = "train_denoiser"):

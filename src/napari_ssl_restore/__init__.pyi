@@ -232,24 +232,24 @@ def decompose_double_dip(
 # dncnn: Pretrained blind denoiser (DnCNN-style), frame by frame
 @overload
 def denoise_dncnn(
-    image: _Image, *, model: str = "", tile_size: int = 0, tile_overlap: int = 32,
-    ensemble: bool = False, fusion_radius: int = 0, axes: str | None = None, device: str = "auto",
-    seed: int = 0, progress: Callable[[Step], None] | bool | None = None,
+    image: _Image, *, model: str = "", noise: Literal["auto", "gaussian"] = "auto", tile_size: int = 0,
+    tile_overlap: int = 32, ensemble: bool = False, fusion_radius: int = 0, axes: str | None = None,
+    device: str = "auto", seed: int = 0, progress: Callable[[Step], None] | bool | None = None,
     full_output: Literal[False] = False, float_output: bool = False,
 ) -> np.ndarray: ...
 @overload
 def denoise_dncnn(
-    image: _Image, *, model: str = "", tile_size: int = 0, tile_overlap: int = 32,
-    ensemble: bool = False, fusion_radius: int = 0, axes: str | None = None, device: str = "auto",
-    seed: int = 0, progress: Callable[[Step], None] | bool | None = None, full_output: Literal[True],
-    float_output: bool = False,
+    image: _Image, *, model: str = "", noise: Literal["auto", "gaussian"] = "auto", tile_size: int = 0,
+    tile_overlap: int = 32, ensemble: bool = False, fusion_radius: int = 0, axes: str | None = None,
+    device: str = "auto", seed: int = 0, progress: Callable[[Step], None] | bool | None = None,
+    full_output: Literal[True], float_output: bool = False,
 ) -> dict[str, Any]: ...
 @overload
 def denoise_dncnn(
-    image: _Image, *, model: str = "", tile_size: int = 0, tile_overlap: int = 32,
-    ensemble: bool = False, fusion_radius: int = 0, axes: str | None = None, device: str = "auto",
-    seed: int = 0, progress: Callable[[Step], None] | bool | None = None, full_output: bool = False,
-    float_output: bool = False,
+    image: _Image, *, model: str = "", noise: Literal["auto", "gaussian"] = "auto", tile_size: int = 0,
+    tile_overlap: int = 32, ensemble: bool = False, fusion_radius: int = 0, axes: str | None = None,
+    device: str = "auto", seed: int = 0, progress: Callable[[Step], None] | bool | None = None,
+    full_output: bool = False, float_output: bool = False,
 ) -> np.ndarray | dict[str, Any]: ...
 
 # frame2frame: Frame2Frame (Ehret et al. 2019): fine-tune a denoiser on a time-lapse via optical flow
@@ -258,9 +258,10 @@ def denoise_frame2frame(
     image: _Image, *, mode: Literal["online", "offline"] = "offline", steps_per_frame: int = 20,
     epochs: int = 10, early_stop: bool = True, learning_rate: float = 5e-05,
     flow: Literal["tvl1", "tvl1-skimage", "ilk"] = "tvl1", divergence_threshold: float = 0.75,
-    warp_error_threshold: float = 0.1, mask_dilation: int = 2, model: str = "", save_model: str = "",
-    patch_size: int = 128, batch_size: int = 4, fusion_radius: int = 2, tile_size: int = 0,
-    tile_overlap: int = 32, axes: str | None = None, device: str = "auto", seed: int = 0,
+    warp_error_threshold: float = 0.1, mask_dilation: int = 2, model: str = "",
+    noise: Literal["auto", "gaussian"] = "auto", save_model: str = "", patch_size: int = 128,
+    batch_size: int = 4, fusion_radius: int = 2, tile_size: int = 0, tile_overlap: int = 32,
+    axes: str | None = None, device: str = "auto", seed: int = 0,
     progress: Callable[[Step], None] | bool | None = None, full_output: Literal[False] = False,
     float_output: bool = False,
 ) -> np.ndarray: ...
@@ -269,9 +270,10 @@ def denoise_frame2frame(
     image: _Image, *, mode: Literal["online", "offline"] = "offline", steps_per_frame: int = 20,
     epochs: int = 10, early_stop: bool = True, learning_rate: float = 5e-05,
     flow: Literal["tvl1", "tvl1-skimage", "ilk"] = "tvl1", divergence_threshold: float = 0.75,
-    warp_error_threshold: float = 0.1, mask_dilation: int = 2, model: str = "", save_model: str = "",
-    patch_size: int = 128, batch_size: int = 4, fusion_radius: int = 2, tile_size: int = 0,
-    tile_overlap: int = 32, axes: str | None = None, device: str = "auto", seed: int = 0,
+    warp_error_threshold: float = 0.1, mask_dilation: int = 2, model: str = "",
+    noise: Literal["auto", "gaussian"] = "auto", save_model: str = "", patch_size: int = 128,
+    batch_size: int = 4, fusion_radius: int = 2, tile_size: int = 0, tile_overlap: int = 32,
+    axes: str | None = None, device: str = "auto", seed: int = 0,
     progress: Callable[[Step], None] | bool | None = None, full_output: Literal[True],
     float_output: bool = False,
 ) -> dict[str, Any]: ...
@@ -280,9 +282,10 @@ def denoise_frame2frame(
     image: _Image, *, mode: Literal["online", "offline"] = "offline", steps_per_frame: int = 20,
     epochs: int = 10, early_stop: bool = True, learning_rate: float = 5e-05,
     flow: Literal["tvl1", "tvl1-skimage", "ilk"] = "tvl1", divergence_threshold: float = 0.75,
-    warp_error_threshold: float = 0.1, mask_dilation: int = 2, model: str = "", save_model: str = "",
-    patch_size: int = 128, batch_size: int = 4, fusion_radius: int = 2, tile_size: int = 0,
-    tile_overlap: int = 32, axes: str | None = None, device: str = "auto", seed: int = 0,
+    warp_error_threshold: float = 0.1, mask_dilation: int = 2, model: str = "",
+    noise: Literal["auto", "gaussian"] = "auto", save_model: str = "", patch_size: int = 128,
+    batch_size: int = 4, fusion_radius: int = 2, tile_size: int = 0, tile_overlap: int = 32,
+    axes: str | None = None, device: str = "auto", seed: int = 0,
     progress: Callable[[Step], None] | bool | None = None, full_output: bool = False,
     float_output: bool = False,
 ) -> np.ndarray | dict[str, Any]: ...
@@ -291,9 +294,9 @@ def denoise_frame2frame(
 #   output
 @overload
 def denoise_restore_from_restored(
-    image: _Image, *, mode: Literal["online", "offline"] = "offline", steps_per_frame: int = 10,
-    epochs: int = 40, rounds: int = 1, learning_rate: float = 0.0001,
-    noise: Literal["auto", "gaussian", "poisson-gaussian"] = "auto", correlated: bool = True,
+    image: _Image, *, mode: Literal["online", "offline"] = "offline",
+    noise: Literal["auto", "gaussian", "poisson-gaussian"] = "auto", steps_per_frame: int = 10,
+    epochs: int = 40, rounds: int = 1, learning_rate: float = 0.0001, correlated: bool = True,
     model: str = "", save_model: str = "", patch_size: int = 128, batch_size: int = 4,
     fusion_radius: int = 2, tile_size: int = 0, tile_overlap: int = 32, axes: str | None = None,
     device: str = "auto", seed: int = 0, progress: Callable[[Step], None] | bool | None = None,
@@ -301,9 +304,9 @@ def denoise_restore_from_restored(
 ) -> np.ndarray: ...
 @overload
 def denoise_restore_from_restored(
-    image: _Image, *, mode: Literal["online", "offline"] = "offline", steps_per_frame: int = 10,
-    epochs: int = 40, rounds: int = 1, learning_rate: float = 0.0001,
-    noise: Literal["auto", "gaussian", "poisson-gaussian"] = "auto", correlated: bool = True,
+    image: _Image, *, mode: Literal["online", "offline"] = "offline",
+    noise: Literal["auto", "gaussian", "poisson-gaussian"] = "auto", steps_per_frame: int = 10,
+    epochs: int = 40, rounds: int = 1, learning_rate: float = 0.0001, correlated: bool = True,
     model: str = "", save_model: str = "", patch_size: int = 128, batch_size: int = 4,
     fusion_radius: int = 2, tile_size: int = 0, tile_overlap: int = 32, axes: str | None = None,
     device: str = "auto", seed: int = 0, progress: Callable[[Step], None] | bool | None = None,
@@ -311,9 +314,9 @@ def denoise_restore_from_restored(
 ) -> dict[str, Any]: ...
 @overload
 def denoise_restore_from_restored(
-    image: _Image, *, mode: Literal["online", "offline"] = "offline", steps_per_frame: int = 10,
-    epochs: int = 40, rounds: int = 1, learning_rate: float = 0.0001,
-    noise: Literal["auto", "gaussian", "poisson-gaussian"] = "auto", correlated: bool = True,
+    image: _Image, *, mode: Literal["online", "offline"] = "offline",
+    noise: Literal["auto", "gaussian", "poisson-gaussian"] = "auto", steps_per_frame: int = 10,
+    epochs: int = 40, rounds: int = 1, learning_rate: float = 0.0001, correlated: bool = True,
     model: str = "", save_model: str = "", patch_size: int = 128, batch_size: int = 4,
     fusion_radius: int = 2, tile_size: int = 0, tile_overlap: int = 32, axes: str | None = None,
     device: str = "auto", seed: int = 0, progress: Callable[[Step], None] | bool | None = None,

@@ -50,17 +50,22 @@ def feature_matching(real_out, fake_out):
     return total / max(n, 1)
 
 
+PERCEPTUAL_MODEL = "dncnn-blind-gray"
+"""The shipped network whose activations serve as perceptual features: the first release's blind
+DnCNN, kept by name so the unpaired methods do not change when the default denoiser does."""
+
+
 def perceptual_features(device, layers=(2, 4, 8)):
     """A frozen feature extractor the project ships: the activations after convolutions
-    ``layers`` (1-based) of the shipped blind denoiser (DnCNN, trained on natural and synthetic
-    images; receptive fields 5, 9 and 17 pixels) — where the papers used ImageNet VGG features,
-    which cannot be downloaded here. Multi-channel images are passed channel by channel. Returns
-    ``features(x) -> list of tensors``."""
+    ``layers`` (1-based) of :data:`PERCEPTUAL_MODEL` (a blind DnCNN trained on natural and
+    synthetic images; receptive fields 5, 9 and 17 pixels) — where the papers used ImageNet VGG
+    features, which cannot be downloaded here. Multi-channel images are passed channel by channel.
+    Returns ``features(x) -> list of tensors``."""
     import torch
 
     from ..core.models import build, shipped_model
 
-    net = build(shipped_model(), device).eval()
+    net = build(shipped_model(PERCEPTUAL_MODEL), device).eval()
     for p in net.parameters():
         p.requires_grad_(False)
     body = net.body

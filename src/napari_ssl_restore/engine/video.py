@@ -24,7 +24,7 @@ from ..core.params import param
 from ..core.progress import Step, StopRequested, unrestored
 from .fusion import Fusion
 from .planes import Outputs, Planes
-from .predict import Predictor, predict_into, predict_planes
+from .predict import Predictor, centre_crop, predict_into, predict_planes
 from .train import optimise
 
 logger = logging.getLogger(__name__)
@@ -38,12 +38,30 @@ frame by frame."""
 
 # --- the denoiser --------------------------------------------------------------------------------
 
-def wrap_denoiser(net, channels: int):
+NOISE_CHOICES = ("auto", "gaussian")
+NOISE_DOC = ("Noise model for a noise-aware denoiser (the shipped one reads the noise level at each "
+             "pixel beside the image): 'auto' measures signal-dependent (photon) noise a*u + b on "
+             "the image; 'gaussian' forces one level everywhere (the measured level at the median "
+             "intensity). Blind models ignore it.")
+NOISE_CROP = 512
+"""Side of the centre crop of each sampled plane on which the noise model is measured."""
+NOISE_PLANES = 8
+"""Planes (spread over the stack) on which the noise model is measured, as the assistant does."""
+
+
+def wrap_denoiser(net, channels: int, noise=None):
     """A module running ``net`` on ``channels``-channel images (folding C into the batch for
-    single-channel models, padding for U-Nets), differentiable so it can be fine-tuned."""
+    single-channel models, padding for U-Nets), differentiable so it can be fine-tuned.
+
+    ``noise``: per channel ``(a, b)`` of the noise variance ``a·u + b`` in the images' units, for a
+    noise-aware network (``config["noise_map"]``): the module then makes the noise-level map of each
+    input itself (:func:`~napari_ssl_restore.physics.noise.noise_std_map`), so the predictor, the
+    self-ensemble, tiling and fine-tuning pass images only. Without it such a network expects the
+    map as the input's last channel."""
     import torch
 
     from ..nets.unet import pad_to_multiple
+    from ..physics.noise import noise_std_map
 
     class Denoiser(torch.nn.Module):
         def __init__(self):
@@ -51,11 +69,16 @@ def wrap_denoiser(net, channels: int):
             self.net = net
             self.fold = net.config["in_channels"] == 1 and channels > 1
             self.multiple = 2 ** net.depth if hasattr(net, "depth") else 1
+            self.noise = None if noise is None else np.asarray(noise, np.float32).reshape(-1, 2)
 
         def forward(self, x):
             n, c, h, w = x.shape
             if self.fold:
                 x = x.reshape(n * c, 1, h, w)
+            if self.noise is not None:  # one model per channel, repeated over the batch
+                a = np.tile(self.noise[:, 0], x.shape[0] // len(self.noise)).reshape(-1, 1, 1, 1)
+                b = np.tile(self.noise[:, 1], x.shape[0] // len(self.noise)).reshape(-1, 1, 1, 1)
+                x = torch.cat([x, noise_std_map(x, a, b)], 1)
             if self.multiple > 1:
                 x, _ = pad_to_multiple(x, self.multiple)
             y = self.net(x)[..., :h, :w]
@@ -64,27 +87,57 @@ def wrap_denoiser(net, channels: int):
     return Denoiser()
 
 
-def load_denoiser(model: str, channels: int, device):
-    """The denoiser to start from: a saved model (``model`` path) or the shipped blind DnCNN.
+def measure_noise(planes: Planes, noise: str = "auto") -> np.ndarray:
+    """Per channel ``(a, b)`` of the noise variance ``a·u + b`` in the planes' normalised units,
+    fitted on centre crops of up to :data:`NOISE_PLANES` planes spread over the whole stack (the
+    restore assistant's
+    fit, :func:`~napari_ssl_restore.physics.estimate.noise_fit`). ``noise="gaussian"``: one
+    level per channel, the fitted variance at the median intensity (``a = 0``)."""
+    from ..physics.estimate import channel_noise_models
 
-    Returns ``(module, checkpoint)``. Any model the project saves works (a Noise2Noise U-Net, a
-    fine-tuned DnCNN); a single-channel model runs channel by channel on multichannel images.
+    if noise not in NOISE_CHOICES:
+        raise ValueError(f"noise must be one of {', '.join(NOISE_CHOICES)}; got {noise!r}.")
+    whole = planes.whole
+    crops = [centre_crop(whole[i], NOISE_CROP) for i in whole.source.sample_indices(NOISE_PLANES)]
+    try:
+        models = channel_noise_models(crops)
+    except ValueError:
+        raise ValueError(f"planes of {crops[0].shape[:2]} pixels are too small to measure the "
+                         "noise a noise-aware denoiser needs; give planes of at least 10x10 "
+                         "pixels, or a blind model (model='dncnn-blind-gray').") from None
+    if noise == "gaussian":
+        for k, (a, b) in enumerate(models):
+            med = float(np.median(np.concatenate([p[..., k].ravel() for p in crops])))
+            models[k] = 0.0, max(a * med + b, 0.0)
+    return models
+
+
+def load_denoiser(model: str, planes: Planes, device, noise: str = "auto"):
+    """The denoiser to start from: the shipped one, a shipped model by name or a saved model (path).
+
+    Returns ``(module, checkpoint, info)``. Any model the project saves works (a Noise2Noise U-Net,
+    a fine-tuned DnCNN); a single-channel model runs channel by channel on multichannel images; a
+    noise-aware one reads the noise model :func:`measure_noise` fits on ``planes`` (recorded in
+    ``info``).
     """
-    from ..core.models import build, load_checkpoint, shipped_model
+    from ..core.models import build, model_named
 
-    ckpt = load_checkpoint(model) if model else shipped_model()
-    cin = ckpt["config"]["in_channels"]
-    if ckpt["config"].get("noise_map"):
-        raise ValueError(f"model {model!r} is a noise-aware candidate (it reads a noise map beside "
-                         "the image): scripts/train_denoiser.py trains and scores it, the "
-                         "methods do not apply it yet; give a blind model (or none, for the "
-                         "shipped one).")
+    ckpt = model_named(model)
+    cin, channels = ckpt["config"]["in_channels"], planes.c
     if cin not in (1, channels):
         raise ValueError(f"model {model or 'shipped'!r} expects {cin} channel(s) but the image has "
                          f"{channels}; use a single-channel or a {channels}-channel model.")
+    info: dict[str, Any] = {}
+    models = None
+    if ckpt["config"].get("noise_map"):
+        if cin != 1:
+            raise ValueError(f"model {model!r}: a noise-aware model must be single-channel.")
+        models = measure_noise(planes, noise)
+        info["noise_model"] = {"noise": noise, "a": [float(m[0]) for m in models],
+                               "b": [float(m[1]) for m in models]}
     net = build(ckpt, device)
     net.eval()
-    return wrap_denoiser(net, channels), ckpt
+    return wrap_denoiser(net, channels, models), ckpt, info
 
 
 def save_checkpoint(den, base_ckpt: dict, *, method: str, params, seed: int, info: dict) -> dict:
@@ -114,8 +167,11 @@ class VideoParams:
                    "'online': sweep forward through T, fine-tuning a few steps on each frame and "
                    "restoring it with the model as it is then (frames appear one by one).",
         choices=("online", "offline"))
-    model: str = param("", "Denoiser to start from: empty for the shipped blind DnCNN, or a .pt "
-                           "saved by this plugin (e.g. a Noise2Noise model).", widget="open_file")
+    model: str = param("", "Denoiser to start from: empty for the shipped denoiser, a shipped "
+                           "model's name (dncnn-blind-gray: the first release's), or a .pt saved "
+                           "by this plugin (e.g. a Noise2Noise model).", widget="open_file")
+    noise: Literal["auto", "gaussian"] = param("auto", NOISE_DOC, choices=NOISE_CHOICES,
+                                               advanced=True)
     save_model: str = param("", "Save the fine-tuned model here (.pt) to reuse it with dncnn or "
                                 "as a starting point.", widget="save_file")
     patch_size: int = param(128, "Side of the training crops (whole frames when smaller).",
@@ -168,9 +224,9 @@ def start(planes: Planes, params, ctx) -> Run:
     """Device, seeded generators, the starting denoiser and its predictor."""
 
     device = ctx.torch_device
-    den, base = load_denoiser(params.model, planes.c, device)
+    den, base, noise = load_denoiser(params.model, planes, device, params.noise)
     predictor = Predictor(den, device, tile=params.tile_size, overlap=params.tile_overlap)
-    info = {"device": str(device), "mode": params.mode, "frames": planes.n_frames,
+    info = {"device": str(device), "mode": params.mode, "frames": planes.n_frames, **noise,
             "_t0": time.perf_counter()}
     return Run(device, np.random.default_rng(ctx.seed), planes, den, base, predictor, info,
                ctx.previews)

@@ -19,11 +19,12 @@ the model saw: fine-tune it on the data with ``frame2frame`` or ``restore-from-r
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal
 
 from ..core.params import param
 from ..core.registry import MethodResult, MethodSpec, Output, RunContext
 from ..engine.planes import Outputs, Planes
-from ..engine.video import TILE_DOC
+from ..engine.video import NOISE_CHOICES, NOISE_DOC, TILE_DOC
 from ._public import public_function
 
 
@@ -33,9 +34,12 @@ class Params:
 
     method_title = "DnCNN"
 
-    model: str = param("", "Model to apply: empty for the shipped blind DnCNN, or a .pt saved by "
-                           "this plugin (Noise2Noise, Frame2Frame, Restore-from-Restored).",
-                       widget="open_file")
+    model: str = param("", "Model to apply: empty for the shipped denoiser, a shipped model's "
+                           "name (dncnn-blind-gray: the first release's blind DnCNN), or a .pt "
+                           "saved by this plugin (Noise2Noise, Frame2Frame, "
+                           "Restore-from-Restored).", widget="open_file")
+    noise: Literal["auto", "gaussian"] = param("auto", NOISE_DOC, choices=NOISE_CHOICES,
+                                               advanced=True)
     tile_size: int = param(0, TILE_DOC, min=0, max=8192, advanced=True)
     tile_overlap: int = param(32, "Overlap of prediction tiles, blended smoothly.", min=0,
                               max=1024, advanced=True)
@@ -64,7 +68,7 @@ def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs):
                          f"stack (axes {planes.axes}) has {planes.n_frames} frame. For a "
                          "time-lapse set axes to TYX (or TZYX); else set fusion_radius to 0.")
     device = ctx.torch_device
-    den, ckpt = load_denoiser(params.model, planes.c, device)
+    den, ckpt, noise = load_denoiser(params.model, planes, device, params.noise)
     predictor = Predictor(den, device, tile=params.tile_size, overlap=params.tile_overlap,
                           ensemble=params.ensemble)
     fusion = Fusion(planes, device, params.fusion_radius)
@@ -75,7 +79,7 @@ def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs):
     prov = ckpt.get("provenance", {})
     info = {"device": str(device), "model": params.model or prov.get("shipped", ""),
             "model_sha256": prov.get("sha256", ""), "architecture": ckpt["architecture"],
-            "tile": predictor.tile, **fusion.report()}
+            "tile": predictor.tile, **noise, **fusion.report()}
     return MethodResult({}, info)
 
 

@@ -145,19 +145,6 @@ def channel_noise_models(planes: list[np.ndarray], noise_sigma: float = 0.0,
     return models
 
 
-def noise_std_map(planes: np.ndarray, a, b, smooth: float = 2.0) -> np.ndarray:
-    """The noise standard deviation at each pixel of noisy ``(..., H, W)`` planes under the
-    variance model ``a·u + b`` (:func:`noise_fit`), with ``u`` the planes smoothed by a Gaussian of
-    ``smooth`` pixels (the clean signal is unknown): the noise-level map a noise-aware network
-    reads beside the image. ``a`` and ``b`` are scalars or broadcast against the leading axes
-    (one model per plane: shape ``(N, 1, 1, 1)`` for ``(N, 1, H, W)`` planes)."""
-    x = np.asarray(planes, np.float32)
-    sigma = [0.0] * (x.ndim - 2) + [smooth, smooth]
-    u = ndi.gaussian_filter(x, sigma, mode="reflect") if np.any(np.asarray(a) != 0) else 0.0
-    return np.sqrt(np.maximum(np.asarray(a, np.float32) * u + np.asarray(b, np.float32), 0.0)
-                   ).astype(np.float32) * np.ones_like(x)
-
-
 def radial_spectrum(plane: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Radially averaged power spectrum of a Hann-windowed 2-D plane: ``(k, P(k))``, ``k`` in
     cycles/pixel (0 < k ≤ 0.5), normalised so white noise of variance v has ``P ≈ v``."""

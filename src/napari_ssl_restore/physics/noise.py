@@ -146,3 +146,40 @@ def _shaping_kernel(unit: np.ndarray, size: int, tile: int = 32) -> np.ndarray |
     kern = kern[m - r:m + r + 1, m - r:m + r + 1]
     kern = kern / np.sqrt(np.sum(kern ** 2))
     return kern.astype(np.float32)
+
+
+def noise_std_map(x, a, b, smooth: float = 2.0):
+    """The noise standard deviation at each pixel of a noisy ``(N, C, H, W)`` tensor ``x`` under
+    the variance model ``a·u + b``: the noise-level map a noise-aware network reads beside the image
+    (FFDNet: Zhang, Zuo & Zhang, IEEE TIP 2018). The clean signal ``u`` is unknown, so ``x``
+    smoothed by a Gaussian of ``smooth`` pixels stands for it (truncated at 4σ, borders mirrored
+    about the edge as scipy's ``gaussian_filter`` does by default; an image side smaller than the
+    kernel's radius repeats its edge instead). ``a`` and ``b`` are host numbers or arrays that
+    broadcast against ``(N, C, 1, 1)`` (one model per image or channel); when every ``a`` is 0 the
+    map is the constant ``sqrt(b)`` and nothing is smoothed. Returned on ``x``'s device, no
+    gradient."""
+    import torch
+    import torch.nn.functional as F
+
+    a_np, b_np = np.asarray(a, np.float32), np.asarray(b, np.float32)
+    with torch.no_grad():
+        a_t = torch.as_tensor(a_np, device=x.device, dtype=x.dtype)
+        b_t = torch.as_tensor(b_np, device=x.device, dtype=x.dtype)
+        if smooth <= 0 or not np.any(a_np != 0):
+            return (b_t.clamp_min(0).sqrt() * torch.ones_like(x)).to(x.dtype)
+        n, c, h, w = x.shape
+        r = int(4.0 * smooth + 0.5)
+        t = torch.arange(-r, r + 1, device=x.device, dtype=x.dtype)
+        k = torch.exp(-0.5 * (t / smooth) ** 2)
+        k = k / k.sum()
+        u = x.reshape(n * c, 1, h, w)
+        for dim, kernel in ((-1, k.view(1, 1, 1, -1)), (-2, k.view(1, 1, -1, 1))):
+            if u.shape[dim] > r:  # mirror about the edge: ... c b a | a b c ...
+                u = torch.cat([u.narrow(dim, 0, r).flip(dim), u,
+                               u.narrow(dim, u.shape[dim] - r, r).flip(dim)], dim)
+            else:
+                pad = (r, r, 0, 0) if dim == -1 else (0, 0, r, r)
+                u = F.pad(u, pad, mode="replicate")
+            u = F.conv2d(u, kernel)
+        var = a_t * u.reshape(n, c, h, w) + b_t
+        return var.clamp_min(0).sqrt()
