@@ -40,3 +40,61 @@ def test_methods_never_import_each_other():
             if isinstance(node, ast.ImportFrom) and node.level == 1:
                 imported = {node.module} if node.module else {a.name for a in node.names}
                 assert not imported & names, f"{path.name} imports {imported & names}"
+
+
+GUI = ("napari", "magicgui", "qtpy", "superqt", "PyQt5", "PyQt6", "PySide2", "PySide6", "vispy")
+HEADLESS = f'''
+import importlib.abc
+import sys
+
+
+class _NoGui(importlib.abc.MetaPathFinder):
+    """As if the GUI stack were not installed (this process and every one it starts)."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {GUI!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}} (not installed)", name=name)
+        return None
+
+
+sys.meta_path.insert(0, _NoGui())
+'''
+
+
+def test_api_cli_and_batch_run_without_napari_or_qt(tmp_path):
+    """A cluster worker or a script installs the core only (`pip install .`, no extras): the API,
+    `run` and `batch` (a local dask cluster whose worker processes see the same absence) work."""
+    import os
+
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(HEADLESS)
+    script = f'''
+import sys
+import numpy as np
+import tifffile
+try:
+    import napari  # noqa: F401
+    sys.exit("napari is importable: the test's blocker failed")
+except ModuleNotFoundError:
+    pass
+from napari_ssl_restore import restore
+from napari_ssl_restore.cli import main
+
+rng = np.random.default_rng(0)
+img = (0.5 + 0.1 * rng.standard_normal((32, 32))).astype(np.float32)
+assert restore(img, "dncnn", axes="YX", device="cpu").shape == img.shape
+tifffile.imwrite(r"{tmp_path}/in.tif", img)
+assert main(["run", "dncnn", r"{tmp_path}/in.tif", "-o", r"{tmp_path}/run.tif"]) == 0
+assert main(["batch", "dncnn", r"{tmp_path}/in.tif", "-o", r"{tmp_path}/batch",
+             "--workers", "1"]) == 0
+gui = sorted(m for m in sys.modules if m.split(".")[0] in {GUI!r})
+assert not gui, gui
+print("headless ok")
+'''
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(tmp_path / "site"), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
+                         timeout=240)
+    assert res.returncode == 0 and "headless ok" in res.stdout, res.stdout + res.stderr
+    assert os.path.exists(tmp_path / "run.tif")
+    assert os.listdir(tmp_path / "batch") == ["in_dncnn.tif"]

@@ -163,19 +163,26 @@ def write_files(job: Job, files: dict[str, str], *, input_path: str | os.PathLik
     :func:`output_files`): TIFF (memory-mapped, BigTIFF when large) or OME-Zarr by suffix, each
     through a temporary name renamed when complete, so a crash or a Stop leaves nothing half
     written. The provenance (plus ``provenance``) goes into each file, and into ``record`` when
-    given (e.g. for its ``quality`` block). Returns the files written."""
-    from .core.io import FileStores, atomic_paths, split_suffix
+    given (e.g. for its ``quality`` block); the input file's physical pixel sizes and time step
+    (:func:`~napari_ssl_restore.core.io.read_scale`) go into the outputs' metadata (finer by the
+    zoom of a super-resolution). Returns the files written."""
+    from .core.io import FileStores, atomic_paths, read_scale, split_suffix, zoomed_scale
 
     names = list(files)
     primary = job.spec.primary_name(job.params)
+    scale = (zoomed_scale(read_scale(input_path, job.layout.axes), job.spec.zoom(job.params))
+             if input_path is not None else {})
     with atomic_paths(list(files.values())) as temps:
         stores = FileStores(dict(zip(files, temps, strict=False)),
-                            {name: split_suffix(path)[1] for name, path in files.items()})
+                            {name: split_suffix(path)[1] for name, path in files.items()},
+                            scale=scale)
         outputs = drive(execute(job, stores=stores, keep=names, previews=False),
                         progress=progress, should_stop=should_stop)
         prov = dict(outputs["provenance"], **(provenance or {}))
         if input_path is not None:
             prov["input"] = os.path.abspath(input_path)
+        if scale:
+            prov["scale"] = scale
         stores.close(prov, primary)
         if record is not None:
             record.update(prov)

@@ -1,5 +1,6 @@
 """The ``napari-ssl-restore`` command: ``list``, ``run METHOD INPUT -o OUTPUT``, ``batch METHOD
-INPUT... -o OUTDIR`` (dask.distributed), ``analyse FILE`` (the restore assistant) and ``demo``.
+INPUT... -o OUTDIR`` (dask.distributed), ``analyse FILE`` (the restore assistant), ``demo`` and
+``export-bioimageio MODEL OUT.zip`` (a saved model as a bioimage.io model zip).
 
 Built from the registry: every method gets a ``run`` sub-command whose flags are its ``Params`` fields
 (``_`` -> ``-``) and its extra inputs (``--mask FILE``, ``--psf FILE`` ...). Bad input ends with exit
@@ -33,7 +34,7 @@ def _build_parser() -> argparse.ArgumentParser:
                      description="Self-supervised image and video restoration for microscopy.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser,
-                                metavar="{list,run,batch,analyse,demo}")
+                                metavar="{list,run,batch,analyse,demo,export-bioimageio}")
     sub.required = True
 
     sub.add_parser("list", help="list the methods, one name per line with its title")
@@ -70,8 +71,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "batch", help="restore many files, or one long stack in chunks, on dask.distributed",
         description="Restore many files (or globs), or a long TIFF/OME-Zarr in chunks of planes, "
                     "as dask.distributed tasks: on a running cluster (--scheduler) or a "
-                    "LocalCluster started here. Reruns skip complete outputs. Needs "
-                    "`pip install \"napari-ssl-restore[distributed]\"`.")
+                    "LocalCluster started here. Reruns skip complete outputs.")
     bmethods = batch.add_subparsers(dest="method", parser_class=_Parser, metavar="METHOD")
     bmethods.required = True
     for spec in all_methods():
@@ -125,6 +125,25 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--methods", nargs="+", metavar="METHOD",
                       help="only these methods (default: all)")
     demo.add_argument("--device", default="auto", help="torch device (default: auto)")
+
+    ex = sub.add_parser(
+        "export-bioimageio", help="export a saved model as a bioimage.io model zip (BioImage "
+                                  "Model Zoo)",
+        description="Write a model this plugin saved as a bioimage.io model zip (model format "
+                    "0.5: TorchScript and state-dict weights, test images, README, cover) that "
+                    "`bioimageio test` passes and bioimage.io software (deepImageJ, ilastik, "
+                    "bioimageio.core) runs. Needs `pip install \"napari-ssl-restore[bioimageio]\"`.")
+    ex.add_argument("model", metavar="MODEL",
+                    help="a .pt saved by this plugin (--save-model), a shipped model's name, or "
+                         "'' for the shipped denoiser")
+    ex.add_argument("output", metavar="OUT.zip", help="the zip to write")
+    ex.add_argument("--name", help="the model's name on bioimage.io (5-128 letters, digits, "
+                                   "spaces and _+-(); default: from the method)")
+    ex.add_argument("--sample", metavar="FILE",
+                    help="an image (TIFF/zarr) whose middle plane, cropped to at most 256x256, is "
+                         "the test input (default: a synthetic field)")
+    ex.add_argument("--axes", metavar="AXES", help="axes of the --sample file, e.g. YX, ZYX, YXC")
+    ex.add_argument("--overwrite", action="store_true", help="replace OUT.zip if it exists")
     return parser
 
 
@@ -287,11 +306,6 @@ def _inputs_from(args: argparse.Namespace, spec) -> dict[str, str]:
 
 
 def _cmd_batch(args: argparse.Namespace) -> int:
-    try:
-        import distributed  # noqa: F401
-    except ImportError:
-        raise UsageError("batch needs dask.distributed: pip install "
-                         "\"napari-ssl-restore[distributed]\"") from None
     from .batching import batch
     from .core.registry import get_method
 
@@ -305,6 +319,20 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     for r in summary.failed:
         print(f"error: {r.unit}: {r.error}", file=sys.stderr)
     return 0 if summary.ok else 1
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_bioimageio
+
+    if args.sample is not None and not os.path.exists(args.sample):
+        raise FileNotFoundError(f"{args.sample} does not exist; give the path of an image file.")
+    try:
+        path = export_bioimageio(args.model, args.output, args.sample, name=args.name,
+                                 axes=args.axes, overwrite=args.overwrite)
+    except ImportError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"wrote {path}")
+    return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -330,6 +358,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_batch(args)
         if args.command == "analyse":
             return _cmd_analyse(args)
+        if args.command == "export-bioimageio":
+            return _cmd_export(args)
         return _cmd_demo(args)
     except (UsageError, ValueError, TypeError, FileNotFoundError, IsADirectoryError,
             PermissionError, Cancelled) as exc:

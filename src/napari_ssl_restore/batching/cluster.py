@@ -40,7 +40,7 @@ def local_cluster(workers: int | None = None, device: str = "auto"):
 
         gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     cores = os.cpu_count() or 1
-    if workers is None:  # many single-threaded workers beat one multi-threaded (README)
+    if workers is None:  # many single-threaded workers beat one multi-threaded (docs/benchmarks)
         workers = gpus or min(cores, 8)
     if isinstance(workers, bool) or int(workers) < 1:
         raise ValueError(f"workers must be a positive integer; got {workers!r}.")
@@ -73,12 +73,8 @@ _CLIENTS: dict[str, Any] = {}
 
 def _client(address: str):
     """A dask client for ``address``, made once per address."""
-    try:
-        from distributed import Client
-    except ImportError:
-        raise ValueError("a dask scheduler needs dask.distributed: pip install "
-                         "\"napari-ssl-restore[distributed]\", or clear the scheduler field to "
-                         "run here.") from None
+    from distributed import Client
+
     client = _CLIENTS.get(address)
     if client is None or client.status != "running":
         try:

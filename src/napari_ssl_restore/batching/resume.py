@@ -40,7 +40,7 @@ def _marker(store: str, chunk: tuple[int, int]) -> str:
 
 def _make_store(spec, params, unit: Unit, sig: dict, float_output: bool) -> None:
     """Create a chunked output's OME-Zarr store (through a temporary name) with its final shape."""
-    from ..core.io import create_zarr
+    from ..core.io import create_zarr, read_scale, zoomed_scale
     from ..engine.planes import open_array, output_dtype
 
     arr, _ = open_array(unit.input)
@@ -54,7 +54,8 @@ def _make_store(spec, params, unit: Unit, sig: dict, float_output: bool) -> None
     tmp = os.path.join(os.path.dirname(unit.output),
                        f".{os.path.basename(unit.output)}.{uuid.uuid4().hex[:8]}.partial")
     try:
-        create_zarr(tmp, tuple(sizes[a] for a in out_axes), dtype, out_axes, ome=True)
+        create_zarr(tmp, tuple(sizes[a] for a in out_axes), dtype, out_axes, ome=True,
+                    scale=zoomed_scale(read_scale(unit.input, axes), zoom))
         import zarr
 
         zarr.open_group(tmp, mode="r+").attrs[BATCH_KEY] = sig

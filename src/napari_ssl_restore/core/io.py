@@ -55,7 +55,9 @@ def open_image(path: str | os.PathLike) -> tuple[Any, str | None]:
 
     ``.tif``/``.tiff``/``.ome.tif`` open through tifffile's zarr interface (one page per chunk, read
     on demand); ``.zarr``/``.ome.zarr`` open with zarr (an OME-Zarr image: its first resolution
-    level, axes from its metadata). The one reader of image files: the plane driver
+    level, axes from its metadata); any other file (a microscope's own format: ``.czi``, ``.nd2``,
+    ``.lif`` ...) through bioio, the ``[formats]`` extra (:func:`open_bioio`: a lazy dask array of
+    the first scene, axes from its metadata). The one reader of image files: the plane driver
     (:func:`napari_ssl_restore.engine.planes.open_array`) opens paths with it, and
     :func:`read_image` reads a TIFF into memory through the same TIFF reader and checks.
 
@@ -70,8 +72,50 @@ def open_image(path: str | os.PathLike) -> tuple[Any, str | None]:
         return _open_zarr(path)
     if low.endswith((".tif", ".tiff")):
         return _open_tiff(path, lazy=True)
-    raise ValueError(f"{path}: unsupported format; give a .tif, .tiff, .ome.tif, .zarr or "
-                     ".ome.zarr file.")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path} is a folder; give an image file or an .ome.zarr store.")
+    return open_bioio(path)
+
+
+FORMATS_EXTRA = 'pip install "napari-ssl-restore[formats]"'
+"""How to get the bioio readers (CZI, ND2, LIF, OME-TIFF, OME-Zarr)."""
+
+
+def _bioimage(path: str):
+    """``bioio.BioImage`` of ``path`` (first scene), or a ``ValueError`` naming what to install."""
+    suffix = os.path.splitext(path)[1] or "these"
+    try:
+        from bioio import BioImage
+    except ImportError:
+        raise ValueError(f"{path}: {suffix} files are read through bioio, which is not installed: "
+                         f"{FORMATS_EXTRA} (readers for CZI, ND2, LIF, OME-TIFF and OME-Zarr); or "
+                         "save the image as .tif/.ome.tif or .ome.zarr (e.g. from Fiji).") from None
+    try:
+        return BioImage(path)
+    except Exception as exc:  # noqa: BLE001 - bioio raises per-reader types
+        raise ValueError(f"{path}: no installed bioio reader opens it ({type(exc).__name__}: "
+                         f"{exc}). {FORMATS_EXTRA} installs the readers for CZI, ND2, LIF, "
+                         "OME-TIFF and OME-Zarr; other formats have their own bioio-* "
+                         "packages.") from None
+
+
+def open_bioio(path: str | os.PathLike) -> tuple[Any, str]:
+    """An image file through bioio (the ``[formats]`` extra): the first scene as a lazy dask array
+    with the axes it has more than one of (always ``Y`` and ``X``; RGB samples as ``C``), in the
+    reader's order, and those axes."""
+    path = os.fspath(path)
+    image = _bioimage(path)
+    sizes = dict(zip(image.dims.order, image.shape, strict=True))
+    order = "".join(a for a in image.dims.order
+                    if a in "YX" or (a in "TCZS" and sizes[a] > 1))
+    if "S" in order and "C" in order:
+        raise ValueError(f"{path}: {sizes['C']} channels of {sizes['S']}-sample (RGB) pixels; "
+                         "export one channel or convert it to single-sample channels first.")
+    extra = [a for a in order if a not in "TCZYXS"]
+    if extra:  # pragma: no cover - bioio's readers give TCZYX(S)
+        raise ValueError(f"{path}: axes {''.join(extra)} are not supported.")
+    data = image.get_image_dask_data(order)
+    return data, order.replace("S", "C")
 
 
 def read_image(path: str | os.PathLike) -> tuple[np.ndarray, str | None]:
@@ -149,6 +193,142 @@ def _open_zarr(path: str) -> tuple[Any, str | None]:
     if axes and len(axes) != len(node.shape):
         axes = None
     return node, axes
+
+
+# --- physical pixel sizes and time steps --------------------------------------------------------
+
+UNITS = {"µm": "micrometer", "\u03bcm": "micrometer", "um": "micrometer", "micron": "micrometer",
+         "microns": "micrometer", "nm": "nanometer", "mm": "millimeter", "cm": "centimeter",
+         "m": "meter", "Å": "angstrom", "s": "second", "sec": "second", "ms": "millisecond",
+         "min": "minute", "h": "hour", "hr": "hour"}
+"""Unit symbols as OME-XML and ImageJ write them -> the OME-Zarr (UDUNITS-2) names kept here."""
+SYMBOLS = {"micrometer": "µm", "nanometer": "nm", "millimeter": "mm", "centimeter": "cm",
+           "meter": "m", "angstrom": "Å", "second": "s", "millisecond": "ms", "minute": "min",
+           "hour": "h"}
+SCALED_AXES = "TZYX"
+
+
+def unit_name(unit: Any) -> str | None:
+    """The OME-Zarr name of a unit symbol or name (``"µm"`` -> ``"micrometer"``), None if unknown."""
+    if not isinstance(unit, str) or not unit.strip():
+        return None
+    u = unit.strip()
+    if u in UNITS:
+        return UNITS[u]
+    return u.lower() if u.lower() in SYMBOLS else None
+
+
+def _entry(size: Any, unit: Any) -> dict | None:
+    try:
+        value = float(size)
+    except (TypeError, ValueError):
+        return None
+    if not np.isfinite(value) or value <= 0:
+        return None
+    return {"size": value, "unit": unit_name(unit)}
+
+
+def read_scale(path: str | os.PathLike, axes: str) -> dict[str, dict]:
+    """The physical pixel size along X, Y and Z and the time step along T that the file's metadata
+    states, as ``{"X": {"size": 0.1625, "unit": "micrometer"}, "T": {"size": 2.0, "unit":
+    "second"}, ...}`` (units as OME-Zarr names; ``None`` when the metadata gives none). Axes the
+    metadata says nothing about, or not in ``axes``, are left out; metadata that cannot be read
+    gives ``{}`` (never an error: the sizes are carried along, not needed).
+
+    Read from OME-TIFF (the first image's ``PhysicalSize*``/``TimeIncrement``), ImageJ TIFF (the
+    resolution tags with ImageJ's ``unit``, ``spacing``, ``finterval``), TIFFs this plugin wrote
+    (their ``scale``), OME-Zarr (the first level's scale transformation and the axes' units) and
+    through bioio (other formats: its physical pixel sizes and time interval). A plain TIFF's
+    resolution tags (often a default 72 dpi) are not taken for a pixel size.
+    """
+    path = os.fspath(path)
+    low = path.lower().rstrip("/\\")
+    try:
+        if low.endswith(".zarr"):
+            found = _zarr_scale(path)
+        elif low.endswith((".tif", ".tiff")):
+            found = _tiff_scale(path)
+        else:
+            found = _bioio_scale(path)
+    except Exception:  # noqa: BLE001 - metadata is optional: unreadable means unknown
+        found = {}
+    return {a: found[a] for a in SCALED_AXES if a in axes and found.get(a)}
+
+
+def _tiff_scale(path: str) -> dict[str, dict | None]:
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages[0]
+        shaped = tif.shaped_metadata[0] if tif.is_shaped and tif.shaped_metadata else {}
+        if isinstance(shaped, dict) and isinstance(shaped.get("scale"), dict):
+            return {a: _entry(v.get("size"), v.get("unit")) for a, v in shaped["scale"].items()
+                    if isinstance(v, dict)}
+        if tif.is_ome and tif.ome_metadata:
+            return _ome_xml_scale(tif.ome_metadata)
+        if tif.is_imagej and tif.imagej_metadata is not None:
+            ij = tif.imagej_metadata
+            unit = ij.get("unit")
+            out: dict[str, dict | None] = {}
+            xres, yres = page.resolution
+            if xres and yres:
+                out["X"], out["Y"] = _entry(1.0 / xres, unit), _entry(1.0 / yres, unit)
+            out["Z"] = _entry(ij.get("spacing"), unit)
+            out["T"] = _entry(ij.get("finterval"), ij.get("tunit", "s"))
+            return out
+    return {}
+
+
+def _ome_xml_scale(xml: str) -> dict[str, dict | None]:
+    import xml.etree.ElementTree as ET
+
+    root = ET.fromstring(xml)
+    pixels = next((e for e in root.iter() if e.tag.rsplit("}", 1)[-1] == "Pixels"), None)
+    if pixels is None:
+        return {}
+    a = pixels.attrib
+    out = {ax: _entry(a.get(f"PhysicalSize{ax}"), a.get(f"PhysicalSize{ax}Unit", "µm"))
+           for ax in "XYZ"}
+    out["T"] = _entry(a.get("TimeIncrement"), a.get("TimeIncrementUnit", "s"))
+    return out
+
+
+def _zarr_scale(path: str) -> dict[str, dict | None]:
+    import zarr
+
+    attrs = dict(zarr.open_group(path, mode="r").attrs)
+    ms = (attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales"))[0]
+    axes = ms.get("axes", [])
+    sizes = np.ones(len(axes))
+    for transforms in (ms["datasets"][0].get("coordinateTransformations", []),
+                       ms.get("coordinateTransformations", [])):
+        for t in transforms:
+            if t.get("type") == "scale":
+                sizes = sizes * np.asarray(t["scale"], float)
+    out: dict[str, dict | None] = {}
+    for ax, size in zip(axes, sizes, strict=True):
+        name = (ax.get("name") if isinstance(ax, dict) else ax).upper()
+        unit = ax.get("unit") if isinstance(ax, dict) else None
+        if name in SCALED_AXES and (unit or size != 1.0):
+            out[name] = _entry(size, unit)
+    return out
+
+
+def _bioio_scale(path: str) -> dict[str, dict | None]:
+    image = _bioimage(path)
+    sizes = image.physical_pixel_sizes  # micrometres, bioio's convention
+    out = {a: _entry(getattr(sizes, a), "micrometer") for a in "ZYX"}
+    interval = image.time_interval
+    if interval is not None:
+        seconds = interval.to("s").magnitude if hasattr(interval, "to") else interval
+        out["T"] = _entry(seconds, "second")
+    return out
+
+
+def zoomed_scale(scale: Mapping[str, dict], zoom: int) -> dict[str, dict]:
+    """``scale`` for an output ``zoom`` times finer in Y and X (super-resolution)."""
+    return {a: (dict(v, size=v["size"] / zoom) if a in "YX" and zoom != 1 else dict(v))
+            for a, v in scale.items()}
 
 
 def glob_files(pattern: str) -> list[str]:
@@ -355,9 +535,11 @@ def plane_chunks(shape: tuple, axes: str) -> tuple:
     return tuple(1 if a in "TZ" else s for a, s in zip(axes, shape, strict=False))
 
 
-def create_zarr(path: str, shape: tuple, dtype, axes: str, *, ome: bool = False):
+def create_zarr(path: str, shape: tuple, dtype, axes: str, *, ome: bool = False,
+                scale: Mapping[str, dict] | None = None):
     """A zarr array at ``path`` chunked per plane; with ``ome`` an OME-Zarr (NGFF 0.4, zarr format 2)
-    image whose level ``0`` is the array (returned). The axes are recorded in both cases."""
+    image whose level ``0`` is the array (returned). The axes are recorded in both cases; ``scale``
+    (:func:`read_scale`'s form) becomes the OME-Zarr scale transformation and the axes' units."""
     import zarr
 
     if not ome:
@@ -369,11 +551,19 @@ def create_zarr(path: str, shape: tuple, dtype, axes: str, *, ome: bool = False)
     arr = group.create_array("0", shape=shape, chunks=plane_chunks(shape, axes), dtype=dtype,
                              fill_value=0)
     kinds = {"T": "time", "Z": "space", "Y": "space", "X": "space", "C": "channel"}
+    scale = dict(scale or {})
+    described = []
+    for a in axes:
+        entry = {"name": a.lower(), "type": kinds[a]}
+        if scale.get(a, {}).get("unit"):
+            entry["unit"] = scale[a]["unit"]
+        described.append(entry)
     group.attrs["multiscales"] = [{
         "version": "0.4", "name": os.path.basename(path).split(".")[0],
-        "axes": [{"name": a.lower(), "type": kinds[a]} for a in axes],
+        "axes": described,
         "datasets": [{"path": "0", "coordinateTransformations": [
-            {"type": "scale", "scale": [1.0] * len(axes)}]}],
+            {"type": "scale", "scale": [float(scale[a]["size"]) if a in scale else 1.0
+                                        for a in axes]}]}],
     }]
     group.attrs["axes"] = axes
     return arr
@@ -384,9 +574,11 @@ class FileStores:
     (temporary) file it goes to — a memory-mapped TIFF (BigTIFF when large) or an OME-Zarr store,
     by suffix. :meth:`close` records the provenance and the axes and flushes everything."""
 
-    def __init__(self, paths: Mapping[str, str], suffixes: Mapping[str, str]):
+    def __init__(self, paths: Mapping[str, str], suffixes: Mapping[str, str], *,
+                 scale: Mapping[str, dict] | None = None):
         self.paths = dict(paths)
         self.suffixes = dict(suffixes)
+        self.scale = dict(scale or {})
         self.stores: dict[str, Any] = {}
         self.axes: dict[str, str] = {}
 
@@ -395,14 +587,16 @@ class FileStores:
 
         path = self.paths[name]
         self.axes[name] = axes
+        scale = {a: v for a, v in self.scale.items() if a in axes}
         if self.suffixes[name].endswith(".zarr"):
-            store = create_zarr(path, shape, dtype, axes, ome=True)
+            store = create_zarr(path, shape, dtype, axes, ome=True, scale=scale)
         else:
             nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
             rgb = axes.endswith("C") and shape[-1] in (3, 4) and np.dtype(dtype) == np.uint8
             store = _ReleasingMemmap(tifffile.memmap(
                 path, shape=shape, dtype=dtype, metadata={"axes": axes},
-                photometric="rgb" if rgb else "minisblack", bigtiff=nbytes > 2**32 - 2**25))
+                photometric="rgb" if rgb else "minisblack", bigtiff=nbytes > 2**32 - 2**25,
+                **_resolution(scale)))
         self.stores[name] = store
         return store
 
@@ -421,10 +615,25 @@ class FileStores:
                 shape = list(store.shape)
                 store.close()
                 del store
-                desc = json.dumps({"shape": shape, "axes": self.axes[name],
-                                   PROVENANCE_KEY: _jsonable(prov)})
+                meta = {"shape": shape, "axes": self.axes[name]}
+                scale = {a: v for a, v in self.scale.items() if a in self.axes[name]}
+                if scale:
+                    meta["scale"] = scale
+                desc = json.dumps(dict(meta, **{PROVENANCE_KEY: _jsonable(prov)}))
                 tifffile.tiffcomment(path, desc)
         self.stores.clear()
+
+
+def _resolution(scale: Mapping[str, dict]) -> dict:
+    """TIFF resolution tags (pixels per centimetre) for a pixel size in a known length unit, so
+    that readers which know only the tags see it too; nothing otherwise."""
+    per_cm = {"nanometer": 1e7, "micrometer": 1e4, "millimeter": 10.0, "centimeter": 1.0,
+              "meter": 0.01}
+    x, y = scale.get("X"), scale.get("Y")
+    if not (x and y and x.get("unit") in per_cm and y.get("unit") in per_cm):
+        return {}
+    return {"resolution": (per_cm[x["unit"]] / x["size"], per_cm[y["unit"]] / y["size"]),
+            "resolutionunit": "CENTIMETER"}
 
 
 class _ReleasingMemmap:
