@@ -48,3 +48,42 @@ def test_system_packages_are_installed_the_same_way_in_readme_and_ci(readme):
     assert "bash scripts/install-system-deps.sh" in (README.parent / ".ci" / "run").read_text()
     named = re.search(r"\(`xvfb\s+xauth\s+([^`]+)`", readme)
     assert named and set(("xvfb xauth " + named.group(1)).split()) == packages
+
+
+DOCS = README.parent / "docs"
+
+
+def test_readme_is_a_front_page(readme):
+    """The manual lives in docs/ (the mkdocs site); the README stays a front page."""
+    assert len(readme.splitlines()) <= 300
+
+
+def test_readme_links_resolve(readme):
+    for target in re.findall(r"\]\(((?:docs/|\.\./)?[^)#:]+)(?:#[^)]*)?\)", readme):
+        if not target.startswith("http"):
+            assert (README.parent / target).exists(), target
+
+
+def test_every_method_has_a_page_with_its_settings():
+    import yaml
+
+    nav = yaml.safe_load((README.parent / "mkdocs.yml").read_text())["nav"]
+    listed = set()
+
+    def walk(node):
+        if isinstance(node, dict):
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+        else:
+            listed.add(node)
+
+    walk(nav)
+    for spec in all_methods():
+        page = DOCS / "methods" / f"{spec.name}.md"
+        module = spec.name.replace("-", "_")
+        assert f"::: napari_ssl_restore.methods.{module}.{spec.function}" in page.read_text()
+    pages = {str(p.relative_to(DOCS)) for p in DOCS.rglob("*.md")}
+    assert pages == listed, (pages - listed, listed - pages)  # every page in the nav, and back

@@ -54,7 +54,8 @@ class FitParams:
     warm_start: bool = param(False, "Stacks: start each plane from the previous plane's networks "
                                     "and fit it for warm_iter_fraction of max_iter (about 3x "
                                     "faster, for quick looks: measured ~3 dB worse on a noisy test "
-                                    "stack, see README). Off: a fresh fit of max_iter per plane.")
+                                    "stack, see docs/benchmarks). Off: a fresh fit of max_iter "
+                                    "per plane.")
     warm_iter_fraction: float = param(0.25, "Stacks: planes after the first start from the previous "
                                             "plane's networks and run this fraction of max_iter "
                                             "(1 = a full fit per plane).",
@@ -201,7 +202,7 @@ def plane_batch(requested: int, n: int, c: int, hw: tuple[int, int], channels: i
     ``requested`` > 0 is taken as given. Automatic (0): on CUDA, as many as fit in half the free
     device memory (an out-of-memory error halves it again, see ``dip.run``), at most
     :data:`PLANE_BATCH_MAX`; elsewhere 1, because on a CPU the batched step (grouped convolutions)
-    was measured slower per plane than fitting the planes one by one (see README, Deep Image Prior).
+    was measured slower per plane than fitting the planes one by one (see docs/benchmarks/dip.md).
     """
     import torch
 
@@ -244,7 +245,7 @@ def fit(nets, codes, render, objective, params: FitParams, iterations: int, *, g
     with ``level`` (per plane: the noise variance) at every check; a plane whose residual fell to
     its level at iteration ``t`` is stopped at iteration ``factor · t`` with its estimate then. The
     variance rule is then not used (deconvolution: the variance was still falling where quality
-    peaked, README).
+    peaked, docs/benchmarks).
 
     Returns ``(estimates, info)``: the averaged tensors (each plane's at its variance minimum with
     early stopping), and ``{"stop_iteration", "best_iteration", "stopped", "final_loss",

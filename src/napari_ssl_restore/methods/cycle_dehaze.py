@@ -18,15 +18,16 @@ the input's own scale; tiled where a plane does not fit, exactly, as the generat
 normalisation layers), or as in the paper (``inference="pyramid"``): each plane is reduced by a
 Gaussian pyramid until it fits ``work_size``, ``G`` dehazes that coarse image and the **Laplacian
 pyramid** of the full-resolution input puts its fine detail back on top — the paper trains on
-images resized to 256², so its generator knows only that scale; ours trains on crops, and on the
-benchmark (README) whole planes scored 0.7 dB higher. The second output, ``difference`` = input −
-output, shows what was removed as haze.
+images resized to 256², so its generator knows only that scale; ours trains on crops, and on our
+benchmark (docs/benchmarks) whole planes scored 0.7 dB higher. The second output, ``difference`` =
+input − output, shows what was removed as haze.
 
 Deviations, documented: the authors' perceptual features are ImageNet VGG16's (pool2, pool5), which
 cannot be downloaded here; this uses the activations of three layers of the project's shipped blind
-denoiser (:func:`napari_ssl_restore.engine.gan_losses.perceptual_features`; the README's benchmark
-measures it against no perceptual term). Smaller defaults than the paper's (32 features, 6 residual
-blocks, 64² crops, batch 2, 2000 steps instead of 256², batch 1, ~200k) so it trains on a laptop CPU;
+denoiser (:func:`napari_ssl_restore.engine.gan_losses.perceptual_features`; our benchmark
+(docs/benchmarks) measures it against no perceptual term). Smaller defaults than the paper's (32
+features, 6 residual blocks, 64² crops, batch 2, 2000 steps instead of 256², batch 1, ~200k) so it
+trains on a laptop CPU;
 no normalisation layers in the generators (instance norm makes tiles disagree); generators start
 as the identity (global skip); the inference generator is the exponential moving average of
 ``G``'s weights. Only ``G`` is saved (``save_model=``): a saved model restores (``mode="apply"``) and
@@ -261,7 +262,7 @@ def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs, clean=Non
 
 
 def _standing(settings) -> str:
-    """Measured against the Dark Channel Prior (issue 32, README): it wins only where the clear
+    """Measured against the Dark Channel Prior (issue 32, docs/benchmarks): it wins only where the clear
     examples are of the same kind as the hazy input."""
     return ("Measured: 1.06 dB under the Dark Channel Prior on hazy widefield fields, +1.27 dB "
             "over it on a hazy photograph with clear photographs as examples. Try dcp first; "

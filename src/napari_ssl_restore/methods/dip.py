@@ -45,20 +45,20 @@ logger = logging.getLogger(__name__)
 TASKS = ("denoise", "inpaint", "sr", "deconv")
 #: iterations per task: the paper's (denoise 1800-3000, SR 2000, inpainting 5000-6000); deconvolution
 #: at most 3000 (preconditioned, it stops by the discrepancy principle well before on the fields
-#: measured; without preconditioning it peaked near 5500, README)
+#: measured; without preconditioning it peaked near 5500, docs/benchmarks)
 TASK_ITERATIONS = {"denoise": 3000, "inpaint": 5000, "sr": 2000, "deconv": 3000}
 DISCREPANCY_OVERSHOOT = 1.5
 """Deconvolution stops at this multiple of the iteration where the averaged estimate's residual
 ``mean (H x̂ - y)²`` first fell to the noise variance measured on the plane (the discrepancy
 principle). On the two fields it was chosen on (synthetic cells, Gaussian PSF σ 2, noise 0.01;
 scikit-image's cell crop, σ 3, noise 0.005) the PSNR went on rising after the crossing, to a peak
-at 1.5-1.6 times its iteration; held-out results in the README (``bench_dip.py --only deconv``)."""
+at 1.5-1.6 times its iteration; held-out results in docs/benchmarks (``bench_dip.py --only deconv``)."""
 TASK_CHANNELS = {"denoise": 128, "inpaint": 128, "sr": 128, "deconv": 64}
 DECONV_RANGE = (-0.1, 2.0)
 """The deconvolution estimate's range in the data's unit scale (the 0.1-99.9 percentiles of the
 blurred data map to 0-1): ``lo + (hi - lo) * sigmoid``. A deconvolved image is sharper than the
 data it explains, its peaks above the data's and its background below; a plain sigmoid clips them
-(measured 1 dB lower on the benchmark, README)."""
+(measured 1 dB lower on the benchmark, docs/benchmarks)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,7 +94,7 @@ class Params(FitParams):
                              step=1e-4, advanced=True)
 
     channels: int = param(0, "Feature channels at every scale; 0 = the task's (paper: 128; deconv "
-                             "64, which fits as well per iteration at half the time, README).",
+                             "64, which fits as well per iteration at half the time, docs/benchmarks).",
                           min=0, max=512, advanced=True)
 
     def iterations(self) -> int:
@@ -370,7 +370,7 @@ def _demo() -> list[dict]:
 
 
 def _standing(settings) -> str:
-    """Where each task's defaults stand against the classical baseline (README, Deep Image Prior)."""
+    """Where each task's defaults stand against the classical baseline (docs/benchmarks/dip.md)."""
     task = settings.get("task", "denoise")
     if task == "denoise":
         return ("Measured below BM3D at these defaults (0.24 dB at σ 25 on a held-out crop, "

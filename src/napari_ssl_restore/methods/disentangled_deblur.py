@@ -218,7 +218,7 @@ def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs, clean=Non
 
 
 def _standing(settings) -> str:
-    """Measured against Richardson-Lucy with a guessed Gaussian PSF (issue 32, README)."""
+    """Measured against Richardson-Lucy with a guessed Gaussian PSF (issue 32, docs/benchmarks)."""
     return ("Measured: 4.0 dB under Richardson-Lucy with a guessed Gaussian PSF on held-out "
             "fluorescence crops (defocus, motion and Gaussian blurs); it can double edges along "
             "motion it has not seen. Use richardson-lucy.")

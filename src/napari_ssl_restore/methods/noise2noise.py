@@ -57,7 +57,7 @@ VALIDATED_LEARNING_RATE = 1e-3
 (scikit-image ``cell`` Gaussian 0.15, synthetic cells seed 3 Poisson-Gaussian 30 photons; 256²,
 ``bench_n2n.py``): the held-out best comes after ~800 steps instead of ~1500 at 3e-4, at the same
 PSNR, and the kept weights stop before the over-fitting that follows. Held out it is not yet
-safe: one of six rows (synthetic cells, seed 1) ended 1.54 dB under ``steps=1500`` (README)."""
+safe: one of six rows (synthetic cells, seed 1) ended 1.54 dB under ``steps=1500`` (docs/benchmarks)."""
 PAPER_LEARNING_RATE = 3e-4
 """Adam's rate for a fixed step count (Lehtinen et al. 2018), ramped down over the last 30 %."""
 RAMP_STEPS = 300

@@ -38,14 +38,16 @@ Deviations: the generator is CycleGAN's ResNet generator with resize-convolution
 global skip (starts as the identity / nearest upsampling), without normalisation so tiles of a
 large plane agree exactly (instance norm, as in the authors' code, makes them disagree), and by
 default without its two downsamplings (``downs=0``: every layer at full resolution, the same
-arithmetic per pixel; measured on the README's deconvolution benchmark, +2.3 dB over ``downs=2``);
+arithmetic per pixel; measured on the deconvolution benchmark (docs/benchmarks), +2.3 dB over
+``downs=2``);
 smaller defaults (32 features, 6 blocks, 64² crops) so it trains on a laptop CPU. Added (not in
 the paper, on by default): ``synthetic_weight`` — the clean examples degraded by the same ``H``
 and by noise estimated from the input (:func:`napari_ssl_restore.physics.noise.noise_of_image`) give
 synthetic pairs, ``L1(G(H(x) + n), x)`` weighted 10; the unpaired data and the known physics then
-also supervise ``G`` directly (``synthetic_weight=0`` is the paper's loss; the README's benchmark
-measures both, and that the adversarial term costs PSNR there: ``adversarial_weight=0`` scores
-best, the GAN's sharpness is paid for in distortion, as Blau & Michaeli 2018 predict). The
+also supervise ``G`` directly (``synthetic_weight=0`` is the paper's loss; our benchmark
+(docs/benchmarks) measures both, and that the adversarial term costs PSNR there:
+``adversarial_weight=0`` scores best, the GAN's sharpness is paid for in distortion, as Blau &
+Michaeli 2018 predict). The
 authors' paired L1 term trains on registered pairs when the user gives them (``pairs_input=``,
 ``pairs_truth=``, ``paired_weight``; 'deconv' and 'denoise'), the truth mapped to the units in
 which its degradation matches the acquisition; a QC pair only chooses the checkpoint.
@@ -94,12 +96,12 @@ TASK_ADVERSARIAL = {"deconv": 0.0, "sr": 1.0, "dehaze": 1.0, "denoise": 1.0}
 that chose it:
 
 - ``deconv`` 0: physics + synthetic pairs without the adversarial term scored higher on every
-  field measured: +3.6 dB on the README's deconvolution benchmark (29.92 vs 26.32,
+  field measured: +3.6 dB on the deconvolution benchmark (docs/benchmarks) (29.92 vs 26.32,
   ``benchmarks/bench_physics_gan.py``), +1.15 dB on held-out fluorescence crops (31.51 vs 30.36,
   Gaussian PSF σ 2.5, issue 32). The GAN's sharpness is paid for in distortion (Blau &
   Michaeli 2018).
-- ``sr`` 1: ×4 super-resolution scored higher with it (README benchmark: +1.3 dB over bicubic).
-- ``dehaze`` 1: the paper's loss, +0.24 dB over DCP on the README's benchmark.
+- ``sr`` 1: ×4 super-resolution scored higher with it (docs/benchmarks: +1.3 dB over bicubic).
+- ``dehaze`` 1: the paper's loss, +0.24 dB over DCP on the benchmark (docs/benchmarks).
 - ``denoise`` 1: not measured; the paper's loss.
 """
 
@@ -464,7 +466,7 @@ PAIRED = TRAINING + (("task", ("deconv", "denoise")),)
 """When the QC pair and the training pairs are asked for (widget)."""
 
 def _standing(settings) -> str:
-    """Where the task's defaults stand against the classical baseline (README, issue 32)."""
+    """Where the task's defaults stand against the classical baseline (docs/benchmarks, issue 32)."""
     task = settings.get("task", "deconv")
     if task == "deconv":
         return ("Measured at these defaults: +0.27 dB over the best Richardson-Lucy on held-out "
@@ -472,7 +474,7 @@ def _standing(settings) -> str:
                 "alternative.")
     if task == "denoise":
         return ("Not measured against a classical denoiser: classic-denoise and dncnn are "
-                "(README).")
+                "(docs/benchmarks).")
     return ""
 
 
