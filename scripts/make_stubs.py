@@ -135,9 +135,9 @@ def _text(annotation) -> str | None:
 
 
 def _api_lines() -> list[str]:
-    """:func:`list_methods`, :func:`restore`, :func:`batch` and :func:`analyse` as their modules
-    declare them."""
-    from napari_ssl_restore import api, assistant, batching
+    """:func:`list_methods`, :func:`restore`, :func:`batch`, :func:`analyse` and
+    :func:`export_bioimageio` as their modules declare them."""
+    from napari_ssl_restore import api, assistant, batching, export
 
     def annotate(p: inspect.Parameter) -> str | None:
         if p.name == "second":
@@ -146,7 +146,8 @@ def _api_lines() -> list[str]:
 
     lines: list[str] = []
     for name, func in (("list_methods", api.list_methods), ("restore", api.restore),
-                       ("batch", batching.batch), ("analyse", assistant.analyse)):
+                       ("batch", batching.batch), ("analyse", assistant.analyse),
+                       ("export_bioimageio", export.export_bioimageio)):
         returns = _text(inspect.signature(func).return_annotation) or "Any"
         lines += _overloads(name, _signature(func, annotate), returns)
     return lines

@@ -435,3 +435,41 @@ def test_a_dask_layer_streams_and_comes_back_lazy(make_napari_viewer, qtbot):
                                                                            axes="TYX"))
     widget.estimate(sync=True)
     assert "working memory" in widget.status.value and "s/plane" in widget.status.value
+
+
+def test_export_to_bioimageio_beside_the_model_fields(make_napari_viewer, qtbot, tmp_path,
+                                                       monkeypatch):
+    pytest.importorskip("bioimageio.spec")
+    from qtpy.QtWidgets import QFileDialog
+
+    from napari_ssl_restore.core import models
+    from napari_ssl_restore.nets.dncnn import DnCNN
+
+    pt = models.save_model(models.checkpoint(
+        DnCNN(1, 1, features=4, depth=3), architecture="dncnn",
+        normalization={"kind": "percentile", "low": 0.1, "high": 99.9},
+        provenance={"method": "frame2frame"}), tmp_path / "tiny.pt")
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(np.random.default_rng(0).random((40, 40)).astype(np.float32), name="img")
+    dock, _ = open_dock(viewer, "physics-gan")  # the most settings: the button still fits
+    assert dock.sizeHint().height() <= MAX_DOCK_HEIGHT
+    viewer.window.remove_dock_widget(dock)
+    _, n2n = open_dock(viewer, "noise2noise")  # after the save-model field, in the basic form
+    names = [w.name for w in n2n.form]
+    assert names.index("export_bioimageio") == names.index("save_model") + 1
+    messages = []
+    monkeypatch.setattr("napari.utils.notifications.show_error", messages.append)
+    n2n.export_bioimageio(str(tmp_path / "none.zip"), sync=True)  # nothing trained yet
+    assert not (tmp_path / "none.zip").exists() and "no model to export" in messages[0]
+
+    _, widget = open_dock(viewer, "dncnn")
+    assert shown(widget.export_button)
+    widget.params.model.value = pt
+    out = tmp_path / "tiny.zip"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName",
+                        staticmethod(lambda *args, **kwargs: (str(out), "")))
+    widget.export_button.native.click()
+    qtbot.waitUntil(lambda: widget.status.value.startswith(("exported", "export failed"))
+                    and widget.export_button.enabled, timeout=120_000)
+    assert widget.status.value == f"exported {out}", widget.status.value
+    assert models.load_checkpoint(out)["architecture"] == "dncnn"

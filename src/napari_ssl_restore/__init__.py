@@ -1,7 +1,7 @@
 """napari-ssl-restore: self-supervised image and video restoration for microscopy.
 
 Public API: :func:`restore`, :func:`list_methods`, :func:`batch` (dask.distributed), :func:`analyse`
-(the restore assistant) and one
+(the restore assistant), :func:`export_bioimageio` (a saved model as a bioimage.io model zip) and one
 skimage-style function per method (``dehaze_dcp`` ...), one per entry of the registry
 (:data:`napari_ssl_restore.core.registry.METHODS`). Imports are lazy: ``import napari_ssl_restore``
 loads neither torch nor Qt; ``__init__.pyi`` gives editors and type checkers every signature.
@@ -17,7 +17,8 @@ __version__ = "0.1.0"
 
 # name -> module for the entry points that are not per-method functions
 _API = {"restore": "napari_ssl_restore.api", "list_methods": "napari_ssl_restore.api",
-        "batch": "napari_ssl_restore.batching", "analyse": "napari_ssl_restore.assistant"}
+        "batch": "napari_ssl_restore.batching", "analyse": "napari_ssl_restore.assistant",
+        "export_bioimageio": "napari_ssl_restore.export"}
 
 __all__ = [*_API, *_FUNCTIONS, "__version__"]
 

@@ -16,6 +16,7 @@ __all__ = [
     "list_methods",
     "batch",
     "analyse",
+    "export_bioimageio",
     "dehaze_dcp",
     "restore_dip",
     "denoise_noise2noise",
@@ -70,6 +71,10 @@ def analyse(
     data: _Image, axes: str | None = None, *, second: _Image | None = None,
     psf: npt.ArrayLike | None = None, device: str | None = None, seed: int = 0, measure: bool = True,
 ) -> dict[str, Any]: ...
+def export_bioimageio(
+    model, path: str | os.PathLike, sample=None, *, name: str | None = None, axes: str | None = None,
+    overwrite: bool = False,
+) -> str: ...
 
 # dcp: Dark Channel Prior dehazing (He et al. 2009): removes haze / out-of-focus veil
 @overload

@@ -31,8 +31,9 @@ def _param_widget(p: ParamInfo) -> Widget:
     opts: dict[str, Any] = {"name": p.name, "label": p.name.replace("_", " "), "tooltip": p.doc}
     if p.widget in ("open_file", "save_file"):
         # nullable: an empty field stays empty (a FileEdit would otherwise show Path("") as ".")
-        return FileEdit(value=p.default or None, mode="r" if p.widget == "open_file" else "w",
-                        filter="*.pt", nullable=True, **opts)
+        reading = p.widget == "open_file"  # a saved model, or a bioimage.io zip exported by us
+        return FileEdit(value=p.default or None, mode="r" if reading else "w",
+                        filter="*.pt *.zip" if reading else "*.pt", nullable=True, **opts)
     if p.choices:
         return ComboBox(value=p.default, choices=list(p.choices), **opts)
     if p.type is bool:
@@ -76,7 +77,7 @@ def _fields(w) -> tuple[list[Widget], list[Widget]]:
     """The input and parameter fields; returns the basic and the advanced parameters."""
     w.title = Label(value=f"<b>{w.spec.title}</b>")
     w.standing = Label(name="standing", value="", visible=False,
-                       tooltip="Measured on held-out data at the default settings (README, "
+                       tooltip="Measured on held-out data at the default settings (the "
                                "benchmarks).")
     w.image = ComboBox(name="image", label="image", choices=w._image_choices,
                        tooltip="The image layer to restore.")
@@ -92,6 +93,19 @@ def _fields(w) -> tuple[list[Widget], list[Widget]]:
     w.params = ParamWidgets((p.name, _param_widget(p)) for p in w.spec.param_info)
     basic = [w.params[p.name] for p in w.spec.param_info if not p.advanced]
     advanced = [w.params[p.name] for p in w.spec.param_info if p.advanced]
+    w.export_button = None
+    if "model" in w.params:  # beside the model fields: the model in `model` as a bioimage.io zip
+        w.export_button = PushButton(
+            name="export_bioimageio", text="Export to bioimage.io...",
+            tooltip="Write the model in 'model' (after training: the model kept) as a "
+                    "bioimage.io model zip for the BioImage Model Zoo, deepImageJ, ilastik and "
+                    "bioimageio.core; the selected layer gives its test image. Needs "
+                    "napari-ssl-restore[bioimageio].")
+        fields = [f for f in (w.params.get("save_model"), w.params["model"]) if f in basic]
+        if fields:
+            basic.insert(basic.index(fields[0]) + 1, w.export_button)
+        else:
+            advanced.insert(advanced.index(w.params["model"]) + 1, w.export_button)
     w.device = ComboBox(name="device", label="device", choices=list(DEVICE_CHOICES),
                         value="auto", tooltip="auto: CUDA, then Apple MPS, then CPU.",
                         visible=w.spec.uses_torch)
@@ -103,10 +117,10 @@ def _fields(w) -> tuple[list[Widget], list[Widget]]:
     w.scheduler = LineEdit(
         name="scheduler", label="dask scheduler",
         tooltip="Address of a running dask scheduler (tcp://host:8786). When set, Run sends "
-                "the layer's planes to its workers, 'planes per task' at a time (needs "
-                "napari-ssl-restore[distributed]). The workers read the layer's file, or a "
-                "copy in the temporary folder for layers held in memory, so they must see "
-                "this machine's disk (a local or shared-disk cluster). Empty: run here.")
+                "the layer's planes to its workers, 'planes per task' at a time. The "
+                "workers read the layer's file, or a copy in the temporary folder for "
+                "layers held in memory, so they must see this machine's disk (a local or "
+                "shared-disk cluster). Empty: run here.")
     w.chunk_planes = SpinBox(name="chunk_planes", label="planes per task", value=8, min=1,
                              max=1_000_000, tooltip="Entries of the first T (else Z) "
                              "axis each dask task restores.")

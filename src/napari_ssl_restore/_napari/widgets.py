@@ -89,6 +89,8 @@ class RestoreWidget(LayerOutputs, QWidget):
         self.stop_button.changed.connect(self.stop)
         self.estimate_button.changed.connect(lambda: self.estimate())
         self.residual_button.changed.connect(lambda: self.add_residual())
+        if self.export_button is not None:
+            self.export_button.changed.connect(lambda: self.export_bioimageio())
         layers = napari_viewer.layers
         layers.events.inserted.connect(self._refresh)
         layers.events.removed.connect(self._refresh)
@@ -228,8 +230,6 @@ class RestoreWidget(LayerOutputs, QWidget):
 
     def estimate(self, sync: bool = False):
         """Show the estimated working memory and time per plane in the status line."""
-        from napari.qt.threading import create_worker
-
         from ..api import default_stores
         from ..engine.planes import numpy_store
         from ..estimate import estimate
@@ -248,11 +248,17 @@ class RestoreWidget(LayerOutputs, QWidget):
         if sync:
             self.status.value = work()
             return None
+        return self._status_worker(work, self.estimate_button, self._on_error)
+
+    def _status_worker(self, work, button, on_error):
+        """``work()`` (returning a status line) in a thread, ``button`` disabled meanwhile."""
+        from napari.qt.threading import create_worker
+
         worker = create_worker(work, _start_thread=False)
         worker.returned.connect(lambda text: setattr(self.status, "value", text))
-        worker.errored.connect(self._on_error)
-        self.estimate_button.enabled = False
-        worker.finished.connect(lambda: setattr(self.estimate_button, "enabled", True))
+        worker.errored.connect(on_error)
+        button.enabled = False
+        worker.finished.connect(lambda: setattr(button, "enabled", True))
         worker.start()
         return worker
 
@@ -401,6 +407,67 @@ class RestoreWidget(LayerOutputs, QWidget):
         if kept:
             self.status.value += f". Model kept at {kept}: mode is now 'apply' to use it on other layers"
 
+    # --- the model as a bioimage.io zip ------------------------------------------------------------
+    def export_bioimageio(self, path: str | None = None, sync: bool = False):
+        """Export the model in the ``model`` field (after a training run: the model it kept; empty:
+        the shipped denoiser, for methods that start from it) as a bioimage.io model zip at
+        ``path`` (asked with a file dialog when None; an existing file is replaced), in a thread
+        unless ``sync``. The selected layer's middle plane is the test image when its channels suit
+        the model (else, or when it does not fit, a synthetic one). Returns the worker, or None."""
+        from napari.utils.notifications import show_error
+
+        field = self.params["model"].value
+        model = "" if field is None or str(field) in ("", ".") else str(field)
+        mode = next((p for p in self.spec.param_info if p.name == "mode"), None)
+        if not model and mode is not None and "apply" in (mode.choices or ()):
+            show_error(f"{self.spec.name}: no model to export. Train one (it is kept in the "
+                       "model field) or choose a saved .pt.")
+            return None
+        if path is None:
+            path = self._ask_zip(model)
+            if not path:
+                return None
+        layer = self.image.value
+        data = None if layer is None else layer.data[0] if getattr(layer, "multiscale", False) \
+            else layer.data
+        axes = self.axes.value or None
+
+        def work() -> str:
+            return _export(model, path, data, axes)
+
+        self.status.value = f"exporting the model to {path}..."
+        if sync:
+            try:
+                self.status.value = work()
+            except Exception as exc:  # noqa: BLE001 - shown as the threaded path shows it
+                self._on_export_error(exc)
+            return None
+        return self._status_worker(work, self.export_button, self._on_export_error)
+
+    def _ask_zip(self, model: str) -> str:
+        """The zip to write, from a save dialog ('' when cancelled or refused)."""
+        import os
+
+        from napari.utils.notifications import show_error
+        from qtpy.QtWidgets import QFileDialog
+
+        start = os.path.splitext(model)[0] + ".zip" if model and os.path.isfile(model) else \
+            f"{self.spec.name}-model.zip"
+        path, _ = QFileDialog.getSaveFileName(self, "Export to bioimage.io", start,
+                                              "bioimage.io model (*.zip)")
+        if path and not path.lower().endswith(".zip"):
+            path += ".zip"
+            if os.path.exists(path):  # the dialog asked about the name without .zip
+                show_error(f"{path} exists; choose another name.")
+                return ""
+        return path
+
+    def _on_export_error(self, exc: Exception) -> None:
+        from napari.utils.notifications import show_error
+
+        self.status.value = f"export failed: {exc}"
+        show_error(f"{self.spec.name}: export to bioimage.io failed: {exc}")
+
     def _on_error(self, exc: Exception) -> None:
         self._live = False
         self._remove_preview()
@@ -415,6 +482,30 @@ class RestoreWidget(LayerOutputs, QWidget):
         self.run_button.enabled = True
         self.estimate_button.enabled = True
         self.stop_button.enabled = False
+
+def _export(model: str, path: str, data, axes: str | None) -> str:
+    """Export ``model`` to ``path`` with a plane of ``data`` as its test image where it suits the
+    model, else a synthetic one; returns the status line."""
+    from ..core.models import model_named
+    from ..engine.planes import Source
+    from ..export import export_bioimageio
+
+    sample, why = None, "the layer's channels do not suit the model"
+    if data is not None and axes:
+        try:
+            if Source(data, axes).c == model_named(model)["config"].get("in_channels", 1):
+                sample = data
+        except (ValueError, TypeError) as exc:
+            why = str(exc)
+    if sample is not None:
+        try:
+            return f"exported {export_bioimageio(model, path, sample, axes=axes, overwrite=True)}"
+        except ValueError as exc:  # the layer does not fit (too small, flat): a synthetic image
+            why = str(exc)
+    written = export_bioimageio(model, path, None, overwrite=True)
+    return f"exported {written} (synthetic test image: {why})" if data is not None else \
+        f"exported {written}"
+
 
 def sparkline(values: list[float], width: int = 24) -> str:
     """``values`` as a row of block characters (the last ``width``), low to high."""

@@ -252,7 +252,7 @@ def read_scale(path: str | os.PathLike, axes: str) -> dict[str, dict]:
             found = _bioio_scale(path)
     except Exception:  # noqa: BLE001 - metadata is optional: unreadable means unknown
         found = {}
-    return {a: found[a] for a in SCALED_AXES if a in axes and found.get(a)}
+    return {a: entry for a in SCALED_AXES if a in axes and (entry := found.get(a))}
 
 
 def _tiff_scale(path: str) -> dict[str, dict | None]:
@@ -307,7 +307,7 @@ def _zarr_scale(path: str) -> dict[str, dict | None]:
                 sizes = sizes * np.asarray(t["scale"], float)
     out: dict[str, dict | None] = {}
     for ax, size in zip(axes, sizes, strict=True):
-        name = (ax.get("name") if isinstance(ax, dict) else ax).upper()
+        name = str(ax.get("name") if isinstance(ax, dict) else ax).upper()
         unit = ax.get("unit") if isinstance(ax, dict) else None
         if name in SCALED_AXES and (unit or size != 1.0):
             out[name] = _entry(size, unit)
@@ -615,7 +615,7 @@ class FileStores:
                 shape = list(store.shape)
                 store.close()
                 del store
-                meta = {"shape": shape, "axes": self.axes[name]}
+                meta: dict[str, Any] = {"shape": shape, "axes": self.axes[name]}
                 scale = {a: v for a, v in self.scale.items() if a in self.axes[name]}
                 if scale:
                     meta["scale"] = scale

@@ -43,8 +43,8 @@ class UnpairedParams:
     mode: Literal["train", "apply"] = param(
         "train", "'train' on this image and the clean examples, then restore; 'apply' a saved "
                  "model (no clean examples needed).", choices=("train", "apply"))
-    model: str = param("", "A saved model (.pt) to apply, or to start training from.",
-                       widget="open_file")
+    model: str = param("", "A saved model (.pt, or a bioimage.io zip this plugin exported) to "
+                           "apply, or to start training from.", widget="open_file")
     save_model: str = param("", "Save the trained model here (.pt).", widget="save_file",
                             when=TRAIN)
     steps: int = param(2000, "Training steps (generators and discriminators).", min=1,

@@ -87,8 +87,8 @@ class Params:
                 "'time' (consecutive frames, both directions), 'z' (adjacent planes; only for finely "
                 "sampled stacks). 'auto': target if given, else time if there is a T axis.",
         choices=("auto", "target", "time", "z"), when=TRAIN)
-    model: str = param("", "A saved model (.pt) to apply, or to start training from.",
-                       widget="open_file")
+    model: str = param("", "A saved model (.pt, or a bioimage.io zip this plugin exported) to "
+                           "apply, or to start training from.", widget="open_file")
     save_model: str = param("", "Save the trained model here (.pt), weights + settings + "
                                 "provenance in one file.", widget="save_file", when=TRAIN)
     loss: Literal["l2", "l1", "l0"] = param(
