@@ -5,7 +5,7 @@ Reproducible (seeded NumPy and torch, single process) and offline; it trains on 
 (:func:`napari_ssl_restore.engine.train.optimise`): the training images are
 scikit-image's bundled photographs and scans plus synthetic fluorescence fields made by
 ``napari_ssl_restore.data.cells``. ``camera``, ``coins``, ``moon`` and ``cell`` are **held out**
-(never trained on) so the README can report PSNR on images the model has not seen.
+(never trained on) so the benchmarks (docs/benchmarks/dncnn.md) report PSNR on unseen images.
 
 Recipe: random 48×48 grayscale crops (colour images contribute their luminance and one random
 channel), half at native resolution and half from an anti-aliased downscaled copy (1.2–2×), flips and

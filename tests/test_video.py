@@ -35,14 +35,31 @@ def video():
 
 def test_shipped_weights_verify_and_load():
     manifest = models.shipped_manifest()
-    entry = manifest[models.SHIPPED_DENOISER]
-    path = os.path.join(models.WEIGHTS_DIR, entry["file"])
-    assert models.sha256_file(path) == entry["sha256"]
-    assert os.path.getsize(path) < 5e6
-    ckpt = models.shipped_model()
-    assert ckpt["architecture"] == "dncnn" and ckpt["provenance"]["sha256"] == entry["sha256"]
-    net = models.build(ckpt)
-    assert net.config == entry["config"]
+    assert models.SHIPPED_DENOISER in manifest and "dncnn-blind-gray" in manifest
+    for name, entry in manifest.items():  # every shipped model, by name
+        path = os.path.join(models.WEIGHTS_DIR, entry["file"])
+        assert models.sha256_file(path) == entry["sha256"]
+        assert os.path.getsize(path) < 5e6
+        ckpt = models.shipped_model(name)
+        assert ckpt["architecture"] == entry["architecture"]
+        assert ckpt["provenance"]["sha256"] == entry["sha256"]
+        net = models.build(ckpt)
+        assert net.config == entry["config"]
+
+
+def test_the_noise_aware_model_by_name_denoises_an_image_it_never_saw():
+    """The noise-aware U-Net ships by name; on a held-out photograph it measures the noise itself."""
+    from skimage import data
+    from skimage.metrics import peak_signal_noise_ratio as psnr
+
+    clean = data.camera()[128:256, 128:256].astype(np.float32) / 255
+    noisy = clean + 25 / 255 * np.random.default_rng(0).standard_normal(clean.shape).astype(
+        np.float32)
+    out = restore(noisy, "dncnn", model="unet-noise-aware-gray", full_output=True)
+    assert out["provenance"]["noise_model"]["b"][0] > 0
+    gain = psnr(clean, np.clip(out["image"], 0, 1), data_range=1) - psnr(clean, noisy,
+                                                                          data_range=1)
+    assert gain > 6, gain
 
 
 def test_corrupt_shipped_weights_are_refused(tmp_path, monkeypatch):

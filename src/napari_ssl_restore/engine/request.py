@@ -51,7 +51,8 @@ def check_seed(seed: Any) -> int:
 
 
 def check_model_file(spec: MethodSpec, path: Any) -> str:
-    """``model=``: empty, or an existing file for a method that takes one."""
+    """``model=``: empty, an existing file, or a shipped model's name (its weights, checked against
+    the manifest's sha256), for a method that takes one."""
     if not path:
         return ""
     if "model" not in {p.name for p in spec.param_info}:
@@ -59,6 +60,13 @@ def check_model_file(spec: MethodSpec, path: Any) -> str:
                          "(mode='apply'), frame2frame, restore-from-restored and the unpaired "
                          "methods (mode='apply').")
     path = os.fspath(path)
+    if not os.path.exists(path):
+        from ..core.models import WEIGHTS_DIR, shipped_manifest, shipped_model
+
+        entry = shipped_manifest().get(path)
+        if entry is not None:
+            shipped_model(path)  # verifies the sha256
+            return os.path.join(WEIGHTS_DIR, entry["file"])
     if not os.path.isfile(path):
         raise FileNotFoundError(f"model file {path!r} not found; train and save a model first "
                                 "(save_model= / --save-model).")

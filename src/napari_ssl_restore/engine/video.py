@@ -39,10 +39,10 @@ frame by frame."""
 # --- the denoiser --------------------------------------------------------------------------------
 
 NOISE_CHOICES = ("auto", "gaussian")
-NOISE_DOC = ("Noise model for a noise-aware denoiser (the shipped one reads the noise level at each "
-             "pixel beside the image): 'auto' measures signal-dependent (photon) noise a*u + b on "
-             "the image; 'gaussian' forces one level everywhere (the measured level at the median "
-             "intensity). Blind models ignore it.")
+NOISE_DOC = ("Noise model for a noise-aware denoiser (model='unet-noise-aware-gray' reads the noise "
+             "level at each pixel beside the image): 'auto' measures signal-dependent (photon) "
+             "noise a*u + b on the image; 'gaussian' forces one level everywhere (the measured "
+             "level at the median intensity). Blind models ignore it.")
 NOISE_CROP = 512
 """Side of the centre crop of each sampled plane on which the noise model is measured."""
 NOISE_PLANES = 8

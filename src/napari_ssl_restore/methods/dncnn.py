@@ -6,7 +6,12 @@ with additive white Gaussian noise of σ in [0, 55]/255 (blind: one model for ev
 the fast baseline of the video methods and their starting point (Frame2Frame,
 Restore-from-Restored). Its weights ship in the package and are checked against their sha256 before
 use. ``model=`` applies a saved model instead (a Noise2Noise U-Net, or a DnCNN fine-tuned by
-``frame2frame``/``restore-from-restored`` with ``save_model=``).
+``frame2frame``/``restore-from-restored`` with ``save_model=``), or another shipped model by name:
+``model="unet-noise-aware-gray"`` is a residual U-Net that reads the noise standard deviation at
+each pixel beside the image (after FFDNet: Zhang, Zuo & Zhang, IEEE TIP 27(9), 2018); ``noise``
+says how its map is made — ``"auto"`` fits signal-dependent noise ``a·u + b`` on the image (the
+restore assistant's fit), ``"gaussian"`` one level. It scores above the blind model on Gaussian and
+photon noise and above BM3D at σ 25/50 and 20 photons (docs/benchmarks/dncnn.md).
 
 On a time-lapse, ``fusion_radius`` > 0 fuses each denoised frame with its flow-warped denoised
 neighbours (:class:`~napari_ssl_restore.engine.fusion.Fusion`, as the video methods do): frames are
