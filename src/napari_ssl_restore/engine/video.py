@@ -93,7 +93,7 @@ def measure_noise(planes: Planes, noise: str = "auto") -> np.ndarray:
     restore assistant's
     fit, :func:`~napari_ssl_restore.physics.estimate.noise_fit`). ``noise="gaussian"``: one
     level per channel, the fitted variance at the median intensity (``a = 0``)."""
-    from ..physics.estimate import channel_noise_models
+    from ..physics.estimate import channel_noise_models, variance_at_median
 
     if noise not in NOISE_CHOICES:
         raise ValueError(f"noise must be one of {', '.join(NOISE_CHOICES)}; got {noise!r}.")
@@ -106,9 +106,7 @@ def measure_noise(planes: Planes, noise: str = "auto") -> np.ndarray:
                          "noise a noise-aware denoiser needs; give planes of at least 10x10 "
                          "pixels, or a blind model (model='dncnn-blind-gray').") from None
     if noise == "gaussian":
-        for k, (a, b) in enumerate(models):
-            med = float(np.median(np.concatenate([p[..., k].ravel() for p in crops])))
-            models[k] = 0.0, max(a * med + b, 0.0)
+        models = np.stack([np.zeros(len(models)), variance_at_median(crops, models)], axis=1)
     return models
 
 

@@ -166,10 +166,9 @@ def noise_models(crops: list[np.ndarray], params: Params, ctx: RunContext) -> np
 def noise_level(crops: list[np.ndarray], models: np.ndarray) -> float:
     """σ in normalised units: the root mean square over channels of the noise std at the median
     intensity of the crops."""
-    med = [float(np.median(np.concatenate([p[..., k].ravel() for p in crops])))
-           for k in range(len(models))]
-    var = [max(a * m + b, 0.0) for (a, b), m in zip(models, med, strict=True)]
-    sigma = float(np.sqrt(np.mean(var)))
+    from ..physics.estimate import variance_at_median
+
+    sigma = float(np.sqrt(np.mean(variance_at_median(crops, models))))
     if sigma <= 0:
         raise ValueError("Classical denoising: no noise was measured on the image; set "
                          "noise_sigma (input units) if it is noisy.")

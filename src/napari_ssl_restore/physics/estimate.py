@@ -145,6 +145,14 @@ def channel_noise_models(planes: list[np.ndarray], noise_sigma: float = 0.0,
     return models
 
 
+def variance_at_median(planes: list[np.ndarray], models: np.ndarray) -> np.ndarray:
+    """Per channel, the noise variance ``a·u + b`` (:func:`channel_noise_models`) at the median
+    intensity ``u`` of ``(H, W, C)`` planes, clipped at 0: one Gaussian level per channel."""
+    med = [float(np.median(np.concatenate([p[..., k].ravel() for p in planes])))
+           for k in range(len(models))]
+    return np.array([max(a * m + b, 0.0) for (a, b), m in zip(models, med, strict=True)])
+
+
 def radial_spectrum(plane: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Radially averaged power spectrum of a Hann-windowed 2-D plane: ``(k, P(k))``, ``k`` in
     cycles/pixel (0 < k ≤ 0.5), normalised so white noise of variance v has ``P ≈ v``."""
