@@ -441,7 +441,11 @@ class Session:
 def install(ckpt_path: str, name: str = "") -> str:
     """Copy a trained checkpoint into the package as the shipped model ``name`` (default: the
     shipped denoiser's name, ``SHIPPED_DENOISER``) and record it in ``weights/manifest.json``; the
-    other shipped models stay listed, so an earlier release's model remains loadable by name."""
+    other shipped models stay listed, so an earlier release's model remains loadable by name.
+
+    A shipped name stands for one set of weights (results name it for reproducibility): a name
+    already shipped with other weights is refused — install under a new name, and point
+    ``core.models.SHIPPED_DENOISER`` at it to make it the default."""
     import shutil
 
     from napari_ssl_restore.core.models import SHIPPED_DENOISER, load_checkpoint, sha256_file
@@ -452,6 +456,15 @@ def install(ckpt_path: str, name: str = "") -> str:
     if prov.get("script") != "scripts/train_denoiser.py" or "held_out_psnr" not in prov:
         raise SystemExit(f"{ckpt_path}: not a checkpoint written by this script.")
     target = shipped_path(name)
+    manifest = os.path.join(WEIGHTS, "manifest.json")
+    entries = {}
+    if os.path.isfile(manifest):
+        with open(manifest, encoding="utf-8") as f:
+            entries = json.load(f)
+    if name in entries and entries[name].get("sha256") != sha256_file(ckpt_path):
+        raise SystemExit(f"a model named {name!r} is already shipped with other weights; shipped "
+                         "names are kept for reproducibility: pass a new --name (and set "
+                         "core.models.SHIPPED_DENOISER to it to make it the default).")
     if os.path.abspath(ckpt_path) != os.path.abspath(target):
         shutil.copyfile(ckpt_path, target)
     digest = sha256_file(target)
@@ -462,11 +475,6 @@ def install(ckpt_path: str, name: str = "") -> str:
              "recipe": recipe, "held_out": prov["held_out"],
              "held_out_psnr": prov["held_out_psnr"],
              "train_seconds": prov.get("train_seconds"), "train_device": prov.get("train_device")}
-    manifest = os.path.join(WEIGHTS, "manifest.json")
-    entries = {}
-    if os.path.isfile(manifest):
-        with open(manifest, encoding="utf-8") as f:
-            entries = json.load(f)
     entries[name] = entry
     with open(manifest + ".tmp", "w", encoding="utf-8") as f:
         json.dump(entries, f, indent=2)
@@ -513,7 +521,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps ...")
     ap.add_argument("--out", default="",
-                    help="checkpoint to write; default: install it as the shipped denoiser")
+                    help="checkpoint to write; default: install it as the shipped denoiser "
+                         "(refused where that name ships other weights: --out, then --install "
+                         "with a new --name)")
     ap.add_argument("--state", default="",
                     help="training state (model, optimiser, sampler and noise RNGs, step, log), "
                          "written atomically every --checkpoint-every seconds and when a session "

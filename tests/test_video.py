@@ -89,12 +89,20 @@ def test_dncnn_self_ensemble_is_rotation_equivariant_and_close_to_plain():
     from napari_ssl_restore.data import cells
 
     noisy = add_noise(cells(48, seed=2), 25 / 255, seed=3)
-    plain = restore(noisy, "dncnn", axes="YX")
+    blind = {"model": "dncnn-blind-gray"}  # a fixed network: exact symmetry
+    ens = restore(noisy, "dncnn", axes="YX", ensemble=True, **blind)
+    turned = restore(np.rot90(noisy).copy(), "dncnn", axes="YX", ensemble=True, **blind)
+    np.testing.assert_allclose(np.rot90(ens), turned, atol=1e-5)  # averaged over the 8 symmetries
+    plain = restore(noisy, "dncnn", axes="YX", **blind)
+    assert np.abs(np.rot90(plain) - restore(np.rot90(noisy).copy(), "dncnn", axes="YX",
+                                            **blind)).max() > 1e-4
+    assert 0 < np.abs(ens - plain).mean() < 0.02
+    # the noise-aware default: its noise map is measured on the (turned) image, which moves the
+    # fit a little, so the ensemble is equivariant only up to that
     ens = restore(noisy, "dncnn", axes="YX", ensemble=True)
     turned = restore(np.rot90(noisy).copy(), "dncnn", axes="YX", ensemble=True)
-    np.testing.assert_allclose(np.rot90(ens), turned, atol=1e-5)  # averaged over the 8 symmetries
-    assert np.abs(np.rot90(plain) - restore(np.rot90(noisy).copy(), "dncnn", axes="YX")).max() > 1e-4
-    assert 0 < np.abs(ens - plain).mean() < 0.02
+    np.testing.assert_allclose(np.rot90(ens), turned, atol=2e-3)
+    assert 0 < np.abs(ens - restore(noisy, "dncnn", axes="YX")).mean() < 0.02
 
 
 def test_dncnn_runs_channel_by_channel_and_keeps_dtype():
@@ -453,6 +461,12 @@ def test_training_script_smoke(tmp_path):
     assert entry["sha256"] == digest == models.sha256_file(tmp_path / "pkg" / "a_test_model.pt")
     assert entry["held_out_psnr"] == ckpt["provenance"]["held_out_psnr"]
     assert entry["recipe"]["steps"] == 2 and entry["config"]["depth"] == 3
+    assert mod.install(str(out), "a-test-model") == digest  # the same weights again: fine
+    other = tmp_path / "other.pt"
+    ckpt["provenance"]["recipe"]["seed"] = 99  # other bytes under a shipped name: refused
+    models.save_model(ckpt, other)
+    with pytest.raises(SystemExit, match="already shipped with other weights"):
+        mod.install(str(other), "a-test-model")
 
 
 def test_training_resumes_bit_for_bit(tmp_path):
@@ -593,7 +607,7 @@ def test_training_script_fine_tunes_from_a_checkpoint(tmp_path, monkeypatch):
                      "--dead-leaves", "1", "--pg-fraction", "0.5", "--lr", "1e-5",
                      "--noise-on-device", "--out", str(out)]) == 0
     prov = models.load_checkpoint(out)["provenance"]
-    shipped = models.shipped_manifest()[models.SHIPPED_DENOISER]
+    shipped = models.shipped_manifest()["dncnn-blind-gray"]
     assert prov["recipe"]["init_sha256"] == shipped["sha256"]
     assert prov["recipe"]["init_recipe"]["steps"] == shipped["recipe"]["steps"]
     assert prov["recipe"]["depth"] == 12 and prov["recipe"]["pg_fraction"] == 0.5

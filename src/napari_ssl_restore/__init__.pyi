@@ -234,7 +234,7 @@ def decompose_double_dip(
     float_output: bool = False,
 ) -> np.ndarray | dict[str, Any]: ...
 
-# dncnn: Pretrained blind denoiser (DnCNN-style), frame by frame
+# dncnn: Pretrained denoiser (noise-aware residual U-Net), frame by frame
 @overload
 def denoise_dncnn(
     image: _Image, *, model: str = "", noise: Literal["auto", "gaussian"] = "auto", tile_size: int = 0,

@@ -156,7 +156,7 @@ def _recommend(r: dict, noisy: bool, megapixels: float, psf_given: bool) -> list
         kind = f"noisy ({noise['model']}, sigma {noise['sigma']:.3g})" + (
             ", correlated — a pixel-wise denoiser may leave structure" if noise["correlated"]
             else "")
-        recs.append(_rec("dncnn", {}, f"{kind}: a pretrained DnCNN.", megapixels))
+        recs.append(_rec("dncnn", {}, f"{kind}: the pretrained denoiser.", megapixels))
         recs.append(_rec("classic-denoise", {}, f"{kind}: non-local means, its strength "
                          "calibrated on this image (J-invariant loss).", megapixels))
     # denoising before deconvolution and dehazing, which both amplify noise

@@ -28,8 +28,10 @@ published): each is averaged with its restored neighbours, warped onto it by the
 where the flow explains them (:class:`~napari_ssl_restore.engine.fusion.Fusion`).
 
 Deviation: training uses random crops (``patch_size``, ``batch_size``) of the frame pair instead of
-the whole frame, so large frames fit on a CPU; the starting model is this project's shipped DnCNN
-(trained offline by ``scripts/train_denoiser.py``), not the authors' DnCNN weights.
+the whole frame, so large frames fit on a CPU; the starting model is this project's shipped
+denoiser (a noise-aware residual U-Net trained offline by ``scripts/train_denoiser.py``; its noise
+map is measured on the movie once and kept while fine-tuning), not the authors' DnCNN weights;
+``model="dncnn-blind-gray"`` starts from the first release's blind DnCNN.
 """
 from __future__ import annotations
 

@@ -26,7 +26,8 @@ Deviations: random crops instead of whole frames (``patch_size``/``batch_size``)
 steps and a larger learning rate than the paper's (lr 1e-4, 10 steps per frame online, 40 epochs
 offline instead of ~10), because on a CPU budget the paper's 1e-5 and one step per frame barely move
 the weights, and 40 epochs measured +0.3 dB over 10 (see docs/benchmarks); the starting model
-is the project's shipped DnCNN.
+is the project's shipped denoiser (a noise-aware residual U-Net; ``model="dncnn-blind-gray"`` for
+the first release's blind DnCNN).
 """
 from __future__ import annotations
 
