@@ -93,7 +93,10 @@ HELD_OUT = {  # 256² fields never used to choose the validation stop's settings
     "Hubble deep field (red)": lambda size: _unit(skdata.hubble_deep_field()[100:100 + size,
                                                                            100:100 + size, 0]),
     "moon": lambda size: _unit(skdata.moon()[100:100 + size, 100:100 + size]),
+    # seed 9 was held out until its seed-1 row (30.22 dB against 31.76) led to batches of 4; it
+    # chose that, so seed 21 stands in for it since (--fields picks either)
     "synthetic cells (seed 9)": lambda size: cells(size, seed=9),
+    "synthetic cells (seed 21)": lambda size: cells(size, seed=21),
 }
 
 
@@ -215,6 +218,9 @@ def main() -> None:
                     help="--defaults: comma-separated subset of gaussian, poisson-gaussian")
     ap.add_argument("--fields", default="", help="--defaults: comma-separated subset of the "
                                                   "held-out fields (default: all)")
+    ap.add_argument("--long-steps", type=int, default=3000,
+                    help="--defaults: the long run's fixed step count (3000 steps of 4 patches: "
+                         "the samples of the 1500 steps of 8 used before batches of 4)")
     ap.add_argument("--long-cache", default="", metavar="JSON",
                     help="--defaults: keep the long runs' results in this file and reuse them")
     args = ap.parse_args()
@@ -222,14 +228,14 @@ def main() -> None:
         tuning(args.size, args.tuning)
         return
     if args.defaults:
-        defaults(args.size, [int(s) for s in args.seeds.split(",")],
+        defaults(args.size, [int(s) for s in args.seeds.split(",")], long_steps=args.long_steps,
                  noises=tuple(args.noises.split(",")), long_cache=args.long_cache,
                  fields=tuple(f for f in args.fields.split(",") if f))
         return
     rng = np.random.default_rng(0)
     print(f"{args.size}x{args.size} images, U-Net 48 features / 5 levels, {args.steps} steps of "
-          "8 patches 64x64, CPU (2 cores). PSNR dB / SSIM against the clean image "
-          "(training seconds).\n")
+          f"{n2n.Params().batch_size} patches 64x64, CPU (2 cores). PSNR dB / SSIM against the "
+          "clean image (training seconds).\n")
     head = "| image | noise | noisy | BM3D | N2N (ours) | N2C (same steps) |"
     head += " N2V (CAREamics, same time) |" if args.n2v_python else ""
     print(head)

@@ -8,21 +8,21 @@ adjacent planes of a finely sampled Z-stack. Loss by noise type: L2 (Gaussian, P
 (median-type noise: multiplicative Bernoulli, text overlays), annealed L0 (random-valued impulses).
 
 Training samples random patches with random flips and 90° rotations (the same for both images of a
-pair), cropped and augmented on the device, with Adam. A strip along the bottom of every pair
-(``validation_fraction`` of the rows) is held out: never trained on, it measures the N2N loss
-``E||f(x) - y||²`` on pixels the network has not seen, which differs from the loss against the
-clean image only by the noise variance (the noise of ``y`` is independent of ``f(x)``). By default
-(``steps=0``) training runs at a constant learning rate (1e-3, faster than the paper's 3e-4: the
-kept weights guard against the over-fitting that follows) with an exponential moving average of
-the weights until that held-out loss of the averaged weights has not improved for ``patience``
-steps, then ramps the rate down to 0 over :data:`RAMP_STEPS` steps and stops (at most
-:data:`MAX_AUTO_STEPS` in all); the best averaged weights are kept. A fixed ``steps`` count
-instead ramps the learning rate down over the last 30 % of the steps (the paper's schedule) and
-keeps the final weights. A long stack trains on pairs spread evenly over it, as many as the
-training memory holds. Prediction streams every plane through the engine's batched predictor
-(overlapping, blended tiles), so any image size fits in memory. Loop, sampler, schedule and
-predictor are the engine's (:mod:`napari_ssl_restore.engine`); this module declares the settings,
-the pairs and the loss.
+pair), cropped and augmented on the device, in batches of 4 (the authors' released configuration;
+twice the updates of batches of 8 in the same time, which a CPU budget needs), with Adam. A strip
+along the bottom of every pair (``validation_fraction`` of the rows) is held out: never trained on,
+it measures the N2N loss ``E||f(x) - y||²`` on pixels the network has not seen, which differs from
+the loss against the clean image only by the noise variance (the noise of ``y`` is independent of
+``f(x)``). By default (``steps=0``) training runs at a constant learning rate (1e-3, faster than
+the paper's 3e-4: the kept weights guard against the over-fitting that follows) with an exponential
+moving average of the weights until that held-out loss of the averaged weights has not improved for
+``patience`` steps, then ramps the rate down to 0 over :data:`RAMP_STEPS` steps and stops (at most
+:data:`MAX_AUTO_STEPS` in all); the best averaged weights are kept. A fixed ``steps`` count instead
+ramps the learning rate down over the last 30 % of the steps (the paper's schedule) and keeps the
+final weights. A long stack trains on pairs spread evenly over it, as many as the training memory
+holds. Prediction streams every plane through the engine's batched predictor (overlapping, blended
+tiles), so any image size fits in memory. Loop, sampler, schedule and predictor are the engine's
+(:mod:`napari_ssl_restore.engine`); this module declares the settings, the pairs and the loss.
 """
 from __future__ import annotations
 
@@ -47,25 +47,27 @@ MIN_USEFUL_STEPS = 50
 then adds nothing."""
 CHECK_EVERY = 50
 """Steps between two measurements of the held-out loss (each reads the device once)."""
-MAX_AUTO_STEPS = 1100
+MAX_AUTO_STEPS = 2200
 """The most steps of a validation-stopped run (``steps=0``), ramp-down included: under 4 minutes on
-2 CPU cores (0.17-0.19 s per step of 8 patches of 64²; a 1200-step run on the ``cell`` tuning
-field took 235 s with prediction). On the tuning fields at a constant rate the held-out best came
-at ~800 steps (``cell``, over-fitting after) or was still rising slowly at 1400 (synthetic cells)."""
+2 CPU cores (0.08-0.09 s per step of 4 patches of 64²; the 2200-step run on synthetic cells seed 9
+took 174 s with prediction). With batches of 8 (before) the cap was 1100 steps: on that field
+(seed 1) the network sat on a plateau near 29.4 dB from step 300 to 900 and climbed to 31.9 only by
+step 1500, so the cap cut it at 30.22 dB; with batches of 4 the averaged weights passed 31.7 dB
+within 172 s and the default run ended at 32.17 dB."""
 VALIDATED_LEARNING_RATE = 1e-3
 """Adam's rate in a validation-stopped run (``learning_rate=0``). Chosen on the tuning fields
 (scikit-image ``cell`` Gaussian 0.15, synthetic cells seed 3 Poisson-Gaussian 30 photons; 256²,
-``bench_n2n.py``): the held-out best comes after ~800 steps instead of ~1500 at 3e-4, at the same
-PSNR, and the kept weights stop before the over-fitting that follows. Held out it is not yet
-safe: one of six rows (synthetic cells, seed 1) ended 1.54 dB under ``steps=1500`` (docs/benchmarks)."""
+``bench_n2n.py``, batches of 8): the held-out best comes after ~800 steps instead of ~1500 at 3e-4,
+at the same PSNR, and the kept weights stop before the over-fitting that follows."""
 PAPER_LEARNING_RATE = 3e-4
 """Adam's rate for a fixed step count (Lehtinen et al. 2018), ramped down over the last 30 %."""
-RAMP_STEPS = 300
+RAMP_STEPS = 600
 """A validation-stopped run ends with the learning rate ramped down (cosine) to 0 over this many
 steps, from the plateau of the held-out loss (``patience`` steps without improvement) or in time
 to end at :data:`MAX_AUTO_STEPS`. At a constant rate the averaged weights level off at a loss the
-rate sets: on the held-out moon field (Gaussian 0.15, seed 0) the plateau came at 500 steps and
-the run stopped there 0.28 dB under ``steps=1500`` with the paper's ramp-down."""
+rate sets: on the moon field (Gaussian 0.15, seed 0) the plateau came at 500 steps (of 8 patches)
+and the run stopped there 0.28 dB under ``steps=1500`` with the paper's ramp-down. 300 steps of 8
+patches then, 600 of 4 now (the same samples)."""
 WEIGHT_AVERAGING = 0.995
 """Decay of the exponential moving average of the weights in a validation-stopped run (a window
 of about 200 steps, warmed up from the start: :class:`~napari_ssl_restore.engine.train.EMA`),
@@ -96,14 +98,15 @@ class Params:
               "Bernoulli, overlays), 'l0' (annealed) for random-valued impulse noise.",
         choices=("l2", "l1", "l0"), when=TRAIN)
     steps: int = param(0, "Training steps; 0 = until the loss on the held-out strip stops "
-                          "improving, then a ramp-down (at most 1100 in all), keeping the best "
+                          "improving, then a ramp-down (at most 2200 in all), keeping the best "
                           "weights. A fixed count ramps the learning rate down over its last "
                           "30 %.", min=0,
                        max=1_000_000, when=TRAIN)
-    patience: int = param(200, "steps=0: once the held-out loss has not improved for this many "
-                               "steps, ramp the learning rate down over 300 more and stop.",
+    patience: int = param(400, "steps=0: once the held-out loss has not improved for this many "
+                               "steps, ramp the learning rate down over 600 more and stop.",
                           min=CHECK_EVERY, max=100_000, step=CHECK_EVERY, when=TRAIN, advanced=True)
-    batch_size: int = param(8, "Patches per step.", min=1, max=1024, when=TRAIN, advanced=True)
+    batch_size: int = param(4, "Patches per step (4, as the authors' released training).", min=1,
+                            max=1024, when=TRAIN, advanced=True)
     patch_size: int = param(64, "Side of the training patches in pixels; a multiple of "
                                 "2**depth (paper: 256; 64 trains ~10x faster on a CPU).",
                             min=8, max=2048, when=TRAIN, advanced=True)
