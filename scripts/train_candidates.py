@@ -27,7 +27,7 @@ for ``aero`` and ``ascent``: ``pip download --no-deps --only-binary=:all: --pyth
 Everything after ``--`` goes to every run unchanged (the data mix: ``--package-images``,
 ``--fields``, ``--pg-fraction`` ...). Then, on any machine, ``python benchmarks/bench_dncnn.py
 --model <checkpoint>`` compares a candidate with BM3D, and ``python scripts/train_denoiser.py
---install <checkpoint>`` ships the one chosen.
+--install <checkpoint> --name NEW-NAME`` ships the one chosen (a shipped name keeps its weights).
 """
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ the noise residual); Adam, lr 1e-3 for 50 steps then cosine decay to 1e-5.
     python scripts/train_denoiser.py --steps 20 --out /tmp/m.pt       # a quick smoke run (CPU)
     python scripts/train_denoiser.py --device cuda --batch-size 128 --threads 8 --steps 12401 \
         --out dncnn.pt                       # the shipped model's recipe (4.5 min on one H200)
-    python scripts/train_denoiser.py --install dncnn.pt               # ship it (sha256 + manifest)
+    python scripts/train_denoiser.py --install dncnn.pt --name NEW-NAME   # ship it (sha256 + manifest)
 
 More data and noise as microscopes make it (the video-quality issue), all offline: ``--package-images``
 (matplotlib's and PyWavelets' sample images, :func:`package_images`), ``--fields N`` synthetic
@@ -43,7 +43,9 @@ along the way. For hours in the background beside light work (never beside tests
     nice -n 19 python scripts/train_denoiser.py --arch unet-res --features 32 --depth 4 \
         --steps 200000 --eval-every 5000 --session-seconds 3600 --out runs/unet_res.pt [--resume]
 
-Without ``--out`` the result is installed directly. The defaults (3000 steps of 32 patches) are the
+Without ``--out`` the result would be installed as the shipped denoiser, which is refused while
+that name has weights (a shipped name stands for one set of them): write ``--out``, then
+``--install FILE --name NEW-NAME``. The defaults (3000 steps of 32 patches) are the
 first release's CPU recipe, about 30 minutes on 2 cores. ``--time-budget SECONDS`` picks ``--steps``
 from the speed of steps 10–50 (the shipped model: ``--time-budget 290`` on the H200); the steps used are
 recorded in the checkpoint, so ``--steps`` reproduces the run (bit for bit on the same CPU and library
@@ -551,8 +553,12 @@ def main(argv=None) -> int:
         return 0
     ship = not args.out
     if ship:
-        from napari_ssl_restore.core.models import SHIPPED_DENOISER
+        from napari_ssl_restore.core.models import SHIPPED_DENOISER, shipped_manifest
 
+        if SHIPPED_DENOISER in shipped_manifest():  # refused before training, not after it
+            ap.error(f"the shipped denoiser {SHIPPED_DENOISER!r} already has weights, and a "
+                     "shipped name stands for one set of them: pass --out FILE, then --install "
+                     "FILE --name NEW-NAME")
         args.out = shipped_path(SHIPPED_DENOISER)
 
     if args.resume:  # before the training set is built

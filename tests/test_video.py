@@ -462,6 +462,8 @@ def test_training_script_smoke(tmp_path):
     assert entry["held_out_psnr"] == ckpt["provenance"]["held_out_psnr"]
     assert entry["recipe"]["steps"] == 2 and entry["config"]["depth"] == 3
     assert mod.install(str(out), "a-test-model") == digest  # the same weights again: fine
+    with pytest.raises(SystemExit):  # no --out: it would train onto the shipped default's file
+        mod.main(["--steps", "1"])
     other = tmp_path / "other.pt"
     ckpt["provenance"]["recipe"]["seed"] = 99  # other bytes under a shipped name: refused
     models.save_model(ckpt, other)
