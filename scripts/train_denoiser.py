@@ -440,6 +440,15 @@ class Session:
         return self.done, steps
 
 
+def shipped_entries() -> dict:
+    """The package's ``weights/manifest.json`` (:data:`WEIGHTS`): shipped name -> entry."""
+    manifest = os.path.join(WEIGHTS, "manifest.json")
+    if not os.path.isfile(manifest):
+        return {}
+    with open(manifest, encoding="utf-8") as f:
+        return json.load(f)
+
+
 def install(ckpt_path: str, name: str = "") -> str:
     """Copy a trained checkpoint into the package as the shipped model ``name`` (default: the
     shipped denoiser's name, ``SHIPPED_DENOISER``) and record it in ``weights/manifest.json``; the
@@ -458,11 +467,7 @@ def install(ckpt_path: str, name: str = "") -> str:
     if prov.get("script") != "scripts/train_denoiser.py" or "held_out_psnr" not in prov:
         raise SystemExit(f"{ckpt_path}: not a checkpoint written by this script.")
     target = shipped_path(name)
-    manifest = os.path.join(WEIGHTS, "manifest.json")
-    entries = {}
-    if os.path.isfile(manifest):
-        with open(manifest, encoding="utf-8") as f:
-            entries = json.load(f)
+    entries = shipped_entries()
     if name in entries and entries[name].get("sha256") != sha256_file(ckpt_path):
         raise SystemExit(f"a model named {name!r} is already shipped with other weights; shipped "
                          "names are kept for reproducibility: pass a new --name (and set "
@@ -478,6 +483,7 @@ def install(ckpt_path: str, name: str = "") -> str:
              "held_out_psnr": prov["held_out_psnr"],
              "train_seconds": prov.get("train_seconds"), "train_device": prov.get("train_device")}
     entries[name] = entry
+    manifest = os.path.join(WEIGHTS, "manifest.json")
     with open(manifest + ".tmp", "w", encoding="utf-8") as f:
         json.dump(entries, f, indent=2)
         f.write("\n")
@@ -553,9 +559,9 @@ def main(argv=None) -> int:
         return 0
     ship = not args.out
     if ship:
-        from napari_ssl_restore.core.models import SHIPPED_DENOISER, shipped_manifest
+        from napari_ssl_restore.core.models import SHIPPED_DENOISER
 
-        if SHIPPED_DENOISER in shipped_manifest():  # refused before training, not after it
+        if SHIPPED_DENOISER in shipped_entries():  # refused before training, not after it
             ap.error(f"the shipped denoiser {SHIPPED_DENOISER!r} already has weights, and a "
                      "shipped name stands for one set of them: pass --out FILE, then --install "
                      "FILE --name NEW-NAME")

@@ -462,6 +462,8 @@ def test_training_script_smoke(tmp_path):
     assert entry["held_out_psnr"] == ckpt["provenance"]["held_out_psnr"]
     assert entry["recipe"]["steps"] == 2 and entry["config"]["depth"] == 3
     assert mod.install(str(out), "a-test-model") == digest  # the same weights again: fine
+    (tmp_path / "pkg" / "manifest.json").write_text(json.dumps(
+        {**manifest, models.SHIPPED_DENOISER: {"file": "d.pt"}}))  # the default ships, as here
     with pytest.raises(SystemExit):  # no --out: it would train onto the shipped default's file
         mod.main(["--steps", "1"])
     other = tmp_path / "other.pt"
