@@ -21,10 +21,11 @@ BIOIMAGEIO_YAML_NAMES = ("rdf.yaml", "bioimageio.yaml", "model.yaml")
 PORTABLE_PREFIX = "net."
 """Prefix of the network's weights in an exported zip's ``pytorch_state_dict`` weights (the network
 is the ``net`` of a :class:`~napari_ssl_restore.nets.portable.PortableNet`)."""
-SHIPPED_DENOISER = "unet-noise-aware-gray"
+SHIPPED_DENOISER = "unet-noise-aware-gray-v2"
 """Name of the default pretrained denoiser shipped in ``weights/`` (see
-``scripts/train_denoiser.py``): the noise-aware residual U-Net; the first release's blind DnCNN
-stays available as ``"dncnn-blind-gray"``."""
+``scripts/train_denoiser.py``): the noise-aware residual U-Net fine-tuned with sharp-edged
+(dead-leaves) images; the previous default (``"unet-noise-aware-gray"``, without them) and the
+first release's blind DnCNN (``"dncnn-blind-gray"``) stay available by name."""
 WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "weights")
 
 

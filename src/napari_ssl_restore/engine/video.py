@@ -39,7 +39,7 @@ frame by frame."""
 # --- the denoiser --------------------------------------------------------------------------------
 
 NOISE_CHOICES = ("auto", "gaussian")
-NOISE_DOC = ("Noise model for a noise-aware denoiser (model='unet-noise-aware-gray' reads the noise "
+NOISE_DOC = ("Noise model for a noise-aware denoiser (the shipped default reads the noise "
              "level at each pixel beside the image): 'auto' measures signal-dependent (photon) "
              "noise a*u + b on the image; 'gaussian' forces one level everywhere (the measured "
              "level at the median intensity). Blind models ignore it.")
