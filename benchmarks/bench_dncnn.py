@@ -53,6 +53,12 @@ between its edges (matplotlib's ``Minduka_Present_Blue_Pack.png`` sample, lumina
 128²)."""
 
 
+def _luminance_over_white(rgba: np.ndarray) -> np.ndarray:
+    """An RGBA image in [0, 1] composited over white, as luminance (Rec. 709 weights)."""
+    over_white = rgba[..., :3] * rgba[..., 3:] + (1.0 - rgba[..., 3:])
+    return over_white @ np.array([0.2125, 0.7154, 0.0721], np.float32)
+
+
 def held_out_image(name: str, side: int) -> np.ndarray:
     """A held-out image in [0, 1] (float32, ``side``² centre crop): a scikit-image name, or
     ``field:SEED`` / ``leaves:SEED`` (synthetic microscopy field / dead leaves) or ``phantom``."""
@@ -68,16 +74,12 @@ def held_out_image(name: str, side: int) -> np.ndarray:
     elif kind == "horse":
         img = data.horse().astype(np.float32)
     elif kind == "logo":
-        rgba = data.logo().astype(np.float32) / 255.0
-        over_white = rgba[..., :3] * rgba[..., 3:] + (1.0 - rgba[..., 3:])
-        img = over_white @ np.array([0.2125, 0.7154, 0.0721], np.float32)
+        img = _luminance_over_white(data.logo().astype(np.float32) / 255.0)
     elif kind == "icon":
         from matplotlib import cbook, image
 
-        rgba = np.asarray(image.imread(cbook.get_sample_data("Minduka_Present_Blue_Pack.png")),
-                          np.float32)
-        over_white = rgba[..., :3] * rgba[..., 3:] + (1.0 - rgba[..., 3:])
-        img = over_white @ np.array([0.2125, 0.7154, 0.0721], np.float32)
+        img = _luminance_over_white(np.asarray(
+            image.imread(cbook.get_sample_data("Minduka_Present_Blue_Pack.png")), np.float32))
     else:
         img = getattr(data, name)() / 255.0
     return _crop(np.asarray(img, np.float32), side)
