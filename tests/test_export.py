@@ -165,6 +165,19 @@ def test_bad_requests_say_what_to_fix(n2n, tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def test_a_generator_that_needs_the_dcp_step_is_refused(tmp_path):
+    from napari_ssl_restore.nets.gan import ResnetGenerator
+
+    net = ResnetGenerator(1, 1, features=4, blocks=1, downs=1, norm="none")
+    prov = {"method": "cycle-dehaze", "params": {"translation": "physics", "pre_dcp": True}}
+    pt = models.save_model(models.checkpoint(net, architecture="resnet-generator",
+                                             normalization=PERCENTILES, provenance=prov),
+                           tmp_path / "g.pt")
+    with pytest.raises(ValueError, match="pre_dcp=False"):
+        export_bioimageio(pt, tmp_path / "g.zip")
+    assert not (tmp_path / "g.zip").exists()
+
+
 # --- every architecture the plugin saves ----------------------------------------------------------
 
 def _tiny(kind: str):

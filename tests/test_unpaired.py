@@ -142,3 +142,52 @@ def test_errors_name_the_fix(method, hazy):
         restore(image, method, axes="ZYX", mode="apply", device="cpu")
     with pytest.raises(FileNotFoundError, match="not found"):
         restore(image, method, axes="ZYX", mode="apply", model="/nonexistent.pt", device="cpu")
+
+
+def test_the_physical_translation_is_the_haze_model_under_dcp_estimates():
+    from napari_ssl_restore.nets.gan import HazeTranslation
+
+    f = HazeTranslation(np.array([0.7], np.float32))
+    x, t = torch.rand(2, 1, 8, 8), torch.rand(2, 1, 8, 8) * 0.8 + 0.1
+    torch.testing.assert_close(f(x, t), x * t + 0.7 * (1 - t))  # starts at DCP's model
+    torch.testing.assert_close(f(x, torch.ones_like(t)), x)  # no haze where t = 1
+    with torch.no_grad():
+        f.log_gamma.fill_(np.log(2.0))
+        f.shift.fill_(0.1)
+    torch.testing.assert_close(f(x, t), x * t**2 + 0.8 * (1 - t**2))
+    assert f.describe() == {"gamma": 2.0, "airlight_shift": [0.1]}
+
+
+def test_cycle_dehaze_translations_physics_and_network(hazy):
+    image, clean = hazy
+    out = restore(image, "cycle-dehaze", axes="ZYX", clean=clean, steps=4, full_output=True,
+                  **TINY)
+    prov = out["provenance"]
+    assert set(prov["translation"]) == {"gamma", "airlight_shift"}
+    assert 0.4 < prov["airlight"][0] < 1.0 and prov["noise"]["gain"] > 0
+    free = restore(image, "cycle-dehaze", axes="ZYX", clean=clean, steps=4, full_output=True,
+                   translation="network", **TINY)
+    assert "translation" not in free["provenance"]
+    assert not np.array_equal(free["image"], out["image"])
+
+
+def test_a_pre_dcp_generator_applies_to_dcps_recovery_of_the_new_input(hazy, tmp_path):
+    from napari_ssl_restore.core import models
+    from napari_ssl_restore.nets.gan import ResnetGenerator
+
+    image, _ = hazy
+    norm = {"kind": "percentile", "low": 0.1, "high": 99.9}
+    kw = {"axes": "ZYX", "mode": "apply", "device": "cpu", "float_output": True}
+    outs = {}
+    for pre in (False, True):  # an untrained generator: the identity on what it is given
+        prov = {"method": "cycle-dehaze", "params": {"translation": "physics", "pre_dcp": pre,
+                                                     "haze_patch": 7, "haze_radius": 15}}
+        path = models.save_model(models.checkpoint(
+            ResnetGenerator(1, 1, features=4, blocks=1, downs=0, norm="none"),
+            architecture="resnet-generator", normalization=norm, provenance=prov),
+            tmp_path / f"g{pre}.pt")
+        outs[pre] = restore(image, "cycle-dehaze", model=str(path), **kw)
+    np.testing.assert_allclose(outs[False], image, rtol=1e-4, atol=0.5)  # the input itself
+    # DCP's recovery: the veil (the airlight's share) is gone, the contrast stretched
+    assert outs[True].mean() < image.mean() - 100
+    assert outs[True].std() > 1.2 * image.std()

@@ -324,6 +324,13 @@ def _plan(ckpt: dict, net) -> _Plan:
     else:
         step = 1
     method = str(prov.get("method") or "")
+    trained = prov.get("params") or {}
+    if method == "cycle-dehaze" and trained.get("translation") == "physics" \
+            and trained.get("pre_dcp"):
+        raise ValueError("this Cycle-Dehaze model dehazes the Dark Channel Prior's recovery of "
+                         "its input (pre_dcp=True), a step that other bioimage.io software does "
+                         "not run; apply it with napari-ssl-restore (mode='apply', model=), or "
+                         "train with pre_dcp=False to export.")
     task = "denoise" if arch in ("unet", "dncnn") else "deblur" if arch == "content-deblurrer" \
         else "dehaze" if method == "cycle-dehaze" \
         else str((prov.get("params") or {}).get("task", "restore"))

@@ -329,3 +329,28 @@ class Reblurrer(nn.Module):
         h, w = x.shape[-2:]
         y = pad_to_multiple(x, 2 ** self.downs)
         return x + self.decoder(self.content(y), code)[..., :h, :w]
+
+
+class HazeTranslation(nn.Module):
+    """Cycle-Dehaze's clear → hazy translation ``F`` constrained by the atmospheric model (Koschmieder;
+    the Dark Channel Prior's ``I = J t + A (1 - t)``, He et al. 2009): ``F(x, t) = x t' + A' (1 - t')``
+    with ``t' = t ** γ``, where ``t`` is the transmission the Dark Channel Prior estimated on a crop
+    of the hazy input and ``A`` its airlight. What ``F`` learns is small and global: the exponent
+    ``γ`` (ω < 1 and the minimum filter bias DCP's ``t``) and a shift of the airlight per channel,
+    both starting at DCP's estimate (γ = 1, shift 0). ``airlight``: ``(C,)``."""
+
+    def __init__(self, airlight):
+        super().__init__()
+        a = torch.as_tensor(airlight, dtype=torch.float32).reshape(1, -1, 1, 1)
+        self.register_buffer("airlight", a)
+        self.log_gamma = nn.Parameter(torch.zeros(()))
+        self.shift = nn.Parameter(torch.zeros_like(a))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        t = t.clamp(1e-3, 1.0) ** self.log_gamma.exp()
+        return x * t + (self.airlight + self.shift) * (1.0 - t)
+
+    def describe(self) -> dict:
+        """The learned correction of DCP's estimates."""
+        return {"gamma": round(float(self.log_gamma.detach().exp()), 4),
+                "airlight_shift": [round(float(v), 4) for v in self.shift.detach().flatten()]}

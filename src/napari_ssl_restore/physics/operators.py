@@ -146,7 +146,7 @@ class HazeOperator:
     .. [1] K. He, J. Sun, X. Tang. Single image haze removal using dark channel prior. CVPR 2009.
     """
 
-    def __init__(self, planes, device, patch: int = 15):
+    def __init__(self, planes, device, patch: int = 15, radius: int | None = None):
         import torch
 
         from .haze import dark_channel, estimate_airlight
@@ -156,6 +156,7 @@ class HazeOperator:
             planar = self._planar(plane)
             lights.append(estimate_airlight(planar, dark_channel(planar, patch), 0.001))
         self.patch = patch
+        self.radius = 4 * patch if radius is None else radius
         self.airlight = np.mean(lights, axis=0).astype(np.float32)
         self._a = torch.from_numpy(self.airlight).to(device).view(1, -1, 1, 1)
 
@@ -168,11 +169,20 @@ class HazeOperator:
         from .haze import refined_transmission
 
         return refined_transmission(self._planar(plane), self.airlight, patch_size=self.patch,
-                                    guided_radius=4 * self.patch)[..., None]
+                                    guided_radius=self.radius)[..., None]
 
     def apply(self, x, t):
         """``H(x) = x t + A (1 - t)`` with the transmission ``t`` (``(N, 1, H, W)``)."""
         return x * t + self._a * (1.0 - t)
+
+    def recover(self, y, t, t0: float = 0.1):
+        """The Dark Channel Prior's scene, ``(y - A) / max(t, t0) + A`` (He et al.'s ``t0``)."""
+        return (y - self._a) / t.clamp_min(t0) + self._a
+
+    def recover_plane(self, plane: np.ndarray) -> np.ndarray:
+        """:meth:`recover` of an ``(H, W, C)`` plane under its own transmission, as numpy."""
+        t = self.transmission(plane)
+        return (plane - self.airlight) / np.maximum(t, 0.1) + self.airlight
 
 
 def total_variation(x):
