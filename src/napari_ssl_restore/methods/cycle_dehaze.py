@@ -265,29 +265,18 @@ class CycleDehaze(UnpairedRun):
 
     def training(self, g, average, hazy, clear, rng, terms, preview_crop) -> Training:
         """Both translations: ``G`` (and its moving average ``average``) and ``F``."""
-        import itertools
-
-        import torch
-
-        from ..engine.gan_losses import generator_loss, perceptual_features, perceptual_loss
+        from ..engine.gan_losses import generator_loss, perceptual_loss
         from ..engine.gan_parts import Keeper
         from ..engine.predict import Predictor
-        from ..engine.train import seeded_init
         from ..nets.gan import ResnetGenerator
 
         params, device = self.params, self.device
         if self.haze is not None:
             return self._physical(g, average, hazy, clear, rng, terms, preview_crop)
         c = hazy.fields[0].shape[1]
-        with seeded_init(self.ctx.seed + 1):
-            f = ResnetGenerator(c, c, params.features, params.blocks, downs=params.downs,
-                                norm="none").to(device)
-            d_clear = self.discriminator(params.patch_size)
-            d_hazy = self.discriminator(params.patch_size)
-        critic_x, critic_y = self.critic(d_clear, rng), self.critic(d_hazy, rng)
-        features = perceptual_features(device) if params.perceptual_weight else None
-        opt = torch.optim.Adam(itertools.chain(g.parameters(), f.parameters()),
-                               lr=params.learning_rate, betas=(0.5, 0.999))
+        f, critic_x, critic_y, features, opt = self._parts(
+            g, lambda: ResnetGenerator(c, c, params.features, params.blocks, downs=params.downs,
+                                       norm="none"), rng)
         state: dict = {}
         lam = params.cycle_weight
         (clear_crop,) = clear(1)
@@ -329,32 +318,44 @@ class CycleDehaze(UnpairedRun):
         return Training(step, critics_step, opt, {"clear": critic_x, "hazy": critic_y},
                         Keeper(average), preview, nets=(g, f))
 
+    def _parts(self, g, translation, rng):
+        """The translation ``F`` (``translation()``, built under the run's seed + 1 with the two
+        discriminators), the critics of the clear and hazy domains, the perceptual features
+        (or ``None``) and the optimiser of ``G`` and ``F``."""
+        import itertools
+
+        import torch
+
+        from ..engine.gan_losses import perceptual_features
+        from ..engine.train import seeded_init
+
+        params = self.params
+        with seeded_init(self.ctx.seed + 1):
+            f = translation().to(self.device)
+            d_clear = self.discriminator(params.patch_size)
+            d_hazy = self.discriminator(params.patch_size)
+        features = perceptual_features(self.device) if params.perceptual_weight else None
+        opt = torch.optim.Adam(itertools.chain(g.parameters(), f.parameters()),
+                               lr=params.learning_rate, betas=(0.5, 0.999))
+        return f, self.critic(d_clear, rng), self.critic(d_hazy, rng), features, opt
+
     def _physical(self, g, average, hazy, clear, rng, terms, preview_crop) -> Training:
         """Both translations with ``F`` the atmospheric model under the input's own haze
         (:class:`~napari_ssl_restore.nets.gan.HazeTranslation`): the clear cycle
         ``G(F(x, t) + n) ≈ x`` (``n``: noise drawn from the input's estimated noise model) and the
         hazy cycle ``F(G(y), t_y) ≈ y``, the critic of ``G(y)`` against the clear examples and the
         critic of ``F(x, t) + n`` against the hazy crops (it trains ``F``'s correction)."""
-        import itertools
-
         import torch
 
-        from ..engine.gan_losses import generator_loss, perceptual_features, perceptual_loss
+        from ..engine.gan_losses import generator_loss, perceptual_loss
         from ..engine.gan_parts import Keeper
         from ..engine.known_operator import input_noise
         from ..engine.predict import Predictor
-        from ..engine.train import seeded_init
         from ..nets.gan import HazeTranslation
 
         params, device = self.params, self.device
-        f = HazeTranslation(self.haze.airlight).to(device)
-        with seeded_init(self.ctx.seed + 1):
-            d_clear = self.discriminator(params.patch_size)
-            d_hazy = self.discriminator(params.patch_size)
-        critic_x, critic_y = self.critic(d_clear, rng), self.critic(d_hazy, rng)
-        features = perceptual_features(device) if params.perceptual_weight else None
-        opt = torch.optim.Adam(itertools.chain(g.parameters(), f.parameters()),
-                               lr=params.learning_rate, betas=(0.5, 0.999))
+        f, critic_x, critic_y, features, opt = self._parts(
+            g, lambda: HazeTranslation(self.haze.airlight), rng)
         noise = input_noise(hazy.fields[0])
         draws = torch.Generator(device=device).manual_seed(self.ctx.seed)
         state: dict = {}
