@@ -77,6 +77,9 @@ from ..engine.unpaired import (
 )
 from ._public import public_function
 
+PHYSICS = {**TRAIN, "translation": ("physics",)}
+"""``when=`` of the settings of the physical translation (training only)."""
+
 
 @dataclasses.dataclass(frozen=True)
 class Params(UnpairedParams):
@@ -99,28 +102,23 @@ class Params(UnpairedParams):
                    "generator as in the paper.", choices=("physics", "network"), when=TRAIN)
     haze_patch: int = param(15, "physics: the Dark Channel Prior's patch side for the input's "
                                 "transmission (He et al.: 15).", min=1, max=301,
-                            when=(("mode", ("train",)), ("translation", ("physics",))),
-                            advanced=True)
+                            when=PHYSICS, advanced=True)
     haze_radius: int = param(60, "physics: radius of the guided filter that refines the "
                                  "transmission (He et al.: 60).", min=1, max=1000,
-                             when=(("mode", ("train",)), ("translation", ("physics",))),
-                             advanced=True)
+                             when=PHYSICS, advanced=True)
     adversarial_weight: float = param(
         0.0, "physics: weight of G's adversarial term (paper: 1). 0 (measured best, "
              "docs/benchmarks): the clear cycle — synthetic pairs under the input's own haze "
              "and noise — teaches G alone.", min=0.0,
-        max=100.0, step=0.1, when=(("mode", ("train",)), ("translation", ("physics",))),
-        advanced=True)
+        max=100.0, step=0.1, when=PHYSICS, advanced=True)
     cycle_pool: int = param(4, "physics: the hazy cycle F(G(y)) ≈ y compares means over blocks "
                                "of this side (1: pixels), where the input's noise is weaker and "
                                "the haze whole; pixel for pixel it asks G to keep the noise.",
-                            min=1, max=64, when=(("mode", ("train",)),
-                                                 ("translation", ("physics",))), advanced=True)
+                            min=1, max=64, when=PHYSICS, advanced=True)
     pre_dcp: bool = param(True, "physics: the generator dehazes the Dark Channel Prior's recovery "
                                 "of the input (the paper's optional DCP pre-processing), so an "
                                 "untrained one returns DCP's answer; off: it sees the input.",
-                          when=(("mode", ("train",)), ("translation", ("physics",))),
-                          advanced=True)
+                          when=PHYSICS, advanced=True)
     inference: Literal["full", "pyramid"] = param(
         "full", "'full': the generator on the whole plane, at the scale it trained at (tiled); "
                 "'pyramid': dehaze at work_size and put back the input's fine detail with its "
