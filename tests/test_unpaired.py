@@ -111,6 +111,37 @@ def test_disentangled_deblur_physics_term_save_apply(blurred, tmp_path):
                 model=str(tmp_path / "g.pt"), device="cpu")
 
 
+def test_blur_kernels_start_gaussian_and_blur_each_image_with_its_own():
+    from napari_ssl_restore.nets.gan import BlurKernels
+    from napari_ssl_restore.physics.operators import blur, blur_each
+
+    kernels = BlurKernels(code=8, size=15, start=1.5)
+    k = kernels(torch.randn(3, 8))
+    assert k.shape == (3, 15, 15)
+    torch.testing.assert_close(k.sum((1, 2)), torch.ones(3))
+    assert abs(kernels.width(torch.zeros(2, 8)) - 1.5) < 0.05  # any code: the start Gaussian
+    x = torch.rand(2, 2, 20, 24)
+    both = torch.rand(2, 5, 5)
+    both[1] = 0.0
+    both[1, 2, 0], both[1, 0, 4] = 0.75, 0.25  # asymmetric: the orientation must match blur's
+    both = both / both.sum((1, 2), keepdim=True)
+    out = blur_each(x, both)
+    torch.testing.assert_close(out[:1], blur(x[:1], both[0]))
+    torch.testing.assert_close(out[1:], blur(x[1:], both[1]))
+
+
+def test_disentangled_deblur_physical_and_network_reblurring(blurred):
+    image, clean = blurred
+    out = restore(image, "disentangled-deblur", axes="ZYX", clean=clean, steps=4,
+                  full_output=True, **TINY)
+    prov = out["provenance"]
+    assert 0.5 < prov["kernel_std"] < 5 and prov["noise"]["gain"] > 0
+    net = restore(image, "disentangled-deblur", axes="ZYX", clean=clean, steps=4,
+                  full_output=True, reblur="network", **TINY)
+    assert "kernel_std" not in net["provenance"]
+    assert not np.array_equal(net["image"], out["image"])
+
+
 def test_stop_keeps_the_models_or_nothing_before_they_learned(hazy):
     method = "cycle-dehaze"  # the Stop path is the engine's, shared by both methods
     image, clean = hazy

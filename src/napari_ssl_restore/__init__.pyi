@@ -428,9 +428,11 @@ def dehaze_cycle(
 @overload
 def deblur_disentangled(
     image: _Image, *, clean: _Examples | None = None, psf: _Image | None = None,
-    mode: Literal["train", "apply"] = "train", patch_size: int = 64, cycle_weight: float = 10.0,
-    kl_weight: float = 0.01, perceptual_weight: float = 0.1, psf_sigma: float = 0.0,
-    physics_weight: float = 10.0, code_size: int = 8, features: int = 32, blocks: int = 3,
+    mode: Literal["train", "apply"] = "train", reblur: Literal["physics", "network"] = "physics",
+    patch_size: int = 64, cycle_weight: float = 10.0, kl_weight: float = 0.01,
+    perceptual_weight: float = 0.1, psf_sigma: float = 0.0, physics_weight: float = 10.0,
+    kernel_size: int = 15, adversarial_weight: float = 1.0, kernel_turns: bool = True,
+    lr_decay: float = 0.5, downs: int = 0, code_size: int = 8, features: int = 32, blocks: int = 3,
     disc_scales: int = 2, model: str = "", save_model: str = "", steps: int = 2000, batch_size: int = 2,
     learning_rate: float = 0.0002, disc_features: int = 32, spectral_norm: bool = False,
     ema_decay: float = 0.999, check_every: int = 100, tile_size: int = 0, tile_overlap: int = 32,
@@ -441,9 +443,11 @@ def deblur_disentangled(
 @overload
 def deblur_disentangled(
     image: _Image, *, clean: _Examples | None = None, psf: _Image | None = None,
-    mode: Literal["train", "apply"] = "train", patch_size: int = 64, cycle_weight: float = 10.0,
-    kl_weight: float = 0.01, perceptual_weight: float = 0.1, psf_sigma: float = 0.0,
-    physics_weight: float = 10.0, code_size: int = 8, features: int = 32, blocks: int = 3,
+    mode: Literal["train", "apply"] = "train", reblur: Literal["physics", "network"] = "physics",
+    patch_size: int = 64, cycle_weight: float = 10.0, kl_weight: float = 0.01,
+    perceptual_weight: float = 0.1, psf_sigma: float = 0.0, physics_weight: float = 10.0,
+    kernel_size: int = 15, adversarial_weight: float = 1.0, kernel_turns: bool = True,
+    lr_decay: float = 0.5, downs: int = 0, code_size: int = 8, features: int = 32, blocks: int = 3,
     disc_scales: int = 2, model: str = "", save_model: str = "", steps: int = 2000, batch_size: int = 2,
     learning_rate: float = 0.0002, disc_features: int = 32, spectral_norm: bool = False,
     ema_decay: float = 0.999, check_every: int = 100, tile_size: int = 0, tile_overlap: int = 32,
@@ -454,9 +458,11 @@ def deblur_disentangled(
 @overload
 def deblur_disentangled(
     image: _Image, *, clean: _Examples | None = None, psf: _Image | None = None,
-    mode: Literal["train", "apply"] = "train", patch_size: int = 64, cycle_weight: float = 10.0,
-    kl_weight: float = 0.01, perceptual_weight: float = 0.1, psf_sigma: float = 0.0,
-    physics_weight: float = 10.0, code_size: int = 8, features: int = 32, blocks: int = 3,
+    mode: Literal["train", "apply"] = "train", reblur: Literal["physics", "network"] = "physics",
+    patch_size: int = 64, cycle_weight: float = 10.0, kl_weight: float = 0.01,
+    perceptual_weight: float = 0.1, psf_sigma: float = 0.0, physics_weight: float = 10.0,
+    kernel_size: int = 15, adversarial_weight: float = 1.0, kernel_turns: bool = True,
+    lr_decay: float = 0.5, downs: int = 0, code_size: int = 8, features: int = 32, blocks: int = 3,
     disc_scales: int = 2, model: str = "", save_model: str = "", steps: int = 2000, batch_size: int = 2,
     learning_rate: float = 0.0002, disc_features: int = 32, spectral_norm: bool = False,
     ema_decay: float = 0.999, check_every: int = 100, tile_size: int = 0, tile_overlap: int = 32,

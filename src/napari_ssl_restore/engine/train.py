@@ -50,6 +50,18 @@ def cosine_rampdown(total: int, fraction: float = 0.3) -> Callable[[int], float]
     return factor
 
 
+def linear_decay(total: int, fraction: float = 0.5) -> Callable[[int], float]:
+    """Learning-rate factor: 1 for the first ``1 - fraction`` of ``total`` steps, then a straight
+    line down to 0 (CycleGAN's schedule; Zhu et al. 2017): adversarial training settles instead of
+    wandering to the last step."""
+    start = (1 - fraction) * total
+
+    def factor(step: int) -> float:
+        return 1.0 if step <= start else max(0.0, (total - step) / max(total - start, 1))
+
+    return factor
+
+
 def optimise(step: Callable[[int], Any], optimizer, iterations: int, *,
              lr_factor: Callable[[int], float] | None = None,
              after_step: Callable[[int], None] | None = None,

@@ -231,6 +231,9 @@ class Training:
     """Statistics added to each report."""
     results: Callable[[Any], dict] | None = None
     """``results(kept) -> dict``: statistics of the network kept, for the provenance."""
+    lr_factor: Callable[[int], float] | None = None
+    """The learning rates' schedule (generators and critics alike), e.g.
+    :func:`~.train.linear_decay`; ``None``: constant."""
 
 
 class UnpairedRun:
@@ -391,15 +394,23 @@ def _fit(job: UnpairedRun, net, degraded, examples, rng, *, total: int, preview_
     terms = Terms()
     parts = job.training(net, ema.average, degraded, examples, rng, terms, preview_crop)
     keeper = parts.keeper
+    schedule = parts.lr_factor
+    critic_lrs = [[g["lr"] for g in c.optimizer.param_groups] for c in parts.critics.values()]
 
     def after_step(it: int) -> None:
+        if schedule is not None:  # the critics follow the generators' schedule
+            f = schedule(it)
+            for critic, base in zip(parts.critics.values(), critic_lrs, strict=True):
+                for group, lr in zip(critic.optimizer.param_groups, base, strict=True):
+                    group["lr"] = lr * f
         parts.critics_step(it)
         ema.update()
 
     describe = reporter(total, terms, parts.critics, extra=parts.extra)
     for module in parts.nets:
         module.train()
-    loop = yield from optimise(parts.step, parts.optimizer, total, after_step=after_step,
+    loop = yield from optimise(parts.step, parts.optimizer, total, lr_factor=schedule,
+                               after_step=after_step,
                                finished=keeper.check, check_every=params.check_every,
                                describe=describe, preview=parts.preview,
                                preview_every=params.check_every,

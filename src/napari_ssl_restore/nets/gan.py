@@ -354,3 +354,42 @@ class HazeTranslation(nn.Module):
         """The learned correction of DCP's estimates."""
         return {"gamma": round(float(self.log_gamma.detach().exp()), 4),
                 "airlight_shift": [round(float(v), 4) for v in self.shift.detach().flatten()]}
+
+
+class BlurKernels(nn.Module):
+    """Disentangled deblurring's physical re-blurring decoder: a blur code → a normalised
+    ``size × size`` blur kernel (a linear layer and a softmax over its taps; it starts as a
+    Gaussian of std ``start`` whatever the code), and a learned gain and offset per channel that
+    take sharp examples to the input's intensity units (blurring lowers peaks; start 1 and 0)."""
+
+    def __init__(self, code: int = 8, size: int = 15, start: float = 1.5, channels: int = 1):
+        super().__init__()
+        r = size // 2
+        yy, xx = torch.meshgrid(torch.arange(-r, r + 1.0), torch.arange(-r, r + 1.0),
+                                indexing="ij")
+        self.size = 2 * r + 1
+        self.linear = nn.Linear(code, self.size ** 2)
+        nn.init.normal_(self.linear.weight, std=0.01)
+        with torch.no_grad():
+            self.linear.bias.copy_((-(yy ** 2 + xx ** 2) / (2 * start ** 2)).flatten())
+        self.log_gain = nn.Parameter(torch.zeros(1, channels, 1, 1))
+        self.offset = nn.Parameter(torch.zeros(1, channels, 1, 1))
+
+    def forward(self, code: torch.Tensor) -> torch.Tensor:
+        """``(N, code)`` → ``(N, size, size)`` kernels summing to 1."""
+        taps = torch.softmax(self.linear(code), dim=1)
+        return taps.view(-1, self.size, self.size)
+
+    def units(self, x: torch.Tensor) -> torch.Tensor:
+        """Blurred sharp content in the input's intensity units."""
+        return x * self.log_gain.exp() + self.offset
+
+    def width(self, code: torch.Tensor) -> float:
+        """The mean std (pixels) of the kernels of ``code``: what the run reports."""
+        k = self(code).detach()
+        r = self.size // 2
+        grid = torch.arange(-r, r + 1.0, device=k.device)
+        py, px = k.sum(2), k.sum(1)
+        var = ((py * grid ** 2).sum(1) - (py * grid).sum(1) ** 2
+               + (px * grid ** 2).sum(1) - (px * grid).sum(1) ** 2) / 2
+        return float(var.clamp(min=0).sqrt().mean())

@@ -111,6 +111,20 @@ def blur(x, psf):
     return F.conv2d(x, psf.flip(0, 1).view(1, 1, kh, kw).expand(c, 1, kh, kw), groups=c)
 
 
+def blur_each(x, kernels):
+    """Convolve each image of ``(N, C, H, W)`` with its own kernel, ``(N, kh, kw)`` tensors
+    of odd sides (reflect padding, the same kernel for every channel of an image)."""
+    import torch.nn.functional as F
+
+    n, c, h, w = x.shape
+    kh, kw = kernels.shape[-2:]
+    mode = "reflect" if min(h, w) > max(kh, kw) // 2 else "replicate"
+    x = F.pad(x, (kw // 2, kw // 2, kh // 2, kh // 2), mode=mode)
+    x = x.reshape(1, n * c, *x.shape[-2:])
+    weight = kernels.flip(-2, -1)[:, None].repeat_interleave(c, 0)
+    return F.conv2d(x, weight, groups=n * c).reshape(n, c, h, w)
+
+
 
 def axial_blur_kernel(lateral: float, axial: float, device):
     """The blur an axial slice (Z vertical) has beyond a lateral plane, for Gaussian widths
