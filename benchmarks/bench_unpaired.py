@@ -3,6 +3,9 @@ Richardson–Lucy and DIP with a guessed PSF.
 
     python benchmarks/bench_unpaired.py [--steps 1000] [--size 128] [--test 4] [--no-dip]
         [--figure docs/unpaired.png]
+    # one method's settings, one training per seed, on fields never used to choose them:
+    python benchmarks/bench_unpaired.py --only deblur --steps 2000 --test 12 --no-dip \
+        --test-seed 500 --seeds 0 1 --variants "" --figure docs/deblur.png
 
 Data (all synthetic, offline; ``napari_ssl_restore.data``):
 
@@ -163,7 +166,7 @@ def deblurring(args, folder, shown):
     from napari_ssl_restore.physics.operators import gaussian_psf
 
     train = blurred_fields(n=8, size=args.size, seed=0)
-    test = blurred_fields(n=args.test, size=args.size, seed=500)
+    test = blurred_fields(n=args.test, size=args.size, seed=args.test_seed)
     truth = test["truth"]
     print("\ntest blurs:", ", ".join(test["blurs"]))
     rows, add = scorer(truth)
@@ -182,9 +185,19 @@ def deblurring(args, folder, shown):
                       device="cpu", float_output=True)
         add(f"DIP deconv, guessed σ={args.guess:g}", dip,
             f"{(time.perf_counter() - t0) / len(truth):.0f}/field")
-    dis, _, sec = train_apply("disentangled-deblur", train, test, args.steps, folder, "dis")
-    add("disentangled deblurring", dis, sec)
-    if not args.no_ablation:
+    if args.variants is not None:  # disentangled deblurring's settings, one training per seed
+        dis = None
+        for spec in args.variants:
+            kw = {k: _value(v) for k, v in (item.split("=") for item in spec.split(",") if item)}
+            for seed in args.seeds:
+                out, _, sec = train_apply("disentangled-deblur", train, test, args.steps,
+                                          folder, f"d{seed}", seed=seed, **kw)
+                add(f"disentangled {spec or 'default'}, seed {seed}", out, sec)
+                dis = out if dis is None else dis
+    else:
+        dis, _, sec = train_apply("disentangled-deblur", train, test, args.steps, folder, "dis")
+        add("disentangled deblurring", dis, sec)
+    if not args.no_ablation and args.variants is None:
         nop, _, sec = train_apply("disentangled-deblur", train, test, args.steps, folder,
                                   "dis0", perceptual_weight=0.0)
         add("disentangled, no perceptual term", nop, sec)
@@ -198,9 +211,9 @@ def deblurring(args, folder, shown):
     return rows
 
 
-def cycle_row(rows) -> str:
-    """The Cycle-Dehaze row the figure shows: the first one trained."""
-    return next(k for k in rows if k.startswith("Cycle-Dehaze"))
+def first_row(rows, prefix: str) -> str:
+    """The row of a learned method the figure shows: the first one trained."""
+    return next(k for k in rows if k.startswith(prefix))
 
 
 def figure(shown, path):
@@ -209,20 +222,20 @@ def figure(shown, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 4, figsize=(12, 6.4))
+    fig, axes = plt.subplots(len(shown), 4, figsize=(12, 3.2 * len(shown)), squeeze=False)
     rows = []
     if "dehaze" in shown:
         hazy, truth, dcp, cyc, p = shown["dehaze"]
         rows.append((axes[0], [
             (hazy, f"hazy input {p['hazy input']:.1f} dB"), (truth, "truth"),
             (dcp, f"DCP {p['DCP']:.1f} dB"),
-            (cyc, f"{cycle_row(p)} {p[cycle_row(p)]:.1f} dB")]))
+            (cyc, f"{first_row(p, 'Cycle-Dehaze')} {p[first_row(p, 'Cycle-Dehaze')]:.1f} dB")]))
     if "deblur" in shown:
         blurred, truth, rl, dis, p, rl_name = shown["deblur"]
-        rows.append((axes[1], [
+        rows.append((axes[len(rows)], [
             (blurred, f"blurred input {p['blurred input']:.1f} dB"), (truth, "truth"),
             (rl, f"RL, guessed PSF {p[rl_name]:.1f} dB"),
-            (dis, f"disentangled {p['disentangled deblurring']:.1f} dB")]))
+            (dis, f"{first_row(p, 'disentangled')} {p[first_row(p, 'disentangled')]:.1f} dB")]))
     for row, panels in rows:
         for ax, (img, title) in zip(row, panels, strict=False):
             ax.imshow(img, cmap="gray", vmin=0, vmax=1)
@@ -247,8 +260,9 @@ def main() -> int:
     ap.add_argument("--test-seed", type=int, default=500,
                     help="seed of the held-out fields (training fields: seed 0)")
     ap.add_argument("--variants", nargs="*", default=None,
-                    help="dehazing only these Cycle-Dehaze settings, e.g. '' "
-                         "'translation=network' 'cycle_weight=5' (one training per --seeds)")
+                    help="only these Cycle-Dehaze (dehaze) or disentangled deblurring (deblur) "
+                         "settings, e.g. '' 'translation=network' 'cycle_weight=5' (one training "
+                         "per --seeds)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds")
     ap.add_argument("--no-dip", action="store_true", help="skip Double-DIP and DIP (slow)")
     ap.add_argument("--no-ablation", action="store_true")
