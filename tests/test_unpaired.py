@@ -222,3 +222,22 @@ def test_a_pre_dcp_generator_applies_to_dcps_recovery_of_the_new_input(hazy, tmp
     # DCP's recovery: the veil (the airlight's share) is gone, the contrast stretched
     assert outs[True].mean() < image.mean() - 100
     assert outs[True].std() > 1.2 * image.std()
+
+
+def test_linear_decay_schedule_reaches_the_critics_too(blurred, monkeypatch):
+    import napari_ssl_restore.engine.gan_parts as parts
+    from napari_ssl_restore.engine.train import linear_decay
+
+    f = linear_decay(100, 0.5)
+    assert [f(1), f(50), f(75), f(100)] == [1.0, 1.0, 0.5, 0.0]
+    # a run with the decay: the critics start at the run's rate and end at 0 with the generators
+    image, clean = blurred
+    seen, update = [], parts.Critic.update
+
+    def spy(self, real, fake):
+        seen.append(self.optimizer.param_groups[0]["lr"])
+        return update(self, real, fake)
+
+    monkeypatch.setattr(parts.Critic, "update", spy)
+    restore(image, "disentangled-deblur", axes="ZYX", clean=clean, steps=4, lr_decay=0.5, **TINY)
+    assert seen[0] == 2e-4 and seen[-1] == 0.0

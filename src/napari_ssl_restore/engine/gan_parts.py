@@ -179,3 +179,23 @@ class Keeper:
             logging.getLogger(__name__).warning("%s: training diverged (NaN); kept the checkpoint "
                                                 "of step %d", what, self.best_step)
         return self.model
+
+
+def two_domains(clean: tuple[str, Critic], degraded: tuple[str, Critic], state: dict, *,
+                adversarial: bool = True):
+    """The critics of a two-domain method (Cycle-Dehaze, disentangled deblurring): ``clean``
+    judges restored images against the clean examples (left out when the restored side has no
+    adversarial term), ``degraded`` judges degraded images made from clean ones against the
+    input's crops. A training step leaves its images in ``state`` under ``"clean"``,
+    ``"restored"``, ``"degraded"`` and ``"made"``. Returns ``(critics, critics_step)``: the
+    ``name -> Critic`` dict for the report and the step that updates them."""
+    (clean_name, clean_critic), (degraded_name, degraded_critic) = clean, degraded
+
+    def critics_step(it: int) -> None:
+        if adversarial:
+            clean_critic.update(state["clean"], state["restored"])
+        degraded_critic.update(state["degraded"], state["made"])
+        state.clear()
+
+    critics = {clean_name: clean_critic} if adversarial else {}
+    return {**critics, degraded_name: degraded_critic}, critics_step

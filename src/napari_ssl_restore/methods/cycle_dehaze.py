@@ -264,7 +264,7 @@ class CycleDehaze(UnpairedRun):
     def training(self, g, average, hazy, clear, rng, terms, preview_crop) -> Training:
         """Both translations: ``G`` (and its moving average ``average``) and ``F``."""
         from ..engine.gan_losses import generator_loss, perceptual_loss
-        from ..engine.gan_parts import Keeper
+        from ..engine.gan_parts import Keeper, two_domains
         from ..engine.predict import Predictor
         from ..nets.gan import ResnetGenerator
 
@@ -284,7 +284,7 @@ class CycleDehaze(UnpairedRun):
             (x,) = clear(params.batch_size)
             gy, fx = g(y), f(x)
             rec_y, rec_x = f(gy), g(fx)
-            state.update(x=x, y=y, gy=gy, fx=fx)
+            state.update(clean=x, restored=gy, degraded=y, made=fx)
             loss = terms("G", generator_loss(critic_x.judge(gy))) \
                 + terms("F", generator_loss(critic_y.judge(fx))) \
                 + terms("cycle", (rec_y - y).abs().mean() + (rec_x - x).abs().mean(), lam)
@@ -296,10 +296,7 @@ class CycleDehaze(UnpairedRun):
                                     params.identity_weight * lam)
             return loss
 
-        def critics_step(it: int) -> None:
-            critic_x.update(state["x"], state["gy"])
-            critic_y.update(state["y"], state["fx"])
-            state.clear()
+        critics, critics_step = two_domains(("clear", critic_x), ("hazy", critic_y), state)
 
         forward = Predictor(average, device)
         backward = Predictor(f, device)
@@ -313,7 +310,7 @@ class CycleDehaze(UnpairedRun):
             finally:
                 f.train()
 
-        return Training(step, critics_step, opt, {"clear": critic_x, "hazy": critic_y},
+        return Training(step, critics_step, opt, critics,
                         Keeper(average), preview, nets=(g, f))
 
     def _parts(self, g, translation, rng):
@@ -346,7 +343,7 @@ class CycleDehaze(UnpairedRun):
         import torch
 
         from ..engine.gan_losses import generator_loss, perceptual_loss
-        from ..engine.gan_parts import Keeper
+        from ..engine.gan_parts import Keeper, two_domains
         from ..engine.known_operator import input_noise
         from ..engine.predict import Predictor
         from ..nets.gan import HazeTranslation
@@ -377,7 +374,7 @@ class CycleDehaze(UnpairedRun):
             gy, fx = g(seen(y, t)), f(x, t)
             fx = fx + noise.sample(fx.detach(), draws)  # hazed and as noisy as the input
             rec_y, rec_x = f(gy, t), g(seen(fx, t))
-            state.update(x=x, y=y, gy=gy, fx=fx)
+            state.update(clean=x, restored=gy, degraded=y, made=fx)
             loss = terms("F", generator_loss(critic_y.judge(fx))) \
                 + terms("cycle", (band(rec_y) - band(y)).abs().mean()
                         + (rec_x - x).abs().mean(), lam)
@@ -391,14 +388,10 @@ class CycleDehaze(UnpairedRun):
                                     params.identity_weight * lam)
             return loss
 
-        def critics_step(it: int) -> None:
-            if adversarial:
-                critic_x.update(state["x"], state["gy"])
-            critic_y.update(state["y"], state["fx"])
-            state.clear()
+        critics, critics_step = two_domains(("clear", critic_x), ("hazy", critic_y), state,
+                                            adversarial=bool(adversarial))
 
         forward = Predictor(average, device)
-        critics = {"clear": critic_x, "hazy": critic_y} if adversarial else {"hazy": critic_y}
 
         def preview(it: int):
             with torch.inference_mode():

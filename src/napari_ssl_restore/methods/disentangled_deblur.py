@@ -176,7 +176,7 @@ class DisentangledDeblur(UnpairedRun):
         import torch
 
         from ..engine.gan_losses import generator_loss, perceptual_features, perceptual_loss
-        from ..engine.gan_parts import Keeper
+        from ..engine.gan_parts import Keeper, two_domains
         from ..engine.predict import Predictor
         from ..engine.train import seeded_init
         from ..nets.gan import BlurEncoder, Reblurrer
@@ -215,7 +215,7 @@ class DisentangledDeblur(UnpairedRun):
             z2, _, _ = sample_code(b_s)
             b_hat = reblurrer(s_b, z2)
             s_hat = deblurrer(b_s)
-            state.update(b=b, s=s, s_b=s_b, b_s=b_s)
+            state.update(clean=s, restored=s_b, degraded=b, made=b_s)
             kl = -0.5 * (1 + logvar - mu ** 2 - logvar.exp()).mean()
             loss = terms("G_sharp", generator_loss(critic_s.judge(s_b))) \
                 + terms("G_blurred", generator_loss(critic_b.judge(b_s))) \
@@ -230,10 +230,7 @@ class DisentangledDeblur(UnpairedRun):
                                     params.physics_weight)
             return loss
 
-        def critics_step(it: int) -> None:
-            critic_s.update(state["s"], state["s_b"])
-            critic_b.update(state["b"], state["b_s"])
-            state.clear()
+        critics, critics_step = two_domains(("sharp", critic_s), ("blurred", critic_b), state)
 
         preview_net = Predictor(average, device, multiple=4)
         (sharp_crop,) = sharp(1)
@@ -251,7 +248,7 @@ class DisentangledDeblur(UnpairedRun):
         def results(kept) -> dict:
             return {} if operator is None else {"physics_residual": keeper.best}
 
-        return Training(step, critics_step, opt, {"sharp": critic_s, "blurred": critic_b}, keeper,
+        return Training(step, critics_step, opt, critics, keeper,
                         preview, nets=(nets,), results=results)
 
     def _physical(self, deblurrer, average, blurred, sharp, rng, terms, preview_crop) -> Training:
@@ -264,7 +261,7 @@ class DisentangledDeblur(UnpairedRun):
         import torch
 
         from ..engine.gan_losses import generator_loss, perceptual_features, perceptual_loss
-        from ..engine.gan_parts import Keeper
+        from ..engine.gan_parts import Keeper, two_domains
         from ..engine.known_operator import input_noise
         from ..engine.predict import Predictor
         from ..engine.train import linear_decay, seeded_init
@@ -317,7 +314,7 @@ class DisentangledDeblur(UnpairedRun):
             s_b, s_hat = deblurrer(b), deblurrer(b_s)
             # the paper re-blurs with the code of b_s, which has b's blur unless it was turned
             b_hat = reblur(s_b, z if turn else code_of(b_s)[0])
-            state.update(b=b, s=s, s_b=s_b, b_s=b_s)
+            state.update(clean=s, restored=s_b, degraded=b, made=b_s)
             kl = -0.5 * (1 + logvar - mu ** 2 - logvar.exp()).mean()
             loss = terms("G_blurred", generator_loss(critic_b.judge(b_s))) \
                 + terms("cycle", (b_hat - b).abs().mean() + (s_hat - s).abs().mean(), lam) \
@@ -329,11 +326,8 @@ class DisentangledDeblur(UnpairedRun):
                                     params.perceptual_weight)
             return loss
 
-        def critics_step(it: int) -> None:
-            if adversarial:
-                critic_s.update(state["s"], state["s_b"])
-            critic_b.update(state["b"], state["b_s"])
-            state.clear()
+        critics, critics_step = two_domains(("sharp", critic_s), ("blurred", critic_b), state,
+                                            adversarial=bool(adversarial))
 
         (val,) = blurred(4)
         preview_net = Predictor(average, device, multiple=self.multiple)
@@ -357,7 +351,6 @@ class DisentangledDeblur(UnpairedRun):
         # a known PSF: the checkpoint whose estimate best explains the input through it
         keeper = Keeper(average, score=None if known is None else (
             lambda model: (reblur(model(val), None) - val).abs().mean()))
-        critics = {"sharp": critic_s, "blurred": critic_b} if adversarial else {"blurred": critic_b}
         return Training(step, critics_step, opt, critics, keeper, preview, nets=(nets,),
                         results=results,
                         extra=None if known is not None else width,
