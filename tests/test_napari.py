@@ -266,6 +266,14 @@ def test_every_sample_loads(make_napari_viewer):
     assert all(layer.name in [v.name for v in viewer.layers] for layer in widget.image.choices)
 
 
+def test_an_unpaired_sample_leaves_its_degraded_layer_active(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "blurred_fields")  # the sharp examples load first, below it
+    _, widget = open_dock(viewer, "disentangled-deblur")
+    assert widget.image.value == viewer.layers["blurred fields (unknown blurs)"]
+    assert widget.axes.value == "ZYX"
+
+
 def test_dip_sr_preview_and_scale(make_napari_viewer, qtbot):
     from napari_ssl_restore.data import noisy_cells
 

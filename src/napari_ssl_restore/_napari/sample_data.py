@@ -49,21 +49,21 @@ def sample_noisy_timelapse():
 def sample_blurred_cells():
     s = blurred_cells()
     meta = {"colormap": "gray"}
-    return [(s["image"], {"name": "blurred cells (widefield, PSF sigma 2)", **meta}, "image"),
-            (s["clean"], {"name": "clean examples (unpaired)", **meta}, "image")]
+    return [(s["clean"], {"name": "clean examples (unpaired)", **meta}, "image"),
+            (s["image"], {"name": "blurred cells (widefield, PSF sigma 2)", **meta}, "image")]
 
 
 def sample_hazy_fields():
     s = hazy_fields()
     meta = {"colormap": "gray"}
-    return [(s["image"], {"name": "hazy widefield fields", "axis_labels": ("z", "y", "x"), **meta},
-             "image"),
-            (s["clean"], {"name": "clear examples (unpaired)", **meta}, "image")]
+    return [(s["clean"], {"name": "clear examples (unpaired)", **meta}, "image"),
+            (s["image"], {"name": "hazy widefield fields", "axis_labels": ("z", "y", "x"), **meta},
+             "image")]
 
 
 def sample_blurred_fields():
     s = blurred_fields()
     meta = {"colormap": "gray"}
-    return [(s["image"], {"name": "blurred fields (unknown blurs)", "axis_labels": ("z", "y", "x"),
-                          **meta}, "image"),
-            (s["clean"], {"name": "sharp examples (unpaired)", **meta}, "image")]
+    return [(s["clean"], {"name": "sharp examples (unpaired)", **meta}, "image"),
+            (s["image"], {"name": "blurred fields (unknown blurs)", "axis_labels": ("z", "y", "x"),
+                          **meta}, "image")]
