@@ -131,15 +131,23 @@ class Params(UnpairedParams):
                                 "(paper: multi-scale).", min=1, max=3, when=TRAIN, advanced=True)
 
 
-def known_blur(params: Params, psf, device):
-    """The known PSF's blur operator on ``(N, C, H, W)`` tensors, or ``None`` when it is
-    unknown."""
-    from ..physics.operators import blur, psf_kernel
+def known_kernel(params: Params, psf, device):
+    """The known PSF as a kernel tensor on ``device`` (``psf=`` or ``psf_sigma``), or ``None``
+    when the blur is unknown."""
+    from ..physics.operators import psf_kernel
 
     if psf is None and not params.psf_sigma:
         return None
-    kernel = psf_kernel(psf, params.psf_sigma, device)
-    return lambda x: blur(x, kernel)
+    return psf_kernel(psf, params.psf_sigma, device)
+
+
+def known_blur(params: Params, psf, device):
+    """The known PSF's blur operator on ``(N, C, H, W)`` tensors, or ``None`` when it is
+    unknown."""
+    from ..physics.operators import blur
+
+    kernel = known_kernel(params, psf, device)
+    return None if kernel is None else (lambda x: blur(x, kernel))
 
 
 class DisentangledDeblur(UnpairedRun):
@@ -266,12 +274,11 @@ class DisentangledDeblur(UnpairedRun):
         from ..engine.predict import Predictor
         from ..engine.train import linear_decay, seeded_init
         from ..nets.gan import BlurEncoder, BlurKernels
-        from ..physics.operators import blur_each, psf_kernel
+        from ..physics.operators import blur_each
 
         params, device = self.params, self.device
         c = blurred.fields[0].shape[1]
-        known = None if self.psf is None and not params.psf_sigma else psf_kernel(
-            self.psf, params.psf_sigma, device)
+        known = known_kernel(params, self.psf, device)
         with seeded_init(self.ctx.seed + 1):
             kernels = BlurKernels(params.code_size, params.kernel_size, channels=c).to(device)
             blur_code = BlurEncoder(c, max(8, params.features // 2), params.code_size).to(device)

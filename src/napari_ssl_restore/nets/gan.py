@@ -347,8 +347,10 @@ class HazeTranslation(nn.Module):
         self.shift = nn.Parameter(torch.zeros_like(a))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        from ..physics.operators import hazed
+
         t = t.clamp(1e-3, 1.0) ** self.log_gamma.exp()
-        return x * t + (self.airlight + self.shift) * (1.0 - t)
+        return hazed(x, t, self.airlight + self.shift)
 
     def describe(self) -> dict:
         """The learned correction of DCP's estimates."""

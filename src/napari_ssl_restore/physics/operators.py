@@ -100,15 +100,23 @@ def psf_kernel(psf, sigma: float, device):
     return torch.from_numpy(check_psf(psf) if psf is not None else gaussian_psf(sigma)).to(device)
 
 
+def _pad_for(x, kh: int, kw: int):
+    """``(N, C, H, W)`` padded by half a ``kh × kw`` kernel on each side: reflected, or replicated
+    where the image is too small to reflect."""
+    import torch.nn.functional as F
+
+    mode = "reflect" if min(x.shape[-2:]) > max(kh, kw) // 2 else "replicate"
+    return F.pad(x, (kw // 2, kw // 2, kh // 2, kh // 2), mode=mode)
+
+
 def blur(x, psf):
     """Convolve ``(N, C, H, W)`` with a ``(kh, kw)`` PSF tensor (reflect padding, per channel)."""
     import torch.nn.functional as F
 
     c = x.shape[1]
     kh, kw = psf.shape
-    mode = "reflect" if min(x.shape[-2:]) > max(kh, kw) // 2 else "replicate"
-    x = F.pad(x, (kw // 2, kw // 2, kh // 2, kh // 2), mode=mode)
-    return F.conv2d(x, psf.flip(0, 1).view(1, 1, kh, kw).expand(c, 1, kh, kw), groups=c)
+    return F.conv2d(_pad_for(x, kh, kw), psf.flip(0, 1).view(1, 1, kh, kw).expand(c, 1, kh, kw),
+                    groups=c)
 
 
 def blur_each(x, kernels):
@@ -118,8 +126,7 @@ def blur_each(x, kernels):
 
     n, c, h, w = x.shape
     kh, kw = kernels.shape[-2:]
-    mode = "reflect" if min(h, w) > max(kh, kw) // 2 else "replicate"
-    x = F.pad(x, (kw // 2, kw // 2, kh // 2, kh // 2), mode=mode)
+    x = _pad_for(x, kh, kw)
     x = x.reshape(1, n * c, *x.shape[-2:])
     weight = kernels.flip(-2, -1)[:, None].repeat_interleave(c, 0)
     return F.conv2d(x, weight, groups=n * c).reshape(n, c, h, w)
@@ -145,6 +152,11 @@ def psf_symmetries(psf) -> bool | str:
             and np.allclose(k, k[::-1], atol=1e-4 * k.max()):
         return True
     return "flips" if flips else False
+
+
+def hazed(x, t, airlight):
+    """The atmospheric scattering model (Koschmieder; He et al. 2009): ``x t + A (1 - t)``."""
+    return x * t + airlight * (1.0 - t)
 
 
 class HazeOperator:
@@ -187,7 +199,7 @@ class HazeOperator:
 
     def apply(self, x, t):
         """``H(x) = x t + A (1 - t)`` with the transmission ``t`` (``(N, 1, H, W)``)."""
-        return x * t + self._a * (1.0 - t)
+        return hazed(x, t, self._a)
 
     def recover(self, y, t, t0: float = 0.1):
         """The Dark Channel Prior's scene, ``(y - A) / max(t, t0) + A`` (He et al.'s ``t0``)."""
