@@ -104,6 +104,20 @@ def train_apply(method, train, test, steps, folder, tag, seed=0, **kw):
     return out, path, f"{t_train:.0f} train + {t_apply:.1f}/field"
 
 
+def variants(method, label, args, train, test, folder, add):
+    """``--variants`` of ``method``'s settings, one training per ``--seeds``, each a row
+    ``"{label} {settings}, seed {seed}"``; returns the first one's output (for the figure)."""
+    first = None
+    for spec in args.variants:
+        kw = {k: _value(v) for k, v in (item.split("=") for item in spec.split(",") if item)}
+        for seed in args.seeds:
+            out, _, sec = train_apply(method, train, test, args.steps, folder, f"v{seed}",
+                                      seed=seed, **kw)
+            add(f"{label} {spec or 'default'}, seed {seed}", out, sec)
+            first = out if first is None else first
+    return first
+
+
 def dehazing(args, folder, shown):
     from napari_ssl_restore import restore
     from napari_ssl_restore.data import hazy_fields
@@ -122,14 +136,7 @@ def dehazing(args, folder, shown):
         add("DCP at its defaults (patch 15, guided radius 60)",
             restore(test["image"], "dcp", axes="ZYX", float_output=True),
             f"{(time.perf_counter() - t0) / len(truth):.2f}/field")
-        cyc = None
-        for spec in args.variants:
-            kw = {k: _value(v) for k, v in (item.split("=") for item in spec.split(",") if item)}
-            for seed in args.seeds:
-                out, _, sec = train_apply("cycle-dehaze", train, test, args.steps, folder,
-                                          f"v{seed}", seed=seed, **kw)
-                add(f"Cycle-Dehaze {spec or 'default'}, seed {seed}", out, sec)
-                cyc = out if cyc is None else cyc
+        cyc = variants("cycle-dehaze", "Cycle-Dehaze", args, train, test, folder, add)
         table(f"Dehazing (hazy fields seed {args.test_seed})", rows)
         shown["dehaze"] = (unit(test["image"][0]), truth[0], fitted(truth[0], unit(dcp[0])),
                            fitted(truth[0], unit(cyc[0])),
@@ -186,14 +193,7 @@ def deblurring(args, folder, shown):
         add(f"DIP deconv, guessed σ={args.guess:g}", dip,
             f"{(time.perf_counter() - t0) / len(truth):.0f}/field")
     if args.variants is not None:  # disentangled deblurring's settings, one training per seed
-        dis = None
-        for spec in args.variants:
-            kw = {k: _value(v) for k, v in (item.split("=") for item in spec.split(",") if item)}
-            for seed in args.seeds:
-                out, _, sec = train_apply("disentangled-deblur", train, test, args.steps,
-                                          folder, f"d{seed}", seed=seed, **kw)
-                add(f"disentangled {spec or 'default'}, seed {seed}", out, sec)
-                dis = out if dis is None else dis
+        dis = variants("disentangled-deblur", "disentangled", args, train, test, folder, add)
     else:
         dis, _, sec = train_apply("disentangled-deblur", train, test, args.steps, folder, "dis")
         add("disentangled deblurring", dis, sec)
