@@ -222,6 +222,27 @@ def _versions() -> dict[str, str]:
     return out
 
 
+WEIGHT_FLOOR = 5.0 / 255.0
+"""Noise standard deviation below which :func:`loss_weights` stops growing (a noiseless patch would
+otherwise weigh without bound)."""
+WEIGHT_REFERENCE = 25.0 / 255.0
+"""The noise standard deviation whose patches weigh 1 in :func:`loss_weights`."""
+
+
+def loss_weights(clean: np.ndarray, a: np.ndarray, b: np.ndarray, power: float):
+    """Per-patch weights of the squared error that even out the noise levels: a patch whose noise
+    variance (``a·u + b`` averaged over it) is ``v`` weighs ``((r² + f²) / (v + f²))^(power/2)``
+    (``r`` :data:`WEIGHT_REFERENCE`, ``f`` :data:`WEIGHT_FLOOR`). With the plain mean (``power``
+    0, returns None) the residual error of a patch grows with its noise, so the noisiest patches
+    dominate the gradient and the low-noise end trains least; ``power=2`` weighs each patch's error
+    relative to its noise variance, as a per-patch PSNR would."""
+    if not power:
+        return None
+    var = a.reshape(-1) * np.clip(clean, 0, None).mean(axis=(1, 2, 3)) + b.reshape(-1)
+    ref = WEIGHT_REFERENCE ** 2 + WEIGHT_FLOOR ** 2
+    return ((ref / (var + WEIGHT_FLOOR ** 2)) ** (power / 2)).astype(np.float32)
+
+
 PG_PHOTONS = (15.0, 1000.0)
 """Poisson-Gaussian patches: photons at full scale, log-uniform in this range (at 15 the noise at
 full scale is about σ = 66/255, at 1000 about 8/255), and read noise uniform in [0, ``PG_READ``]."""
@@ -306,9 +327,10 @@ def check_resumable(args, saved: dict | None = None) -> None:
                              "(or give --state).")
         saved = torch.load(path, map_location="cpu", weights_only=False)
     recipe = {k: v for k, v in vars(args).items() if k not in SESSION_ARGS}
-    if saved["recipe"] != {**recipe, "steps": saved["recipe"]["steps"]}:
-        changed = sorted(k for k in set(recipe) | set(saved["recipe"])
-                         if k != "steps" and recipe.get(k) != saved["recipe"].get(k))
+    before = {"loss_power": 0.0, **saved["recipe"]}  # states saved before the option existed
+    if before != {**recipe, "steps": before["steps"]}:
+        changed = sorted(k for k in set(recipe) | set(before)
+                         if k != "steps" and recipe.get(k) != before.get(k))
         raise SystemExit(f"--resume: {path} was trained with other settings "
                          f"({', '.join(changed)}); rerun with the same arguments.")
 
@@ -346,9 +368,13 @@ class Session:
             from napari_ssl_restore.physics.noise import noise_std_map
 
             noisy, a, b = noisy_batch(clean, self.rng, args.sigma_max, args.pg_fraction, True)
+            weight = loss_weights(clean, a, b, args.loss_power)
             noisy = torch.from_numpy(noisy)
             noisy = torch.cat([noisy, noise_std_map(noisy, a, b)], 1)
             clean, noisy = torch.from_numpy(clean).to(device), noisy.to(device)
+            if weight is not None:
+                error = torch.mean((self.net(noisy) - clean) ** 2, dim=(1, 2, 3))
+                return torch.mean(torch.from_numpy(weight).to(device) * error)
         else:
             noisy = torch.from_numpy(noisy_batch(clean, self.rng, args.sigma_max,
                                                  args.pg_fraction))
@@ -492,7 +518,8 @@ def install(ckpt_path: str, name: str = "") -> str:
     return digest
 
 
-def main(argv=None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """The command line (every training setting, session and install option)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--time-budget", type=float, default=0.0,
@@ -518,6 +545,10 @@ def main(argv=None) -> int:
                     help="also train on matplotlib's and PyWavelets' sample images")
     ap.add_argument("--pg-fraction", type=float, default=0.0,
                     help="fraction of patches given Poisson-Gaussian noise instead of Gaussian")
+    ap.add_argument("--loss-power", type=float, default=0.0,
+                    help="(--noise-map) weigh each patch's squared error by its noise variance to "
+                         "the power -p/2 (loss_weights): 0 the plain mean, 2 relative to the "
+                         "noise, so low-noise patches count as much as noisy ones")
     ap.add_argument("--noise-on-device", action="store_true",
                     help="draw the noise with torch on --device instead of NumPy on the host "
                          "(for a GPU: the host then only crops patches; other draws, so not the "
@@ -553,6 +584,11 @@ def main(argv=None) -> int:
     ap.add_argument("--name", default="",
                     help="with --install: the shipped model's name (default: the shipped "
                          "denoiser's); other shipped models stay")
+    return ap
+
+
+def main(argv=None) -> int:
+    ap = parser()
     args = ap.parse_args(argv)
     if args.install:
         install(args.install, args.name)
@@ -572,6 +608,8 @@ def main(argv=None) -> int:
     if args.noise_map and (args.arch == "dncnn" or args.noise_on_device):
         ap.error("--noise-map needs --arch unet or unet-res, and host noise (no "
                  "--noise-on-device)")
+    if args.loss_power and not args.noise_map:
+        ap.error("--loss-power weighs patches by their noise level: it needs --noise-map")
     import torch
 
     from napari_ssl_restore.core.models import checkpoint, save_model

@@ -592,6 +592,32 @@ def test_photon_noise_patches_are_signal_dependent(monkeypatch):
     assert per_patch.max() < 0.23 and per_patch.std() > 0.02  # sigma uniform in [0, 55/255]
 
 
+def test_loss_weights_even_out_the_noise_levels(tmp_path):
+    """--loss-power weighs each patch's squared error by its noise variance (a·u + b over the patch)
+    to the power -p/2: 1 at the reference level, more for quieter patches, bounded at zero noise;
+    p = 0 is the plain mean; it needs the noise map; a state saved without it still resumes."""
+    mod = _training_script()
+    clean = np.full((4, 1, 8, 8), 0.5, np.float32)
+    ref, floor = mod.WEIGHT_REFERENCE, mod.WEIGHT_FLOOR
+    a = np.array([0, 0, 0, 0.02], np.float32).reshape(-1, 1, 1, 1)
+    b = np.array([ref ** 2, (ref / 2) ** 2, 0.0, 0.0], np.float32).reshape(-1, 1, 1, 1)
+    assert mod.loss_weights(clean, a, b, 0.0) is None
+    w = mod.loss_weights(clean, a, b, 2.0)
+    assert w[0] == pytest.approx(1.0)
+    assert w[1] == pytest.approx((ref ** 2 + floor ** 2) / ((ref / 2) ** 2 + floor ** 2))
+    assert w[2] == pytest.approx((ref ** 2 + floor ** 2) / floor ** 2)  # bounded at zero noise
+    assert w[3] == pytest.approx((ref ** 2 + floor ** 2) / (0.01 + floor ** 2))  # photon: a·u
+    assert mod.loss_weights(clean, a, b, 1.0) == pytest.approx(np.sqrt(w))
+    with pytest.raises(SystemExit):
+        mod.main(["--steps", "1", "--loss-power", "2", "--out", str(tmp_path / "x.pt")])
+    # a state saved before --loss-power existed resumes with the plain mean
+    args = mod.parser().parse_args(["--steps", "4", "--out", str(tmp_path / "y.pt")])
+    recipe = {k: v for k, v in vars(args).items() if k not in mod.SESSION_ARGS}
+    mod.check_resumable(args, {"recipe": {k: v for k, v in recipe.items() if k != "loss_power"}})
+    with pytest.raises(SystemExit, match="loss_power"):
+        mod.check_resumable(args, {"recipe": {**recipe, "loss_power": 2.0}})
+
+
 def test_candidate_launcher_reads_sizes_and_refuses_others():
     mod = _training_script("train_candidates")
     assert mod.parse_candidate("unet:32x4") == ("unet", 32, 4)
