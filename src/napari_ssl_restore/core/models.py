@@ -21,11 +21,13 @@ BIOIMAGEIO_YAML_NAMES = ("rdf.yaml", "bioimageio.yaml", "model.yaml")
 PORTABLE_PREFIX = "net."
 """Prefix of the network's weights in an exported zip's ``pytorch_state_dict`` weights (the network
 is the ``net`` of a :class:`~napari_ssl_restore.nets.portable.PortableNet`)."""
-SHIPPED_DENOISER = "unet-noise-aware-gray-v2"
+SHIPPED_DENOISER = "unet-noise-aware-gray-v3"
 """Name of the default pretrained denoiser shipped in ``weights/`` (see
 ``scripts/train_denoiser.py``): the noise-aware residual U-Net fine-tuned with sharp-edged
-(dead-leaves) images; the previous default (``"unet-noise-aware-gray"``, without them) and the
-first release's blind DnCNN (``"dncnn-blind-gray"``) stay available by name."""
+(dead-leaves) images, then with each patch's error weighed relative to its noise
+(``--loss-power 2``); the earlier defaults (``"unet-noise-aware-gray-v2"``, before the weighing;
+``"unet-noise-aware-gray"``, before the dead leaves) and the first release's blind DnCNN
+(``"dncnn-blind-gray"``) stay available by name."""
 WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "weights")
 
 

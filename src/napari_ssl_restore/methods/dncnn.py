@@ -1,13 +1,15 @@
 """Apply a pretrained denoiser frame by frame: the shipped noise-aware one, or any model saved here.
 
-The shipped model (``"unet-noise-aware-gray-v2"``) is a residual U-Net (32 features, 4 levels) that
+The shipped model (``"unet-noise-aware-gray-v3"``) is a residual U-Net (32 features, 4 levels) that
 predicts the noise, as DnCNN does (Zhang et al., IEEE TIP 2017), and reads the noise standard
 deviation at each pixel beside the image, as FFDNet does (Zhang, Zuo & Zhang, IEEE TIP 27(9),
 2018). It was trained on this project's CPU by ``scripts/train_denoiser.py`` on scikit-image's
 bundled photographs, other packages' sample images and synthetic fluorescence fields, half with
 white Gaussian noise (σ in [0, 55]/255), half with Poisson-Gaussian noise, then fine-tuned with
-dead-leaves images added (sharp edges; the previous default, ``"unet-noise-aware-gray"``, had none
-and stays shipped by name). ``noise`` says how its
+dead-leaves images added (sharp edges), then with each patch's squared error weighed relative to its
+noise variance, so the low-noise end trains as much as the noisy one (the earlier defaults,
+``"unet-noise-aware-gray-v2"`` and ``"unet-noise-aware-gray"``, stay shipped by name). ``noise``
+says how its
 map is made: ``"auto"`` fits signal-dependent noise ``a·u + b`` on the image (the restore
 assistant's fit), ``"gaussian"`` one level everywhere. It is the fast baseline of the video
 methods and their starting point (Frame2Frame, Restore-from-Restored). Weights ship in the package
@@ -15,11 +17,11 @@ and are checked against their sha256 before use. ``model=`` applies a saved mode
 Noise2Noise U-Net, or a model fine-tuned by ``frame2frame``/``restore-from-restored`` with
 ``save_model=``), or another shipped model by name: ``"dncnn-blind-gray"`` is the first release's
 blind DnCNN (Gaussian noise only), kept for reproducibility. Measured against BM3D given the true
-noise (docs/benchmarks/dncnn.md): level with it or above on held-out synthetic microscopy fields
-and a retina crop (−0.01 dB at worst), above it at σ 25/50 and 20 photons on held-out photographs
-and within 0.27 dB of it there at σ 15 and 100 photons, and well under it on piecewise-constant
-images with pixel-sharp edges (a phantom, binary silhouettes, a checkerboard: 1–7 dB), which a
-microscope's PSF does not produce; use ``classic-denoise`` ``algorithm="bm3d"`` for those.
+noise (docs/benchmarks/dncnn.md): above it on held-out synthetic microscopy fields and a retina
+crop (+0.03 dB at worst), above it on photographs at σ 25/50 and 20/100 photons and 0.03 dB under
+it at σ 15, and well under it on piecewise-constant images with pixel-sharp edges (a phantom,
+binary silhouettes, a checkerboard: 0.8–6.4 dB), which a microscope's PSF does not produce; use
+``classic-denoise`` ``algorithm="bm3d"`` for those.
 
 On a time-lapse, ``fusion_radius`` > 0 fuses each denoised frame with its flow-warped denoised
 neighbours (:class:`~napari_ssl_restore.engine.fusion.Fusion`, as the video methods do): frames are
@@ -48,7 +50,7 @@ class Params:
     method_title = "DnCNN"
 
     model: str = param("", "Model to apply: empty for the shipped noise-aware denoiser, a shipped "
-                           "model's name (unet-noise-aware-gray: the previous default; "
+                           "model's name (unet-noise-aware-gray-v2: the previous default; "
                            "dncnn-blind-gray: the first release's blind DnCNN), or a .pt "
                            "saved by this plugin (Noise2Noise, Frame2Frame, "
                            "Restore-from-Restored).", widget="open_file")
