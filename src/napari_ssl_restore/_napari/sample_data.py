@@ -13,6 +13,10 @@ from ..data import (
     noisy_pair,
 )
 
+INPUT_TAG = "ssl_restore_input"
+"""Layer metadata key naming the method input a sample layer is for (``"clean"``, ``"target"``): a
+dock opened on the sample fills that input with it (``RestoreWidget._fill_inputs``)."""
+
 
 def sample_hazy_scene():
     s = hazy_scene()
@@ -33,7 +37,8 @@ def sample_noisy_cells():
 def sample_noisy_pair():
     s = noisy_pair(size=256, sigma=0.15)
     meta = {"colormap": "gray"}
-    return [(s["image"], {"name": "acquisition A", **meta}, "image"),
+    return [(s["image"], {"name": "acquisition A", "metadata": {INPUT_TAG: "target"}, **meta},
+             "image"),
             (s["target"], {"name": "acquisition B", **meta}, "image")]
 
 
@@ -49,14 +54,16 @@ def sample_noisy_timelapse():
 def sample_blurred_cells():
     s = blurred_cells()
     meta = {"colormap": "gray"}
-    return [(s["clean"], {"name": "clean examples (unpaired)", **meta}, "image"),
+    return [(s["clean"], {"name": "clean examples (unpaired)", **meta,
+                         "metadata": {INPUT_TAG: "clean"}}, "image"),
             (s["image"], {"name": "blurred cells (widefield, PSF sigma 2)", **meta}, "image")]
 
 
 def sample_hazy_fields():
     s = hazy_fields()
     meta = {"colormap": "gray"}
-    return [(s["clean"], {"name": "clear examples (unpaired)", **meta}, "image"),
+    return [(s["clean"], {"name": "clear examples (unpaired)", **meta,
+                         "metadata": {INPUT_TAG: "clean"}}, "image"),
             (s["image"], {"name": "hazy widefield fields", "axis_labels": ("z", "y", "x"), **meta},
              "image")]
 
@@ -64,6 +71,7 @@ def sample_hazy_fields():
 def sample_blurred_fields():
     s = blurred_fields()
     meta = {"colormap": "gray"}
-    return [(s["clean"], {"name": "sharp examples (unpaired)", **meta}, "image"),
+    return [(s["clean"], {"name": "sharp examples (unpaired)", **meta,
+                         "metadata": {INPUT_TAG: "clean"}}, "image"),
             (s["image"], {"name": "blurred fields (unknown blurs)", "axis_labels": ("z", "y", "x"),
                           **meta}, "image")]

@@ -166,11 +166,34 @@ class RestoreWidget(LayerOutputs, QWidget):
 
     def _refresh(self, _event=None) -> None:
         self.form.reset_choices()
+        self._fill_inputs()
+
+    def _fill_inputs(self) -> None:
+        """Fill each empty extra input with the newest layer a sample made for it (its metadata
+        names the input, :data:`~.sample_data.INPUT_TAG`): after *Open Sample* the unpaired
+        examples are the ``clean`` input, the other acquisition the ``target``. Never the image
+        itself, never over a choice already made."""
+        from .sample_data import INPUT_TAG
+
+        image = self.image.value
+        for inp in self.spec.inputs:
+            box = self.inputs[inp.name]
+            if box.value is not None:
+                continue
+            tagged = [layer for layer in self.viewer.layers
+                      if layer.metadata.get(INPUT_TAG) == inp.name and not layer == image]
+            if tagged and any(tagged[-1] == v for v in box.choices):
+                box.value = tagged[-1]
 
     def _on_layer_changed(self, _value=None) -> None:
         layer = self.image.value
         if layer is not None:
             self.axes.value = layer_axes(layer, video=self.spec.video)
+        for inp in self.spec.inputs:  # an optional input that is the image itself means nothing
+            box = self.inputs[inp.name]
+            if layer is not None and not inp.required and box.value == layer:
+                box.value = None
+        self._fill_inputs()
 
     # --- running -----------------------------------------------------------------------------------
     def _param_values(self) -> dict[str, Any]:
