@@ -39,7 +39,11 @@ RUNS = {
                      {"clean": "clear examples (unpaired)"}),
     "disentangled-deblur": ("blurred fields (unknown blurs)", {"steps": 100, "check_every": 50},
                             {"clean": "sharp examples (unpaired)"}),
+    "richardson-lucy": ("blurred cells (widefield, PSF sigma 2)", {}, {}),
+    "classic-denoise": ("noisy cells", {}, {}),
 }
+ASSISTANT_LAYER = "noisy cells"
+"""The layer the Restore assistant analyses in the tour."""
 
 
 def settle(seconds: float = 0.0) -> None:
@@ -114,7 +118,38 @@ def press_stop(widget, label: str, expected) -> list[str]:
     return fails
 
 
+def tour_assistant(viewer, widget, out: str, i: int) -> list[str]:
+    """The Restore assistant: analyse a sample, then open its first recommendation's dock (filled
+    in by the assistant) and close it again."""
+    from napari_ssl_restore._napari.widgets import RestoreWidget
+
+    widget.image.value = viewer.layers[ASSISTANT_LAYER]
+    settle(0.2)
+    viewer.screenshot(path=f"{out}/dock_{i}_assistant.png", canvas_only=False)
+    widget.analyse_button.native.click()
+    if not wait_until(lambda: widget._worker is None and widget.report is not None, timeout=300):
+        return [f"assistant: no report within 300 s ({widget.status.value})"]
+    print(f"assistant: status {widget.status.value!r}, "
+          f"{len(widget.rec_buttons)} recommendation(s)")
+    settle(0.2)
+    viewer.screenshot(path=f"{out}/result_{i}_assistant.png", canvas_only=False)
+    if not widget.rec_buttons:
+        return ["assistant: no recommendation"]
+    before = set(viewer.window.dock_widgets)
+    widget.rec_buttons[0].click()
+    settle(0.5)
+    opened = [viewer.window.dock_widgets[k] for k in set(viewer.window.dock_widgets) - before]
+    docks = [w for w in opened if isinstance(w, RestoreWidget)]
+    if not docks:
+        return ["assistant: its first recommendation opened no method dock"]
+    print(f"assistant: opened {docks[0].spec.name} on {docks[0].image.value.name!r}")
+    for dock in docks:
+        viewer.window.remove_dock_widget(dock)
+    return []
+
+
 def main(out: str) -> int:
+    from napari_ssl_restore._napari.assistant import AssistantWidget
     from napari_ssl_restore._napari.widgets import RestoreWidget
 
     os.makedirs(out, exist_ok=True)
@@ -134,6 +169,12 @@ def main(out: str) -> int:
         name = contribution.display_name
         try:
             app.commands.execute_command(contribution.command).result()  # the menu item
+            assistant = next((w for w in viewer.window.dock_widgets.values()
+                              if isinstance(w, AssistantWidget)), None)
+            if assistant is not None:
+                fails += tour_assistant(viewer, assistant, out, i)
+                viewer.window.remove_dock_widget(assistant)
+                continue
             widget = next(w for w in viewer.window.dock_widgets.values()
                           if isinstance(w, RestoreWidget))  # the one dock of ours open
             method = widget.spec.name
