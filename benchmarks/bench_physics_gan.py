@@ -83,6 +83,9 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=800)
     ap.add_argument("--sigma", type=float, default=2.0)
     ap.add_argument("--seeds", default="10,11")
+    ap.add_argument("--train-seeds", default="0",
+                    help="comma-separated training seeds (seed=) of every physics-GAN variant: "
+                         "each field is trained once per seed and the table averages over both")
     ap.add_argument("--figure", default="")
     ap.add_argument("--no-dip", action="store_true", help="skip DIP (12 minutes a 128² image here)")
     ap.add_argument("--dip-cache", default="",
@@ -137,12 +140,14 @@ def main() -> int:
                          if picked is None or i in picked) + tuple(
             (f"physics-GAN, physics_weight={w:g}", {"physics_weight": w})
             for w in map(float, filter(None, args.physics_weights.split(","))))
-        for label, extra in variants:
+        train_seeds = [int(v) for v in args.train_seeds.split(",")]
+        for (label, extra), train_seed in ((v, t) for v in variants for t in train_seeds):
             t0 = time.perf_counter()
             out = restore(y, "physics-gan", clean=clean_examples, float_output=True,
-                          full_output=True, **gan, **extra)
+                          full_output=True, seed=train_seed, **gan, **extra)
             seconds = time.perf_counter() - t0
             hg = ndi.convolve(out["image"], psf, mode="reflect")
+            label = label if len(train_seeds) == 1 else f"{label} [training seed {train_seed}]"
             results[label] = (out["image"], seconds, psnr(hg, y))
             print(f"seed {seed}: {label}: kept step {out['provenance']['best_step']} by "
                   f"{out['provenance']['checkpoint_by']}, "
