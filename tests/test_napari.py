@@ -276,25 +276,33 @@ def test_an_unpaired_sample_leaves_its_degraded_layer_active(make_napari_viewer)
 
 
 def test_a_sample_fills_the_inputs_it_was_made_for(make_napari_viewer):
-    """A dock opened on a sample takes the layers the sample made for its inputs (the unpaired
-    examples as ``clean``, the other acquisition as ``target``); never the image itself, never over
-    the user's choice; a sample loaded after the dock opened fills it too."""
+    """A dock whose image is a sample's layer takes the layers the sample made for its inputs (the
+    unpaired examples as ``clean``, the other acquisition as ``target``), following the image;
+    never the image itself, never over the user's choice, never examples made for another image."""
     viewer = make_napari_viewer()
     viewer.open_sample(PLUGIN, "noisy_pair")
     _, n2n = open_dock(viewer, "noise2noise")
     a, b = viewer.layers["acquisition A"], viewer.layers["acquisition B"]
     assert n2n.image.value == b and n2n.inputs["target"].value == a
-    n2n.image.value = a  # the target cannot be the image: emptied, not refilled with A
+    n2n.image.value = a  # the filled target follows the image
+    assert n2n.inputs["target"].value == b
+    other = viewer.add_image(np.zeros(a.data.shape, np.float32), name="other")
+    n2n.inputs["target"].value = other  # the user's choice stays
+    n2n.image.value = b
+    assert n2n.inputs["target"].value == other
+    n2n.image.value = other  # ... unless it is the image: emptied, nothing made for "other"
     assert n2n.inputs["target"].value is None
-    n2n.inputs["target"].value = b
-    n2n.image.value = b  # the user's target is the image now: emptied, A fills it again
-    assert n2n.inputs["target"].value == a
-    viewer.add_image(np.zeros((8, 8), np.float32), name="other")
-    assert n2n.inputs["target"].value == a  # a new layer does not replace a choice
-    _, gan = open_dock(viewer, "physics-gan")
-    assert gan.inputs["clean"].value is None  # nothing made for it yet
-    viewer.open_sample(PLUGIN, "blurred_cells")
+    viewer.open_sample(PLUGIN, "blurred_fields")
+    _, gan = open_dock(viewer, "physics-gan")  # its image: the blurred fields (active)
+    sharp = viewer.layers["sharp examples (unpaired)"]
+    assert gan.inputs["clean"].value == sharp
+    viewer.open_sample(PLUGIN, "blurred_cells")  # not for this image: nothing changes
+    assert gan.image.value == viewer.layers["blurred fields (unknown blurs)"]
+    assert gan.inputs["clean"].value == sharp
+    gan.image.value = viewer.layers["blurred cells (widefield, PSF sigma 2)"]
     assert gan.inputs["clean"].value == viewer.layers["clean examples (unpaired)"]
+    gan.image.value = other  # nothing made for it: the filled examples go
+    assert gan.inputs["clean"].value is None
 
 
 def test_dip_sr_preview_and_scale(make_napari_viewer, qtbot):

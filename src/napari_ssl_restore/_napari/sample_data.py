@@ -14,8 +14,9 @@ from ..data import (
 )
 
 INPUT_TAG = "ssl_restore_input"
-"""Layer metadata key naming the method input a sample layer is for (``"clean"``, ``"target"``): a
-dock opened on the sample fills that input with it (``RestoreWidget._fill_inputs``)."""
+"""Layer metadata key: ``(input, image layer name)``, the method input a sample layer is for and the
+layer it goes with (``("clean", "blurred cells ...")``): a dock whose image is that layer fills the
+input with it (``RestoreWidget._fill_inputs``)."""
 
 
 def sample_hazy_scene():
@@ -37,9 +38,9 @@ def sample_noisy_cells():
 def sample_noisy_pair():
     s = noisy_pair(size=256, sigma=0.15)
     meta = {"colormap": "gray"}
-    return [(s["image"], {"name": "acquisition A", "metadata": {INPUT_TAG: "target"}, **meta},
-             "image"),
-            (s["target"], {"name": "acquisition B", **meta}, "image")]
+    a, b = "acquisition A", "acquisition B"  # each the other's target
+    return [(s["image"], {"name": a, "metadata": {INPUT_TAG: ("target", b)}, **meta}, "image"),
+            (s["target"], {"name": b, "metadata": {INPUT_TAG: ("target", a)}, **meta}, "image")]
 
 
 def sample_noisy_timelapse():
@@ -54,24 +55,25 @@ def sample_noisy_timelapse():
 def sample_blurred_cells():
     s = blurred_cells()
     meta = {"colormap": "gray"}
+    image = "blurred cells (widefield, PSF sigma 2)"
     return [(s["clean"], {"name": "clean examples (unpaired)", **meta,
-                         "metadata": {INPUT_TAG: "clean"}}, "image"),
-            (s["image"], {"name": "blurred cells (widefield, PSF sigma 2)", **meta}, "image")]
+                         "metadata": {INPUT_TAG: ("clean", image)}}, "image"),
+            (s["image"], {"name": image, **meta}, "image")]
 
 
 def sample_hazy_fields():
     s = hazy_fields()
     meta = {"colormap": "gray"}
+    image = "hazy widefield fields"
     return [(s["clean"], {"name": "clear examples (unpaired)", **meta,
-                         "metadata": {INPUT_TAG: "clean"}}, "image"),
-            (s["image"], {"name": "hazy widefield fields", "axis_labels": ("z", "y", "x"), **meta},
-             "image")]
+                         "metadata": {INPUT_TAG: ("clean", image)}}, "image"),
+            (s["image"], {"name": image, "axis_labels": ("z", "y", "x"), **meta}, "image")]
 
 
 def sample_blurred_fields():
     s = blurred_fields()
     meta = {"colormap": "gray"}
+    image = "blurred fields (unknown blurs)"
     return [(s["clean"], {"name": "sharp examples (unpaired)", **meta,
-                         "metadata": {INPUT_TAG: "clean"}}, "image"),
-            (s["image"], {"name": "blurred fields (unknown blurs)", "axis_labels": ("z", "y", "x"),
-                          **meta}, "image")]
+                         "metadata": {INPUT_TAG: ("clean", image)}}, "image"),
+            (s["image"], {"name": image, "axis_labels": ("z", "y", "x"), **meta}, "image")]

@@ -74,6 +74,7 @@ class RestoreWidget(LayerOutputs, QWidget):
         self._worker = None
         self._token: StopToken | None = None
         self._previews: dict = {}
+        self._filled: dict = {}  # input name -> the layer _fill_inputs put there (not the user)
         self._live = False  # previews are shown only while a run is live
         self._started = 0.0  # when the run began (time.monotonic)
         self._pbar = None
@@ -169,21 +170,27 @@ class RestoreWidget(LayerOutputs, QWidget):
         self._fill_inputs()
 
     def _fill_inputs(self) -> None:
-        """Fill each empty extra input with the newest layer a sample made for it (its metadata
-        names the input, :data:`~.sample_data.INPUT_TAG`): after *Open Sample* the unpaired
-        examples are the ``clean`` input, the other acquisition the ``target``. Never the image
-        itself, never over a choice already made."""
+        """Fill each empty optional input with the newest layer a sample made for it *and for the
+        chosen image* (its metadata, :data:`~.sample_data.INPUT_TAG`: ``(input, image layer
+        name)``): after *Open Sample* the unpaired examples are the ``clean`` input of their
+        degraded layer, each acquisition of a pair the other's ``target``. A layer filled this way
+        follows the image (replaced or emptied when the image changes); a layer the user chose
+        stays."""
         from .sample_data import INPUT_TAG
 
         image = self.image.value
+        want = getattr(image, "name", None)
         for inp in self.spec.inputs:
-            box = self.inputs[inp.name]
-            if box.value is not None:
+            box, filled = self.inputs[inp.name], self._filled.get(inp.name)
+            if inp.required or (box.value is not None and not (filled is not None
+                                                                and box.value == filled)):
                 continue
-            tagged = [layer for layer in self.viewer.layers
-                      if layer.metadata.get(INPUT_TAG) == inp.name and not layer == image]
-            if tagged and any(tagged[-1] == v for v in box.choices):
-                box.value = tagged[-1]
+            made = [layer for layer in self.viewer.layers
+                    if tuple(layer.metadata.get(INPUT_TAG, ())) == (inp.name, want)
+                    and not layer == image]
+            choice = made[-1] if made and any(made[-1] == v for v in box.choices) else None
+            box.value = choice
+            self._filled[inp.name] = choice
 
     def _on_layer_changed(self, _value=None) -> None:
         layer = self.image.value
