@@ -303,6 +303,11 @@ def test_a_sample_fills_the_inputs_it_was_made_for(make_napari_viewer):
     assert gan.inputs["clean"].value == viewer.layers["clean examples (unpaired)"]
     gan.image.value = other  # nothing made for it: the filled examples go
     assert gan.inputs["clean"].value is None
+    _, assistant = viewer.window.add_plugin_dock_widget(PLUGIN, "Restore assistant")
+    assistant.image.value = a  # the assistant's second acquisition is filled the same way
+    assert assistant.second.value == b
+    assistant.image.value = other
+    assert assistant.second.value is None
 
 
 def test_dip_sr_preview_and_scale(make_napari_viewer, qtbot):

@@ -167,6 +167,7 @@ class AssistantWidget(QWidget):
         self._analysed: _Run | None = None  # the inputs of the report shown
         self._worker = None
         self._pbar = None
+        self._second_filled = None  # the layer _fill_second put in `second` (not the user)
         self._build()
         layers = napari_viewer.layers
         layers.events.inserted.connect(self._refresh)
@@ -250,11 +251,23 @@ class AssistantWidget(QWidget):
 
     def _refresh(self, _event=None) -> None:
         self.form.reset_choices()
+        self._fill_second()
 
     def _on_layer_changed(self, _value=None) -> None:
         layer = self.image.value
         if layer is not None:
             self.axes.value = layer_axes(layer)
+            if self.second.value == layer:  # a second acquisition that is the image means nothing
+                self.second.value = None
+        self._fill_second()
+
+    def _fill_second(self) -> None:
+        """The second acquisition a sample made for the image (the other layer of the noisy pair),
+        as the method docks fill Noise2Noise's ``target``."""
+        from .sample_data import fill_input
+
+        self._second_filled = fill_input(self.second, self._second_filled,
+                                         self.viewer.layers, "target", self.image.value)
 
     # --- analysing ---------------------------------------------------------------------------------
     def analyse(self, sync: bool = False):

@@ -19,6 +19,21 @@ layer it goes with (``("clean", "blurred cells ...")``): a dock whose image is t
 input with it (``RestoreWidget._fill_inputs``)."""
 
 
+
+def fill_input(box, filled, layers, name: str, image):
+    """Fill the optional layer field ``box`` (input ``name``) with the newest of ``layers`` a
+    sample made for it and for ``image`` (:data:`INPUT_TAG`), unless its value is the user's
+    choice — anything but ``filled``, what this function put there before. Returns what it put
+    there now (None: nothing, or the user's choice stays)."""
+    if box.value is not None and not (filled is not None and box.value == filled):
+        return None
+    want = getattr(image, "name", None)
+    made = [layer for layer in layers
+            if tuple(layer.metadata.get(INPUT_TAG, ())) == (name, want) and not layer == image]
+    choice = made[-1] if made and any(made[-1] == v for v in box.choices) else None
+    box.value = choice
+    return choice
+
 def sample_hazy_scene():
     s = hazy_scene()
     return [(s["image"], {"name": "hazy scene", "rgb": True}, "image")]

@@ -171,26 +171,17 @@ class RestoreWidget(LayerOutputs, QWidget):
 
     def _fill_inputs(self) -> None:
         """Fill each empty optional input with the newest layer a sample made for it *and for the
-        chosen image* (its metadata, :data:`~.sample_data.INPUT_TAG`: ``(input, image layer
-        name)``): after *Open Sample* the unpaired examples are the ``clean`` input of their
-        degraded layer, each acquisition of a pair the other's ``target``. A layer filled this way
-        follows the image (replaced or emptied when the image changes); a layer the user chose
-        stays."""
-        from .sample_data import INPUT_TAG
+        chosen image* (:func:`~.sample_data.fill_input`): after *Open Sample* the unpaired
+        examples are the ``clean`` input of their degraded layer, each acquisition of a pair the
+        other's ``target``. A layer filled this way follows the image (replaced or emptied when
+        the image changes); a layer the user chose stays."""
+        from .sample_data import fill_input
 
-        image = self.image.value
-        want = getattr(image, "name", None)
         for inp in self.spec.inputs:
-            box, filled = self.inputs[inp.name], self._filled.get(inp.name)
-            if inp.required or (box.value is not None and not (filled is not None
-                                                                and box.value == filled)):
-                continue
-            made = [layer for layer in self.viewer.layers
-                    if tuple(layer.metadata.get(INPUT_TAG, ())) == (inp.name, want)
-                    and not layer == image]
-            choice = made[-1] if made and any(made[-1] == v for v in box.choices) else None
-            box.value = choice
-            self._filled[inp.name] = choice
+            if not inp.required:
+                self._filled[inp.name] = fill_input(self.inputs[inp.name],
+                                                    self._filled.get(inp.name),
+                                                    self.viewer.layers, inp.name, self.image.value)
 
     def _on_layer_changed(self, _value=None) -> None:
         layer = self.image.value
