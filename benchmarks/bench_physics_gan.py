@@ -25,7 +25,8 @@ import numpy as np
 PAPER = {"synthetic_weight": 0.0}
 """The paper's loss: the physics and adversarial terms, no synthetic pairs."""
 VARIANTS = (
-    ("physics-GAN default (both terms + synthetic pairs)", {}),
+    ("physics-GAN default (per-task adversarial term: off for deconv, on for sr and dehaze; "
+     "+ synthetic pairs)", {}),
     ("physics + synthetic pairs, no adversarial (adversarial_weight=0)",
      {"adversarial_weight": 0.0}),
     ("both terms, the paper's loss (synthetic_weight=0)", PAPER),
