@@ -361,6 +361,7 @@ class Session:
 
         args, device = self.args, self.device
         clean = self.patches.sample(args.batch_size)
+        weight = None  # per-patch weights of the squared error (--loss-power)
         if self.noise_gen is not None:
             clean = torch.from_numpy(clean).to(device, non_blocking=True)
             noisy = noisy_batch_on_device(clean, self.noise_gen, args.sigma_max, args.pg_fraction)
@@ -372,14 +373,14 @@ class Session:
             noisy = torch.from_numpy(noisy)
             noisy = torch.cat([noisy, noise_std_map(noisy, a, b)], 1)
             clean, noisy = torch.from_numpy(clean).to(device), noisy.to(device)
-            if weight is not None:
-                error = torch.mean((self.net(noisy) - clean) ** 2, dim=(1, 2, 3))
-                return torch.mean(torch.from_numpy(weight).to(device) * error)
         else:
             noisy = torch.from_numpy(noisy_batch(clean, self.rng, args.sigma_max,
                                                  args.pg_fraction))
             clean, noisy = torch.from_numpy(clean).to(device), noisy.to(device)
-        return torch.mean((self.net(noisy) - clean) ** 2)
+        if weight is None:
+            return torch.mean((self.net(noisy) - clean) ** 2)
+        error = torch.mean((self.net(noisy) - clean) ** 2, dim=(1, 2, 3))
+        return torch.mean(torch.from_numpy(weight).to(device) * error)
 
     def resume(self) -> None:
         """Load the state: weights, optimiser, both random generators, step, log, seconds."""

@@ -257,17 +257,15 @@ class AssistantWidget(QWidget):
         layer = self.image.value
         if layer is not None:
             self.axes.value = layer_axes(layer)
-            if self.second.value == layer:  # a second acquisition that is the image means nothing
-                self.second.value = None
-        self._fill_second()
+        self._fill_second(image_changed=True)
 
-    def _fill_second(self) -> None:
+    def _fill_second(self, image_changed: bool = False) -> None:
         """The second acquisition a sample made for the image (the other layer of the noisy pair),
         as the method docks fill Noise2Noise's ``target``."""
         from .sample_data import fill_input
 
-        self._second_filled = fill_input(self.second, self._second_filled,
-                                         self.viewer.layers, "target", self.image.value)
+        self._second_filled = fill_input(self.second, self._second_filled, self.viewer.layers,
+                                         "target", self.image.value, image_changed)
 
     # --- analysing ---------------------------------------------------------------------------------
     def analyse(self, sync: bool = False):

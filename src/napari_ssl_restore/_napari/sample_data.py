@@ -19,12 +19,15 @@ layer it goes with (``("clean", "blurred cells ...")``): a dock whose image is t
 input with it (``RestoreWidget._fill_inputs``)."""
 
 
-
-def fill_input(box, filled, layers, name: str, image):
+def fill_input(box, filled, layers, name: str, image, image_changed: bool = False):
     """Fill the optional layer field ``box`` (input ``name``) with the newest of ``layers`` a
     sample made for it and for ``image`` (:data:`INPUT_TAG`), unless its value is the user's
-    choice — anything but ``filled``, what this function put there before. Returns what it put
-    there now (None: nothing, or the user's choice stays)."""
+    choice — anything but ``filled``, what this function put there before. When the image has just
+    changed (``image_changed``), a value that is the image itself is emptied first (an input equal
+    to the image means nothing). Returns what it put there now (None: nothing, or the user's choice
+    stays)."""
+    if image_changed and image is not None and box.value == image:
+        box.value = None
     if box.value is not None and not (filled is not None and box.value == filled):
         return None
     want = getattr(image, "name", None)
@@ -33,6 +36,7 @@ def fill_input(box, filled, layers, name: str, image):
     choice = made[-1] if made and any(made[-1] == v for v in box.choices) else None
     box.value = choice
     return choice
+
 
 def sample_hazy_scene():
     s = hazy_scene()

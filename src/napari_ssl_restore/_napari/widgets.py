@@ -169,29 +169,26 @@ class RestoreWidget(LayerOutputs, QWidget):
         self.form.reset_choices()
         self._fill_inputs()
 
-    def _fill_inputs(self) -> None:
+    def _fill_inputs(self, image_changed: bool = False) -> None:
         """Fill each empty optional input with the newest layer a sample made for it *and for the
         chosen image* (:func:`~.sample_data.fill_input`): after *Open Sample* the unpaired
         examples are the ``clean`` input of their degraded layer, each acquisition of a pair the
         other's ``target``. A layer filled this way follows the image (replaced or emptied when
-        the image changes); a layer the user chose stays."""
+        the image changes; one that is the image itself is emptied then); a layer the user chose
+        stays."""
         from .sample_data import fill_input
 
         for inp in self.spec.inputs:
             if not inp.required:
-                self._filled[inp.name] = fill_input(self.inputs[inp.name],
-                                                    self._filled.get(inp.name),
-                                                    self.viewer.layers, inp.name, self.image.value)
+                self._filled[inp.name] = fill_input(
+                    self.inputs[inp.name], self._filled.get(inp.name), self.viewer.layers,
+                    inp.name, self.image.value, image_changed)
 
     def _on_layer_changed(self, _value=None) -> None:
         layer = self.image.value
         if layer is not None:
             self.axes.value = layer_axes(layer, video=self.spec.video)
-        for inp in self.spec.inputs:  # an optional input that is the image itself means nothing
-            box = self.inputs[inp.name]
-            if layer is not None and not inp.required and box.value == layer:
-                box.value = None
-        self._fill_inputs()
+        self._fill_inputs(image_changed=True)
 
     # --- running -----------------------------------------------------------------------------------
     def _param_values(self) -> dict[str, Any]:
