@@ -221,6 +221,10 @@ def test_default_stops_on_the_held_out_loss_and_keeps_the_best(pair, monkeypatch
     before = [v for it, v in history if it <= ramp - 100]
     assert min(before) <= min(v for it, v in history if ramp - 100 < it <= ramp)
     assert prov["trained_steps"] == ramp + n2n.RAMP_STEPS
+    # the ramp-down started from the best averaged weights of the constant-rate phase
+    assert prov["rolled_back_to"] == min((h for h in history if h[0] <= ramp),
+                                         key=lambda h: h[1])[0]
+    assert prov["time_capped"] is False
     assert history[0][1] > best[1]  # it learned something measurable on the strip
     # the progress reports carry the curve; the quality block reads the held-out loss
     assert any("held-out" in s.message for s in steps)
@@ -230,6 +234,50 @@ def test_default_stops_on_the_held_out_loss_and_keeps_the_best(pair, monkeypatch
                     full_output=True, **TINY)["provenance"]
     assert fixed["stop_rule"] == "fixed count" and fixed["trained_steps"] == 60
     assert fixed["kept"] == "final" and len(fixed["held_out_loss"]) == 1
+
+
+def test_the_time_budget_starts_the_ramp_down_in_time(monkeypatch):
+    """A slow machine: the step rate measured from the first check says the budget ends before the
+    step cap, so the ramp-down starts early enough to end within it (and never before the step at
+    which that is known); a plateau or the cap still win when they come first."""
+    monkeypatch.setattr(n2n, "RAMP_STEPS", 100)
+    clock = {"t": 0.0}
+    monkeypatch.setattr(n2n.time, "perf_counter", lambda: clock["t"])
+    anneal = n2n._Anneal(total=2200, patience=10_000, seconds=10.0)
+    ends = []
+    for it in range(50, 2201, 50):
+        clock["t"] = 0.1 * it  # 0.1 s a step
+        if anneal.finished(it, best_step=it):
+            ends.append(it)
+            break
+    # first check at 50 (t=5); at 100: 0.1 s/step, 5 s left = 50 steps -> 150, but the ramp cannot
+    # start before step 100, so it ends at 200
+    assert anneal.timed and ends == [200] and anneal.start() == 100
+    assert anneal(100) == 1.0 and 0 < anneal(150) < 1 and anneal(200) == 0.0
+    fast = n2n._Anneal(total=400, patience=10_000, seconds=1e6)  # the cap comes first
+    assert not any(fast.finished(it, it) for it in range(50, 400, 50)) and fast.finished(400, 400)
+    assert not fast.timed and fast.start() == 300
+    # the budget lowered the cap (to 2050 steps), but a plateau at 300 began the ramp: not timed
+    clock["t"] = 0.0
+    flat = n2n._Anneal(total=2200, patience=200, seconds=200.0)
+    for it in range(50, 2201, 50):
+        clock["t"] = 0.1 * it
+        if flat.finished(it, best_step=100):
+            break
+    assert flat.total == 2050 and flat.plateau == 300 and it == 400 and not flat.timed
+
+
+def test_a_run_ended_by_the_time_budget_says_so(pair, monkeypatch):
+    """Through restore: a budget the machine cannot meet starts the ramp-down at the second check
+    (the first that knows the step rate), and the quality verdict tells the user."""
+    monkeypatch.setattr(n2n, "RAMP_STEPS", 100)
+    monkeypatch.setattr(n2n, "MAX_AUTO_SECONDS", 1e-6)
+    prov = restore(pair["image"], "noise2noise", target=pair["target"], full_output=True,
+                   **TINY)["provenance"]
+    assert prov["time_capped"] is True and prov["stop_rule"] == "held-out loss"
+    assert prov["annealed_from"] == 2 * n2n.CHECK_EVERY and prov["trained_steps"] == 200
+    assert prov["rolled_back_to"] is None  # no plateau began this ramp
+    assert "time budget after 200 steps" in prov["quality"]["verdict"]
 
 
 def test_the_dock_draws_the_held_out_curve():

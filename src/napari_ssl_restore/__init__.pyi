@@ -154,7 +154,7 @@ def restore_dip(
 def denoise_noise2noise(
     image: _Image, *, target: _Image | None = None, mode: Literal["train", "apply"] = "train",
     pairing: Literal["auto", "target", "time", "z"] = "auto", model: str = "", save_model: str = "",
-    loss: Literal["l2", "l1", "l0"] = "l2", steps: int = 0, patience: int = 400, batch_size: int = 4,
+    loss: Literal["l2", "l1", "l0"] = "l2", steps: int = 0, patience: int = 600, batch_size: int = 4,
     patch_size: int = 64, learning_rate: float = 0.0, features: int = 48, depth: int = 5,
     augment: bool = True, validation_fraction: float = 0.125, tile_size: int = 0, tile_overlap: int = 32,
     preview_every: int = 100, mixed_precision: bool = True, axes: str | None = None,
@@ -165,7 +165,7 @@ def denoise_noise2noise(
 def denoise_noise2noise(
     image: _Image, *, target: _Image | None = None, mode: Literal["train", "apply"] = "train",
     pairing: Literal["auto", "target", "time", "z"] = "auto", model: str = "", save_model: str = "",
-    loss: Literal["l2", "l1", "l0"] = "l2", steps: int = 0, patience: int = 400, batch_size: int = 4,
+    loss: Literal["l2", "l1", "l0"] = "l2", steps: int = 0, patience: int = 600, batch_size: int = 4,
     patch_size: int = 64, learning_rate: float = 0.0, features: int = 48, depth: int = 5,
     augment: bool = True, validation_fraction: float = 0.125, tile_size: int = 0, tile_overlap: int = 32,
     preview_every: int = 100, mixed_precision: bool = True, axes: str | None = None,
@@ -176,7 +176,7 @@ def denoise_noise2noise(
 def denoise_noise2noise(
     image: _Image, *, target: _Image | None = None, mode: Literal["train", "apply"] = "train",
     pairing: Literal["auto", "target", "time", "z"] = "auto", model: str = "", save_model: str = "",
-    loss: Literal["l2", "l1", "l0"] = "l2", steps: int = 0, patience: int = 400, batch_size: int = 4,
+    loss: Literal["l2", "l1", "l0"] = "l2", steps: int = 0, patience: int = 600, batch_size: int = 4,
     patch_size: int = 64, learning_rate: float = 0.0, features: int = 48, depth: int = 5,
     augment: bool = True, validation_fraction: float = 0.125, tile_size: int = 0, tile_overlap: int = 32,
     preview_every: int = 100, mixed_precision: bool = True, axes: str | None = None,

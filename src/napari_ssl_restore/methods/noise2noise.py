@@ -16,8 +16,10 @@ the loss against the clean image only by the noise variance (the noise of ``y`` 
 ``f(x)``). By default (``steps=0``) training runs at a constant learning rate (1e-3, faster than
 the paper's 3e-4: the kept weights guard against the over-fitting that follows) with an exponential
 moving average of the weights until that held-out loss of the averaged weights has not improved for
-``patience`` steps, then ramps the rate down to 0 over :data:`RAMP_STEPS` steps and stops (at most
-:data:`MAX_AUTO_STEPS` in all); the best averaged weights are kept. A fixed ``steps`` count instead
+``patience`` steps, then goes back to the best averaged weights, ramps the rate down to 0 over
+:data:`RAMP_STEPS` steps from there and stops (at most :data:`MAX_AUTO_STEPS` in all, and the ramp
+starts in time to end within :data:`MAX_AUTO_SECONDS` at the measured step rate); the best averaged
+weights are kept. A fixed ``steps`` count instead
 ramps the learning rate down over the last 30 % of the steps (the paper's schedule) and keeps the
 final weights. A long stack trains on pairs spread evenly over it, as many as the training memory
 holds. Prediction streams every plane through the engine's batched predictor (overlapping, blended
@@ -29,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import time
 from typing import Literal
 
 import numpy as np
@@ -47,13 +50,24 @@ MIN_USEFUL_STEPS = 50
 then adds nothing."""
 CHECK_EVERY = 50
 """Steps between two measurements of the held-out loss (each reads the device once)."""
-MAX_AUTO_STEPS = 2200
-"""The most steps of a validation-stopped run (``steps=0``), ramp-down included: under 4 minutes on
-2 CPU cores (0.08-0.09 s per step of 4 patches of 64²; the 2200-step run on synthetic cells seed 9
-took 174 s with prediction). With batches of 8 (before) the cap was 1100 steps: on that field
-(seed 1) the network sat on a plateau near 29.4 dB from step 300 to 900 and climbed to 31.9 only by
-step 1500, so the cap cut it at 30.22 dB; with batches of 4 the averaged weights passed 31.7 dB
-within 172 s and the default run ended at 32.17 dB."""
+MAX_AUTO_STEPS = 3200
+"""The most steps of a validation-stopped run (``steps=0``), ramp-down included: about 190 s on 2
+CPU cores at 0.055-0.06 s per step of 4 patches of 64² (the 200 s time budget,
+:data:`MAX_AUTO_SECONDS`, ends it sooner on a slower machine). Chosen with :data:`RAMP_STEPS`, the
+``patience`` of 600 and :data:`ROLLBACK_AT_PLATEAU` on the tuning fields (``bench_n2n.py
+--choose``, two seeds each): the cap of 2200 before ended every Poisson-Gaussian run with the
+held-out loss still falling (synthetic cells seed 3, seed 0: 0.64 dB under ``steps=3000``; 0.04 dB
+under it with this rule). History: 1100 steps with batches of 8, 2200 with batches of 4."""
+MAX_AUTO_SECONDS = 200.0
+"""The training time of a validation-stopped run, counted from its first check of the held-out loss:
+the ramp-down starts early enough, at the step rate measured so far, to end within it (on a CPU
+slower than :data:`MAX_AUTO_STEPS` assumes; the provenance's ``time_capped`` says when it did)."""
+ROLLBACK_AT_PLATEAU = True
+"""At the plateau of the held-out loss the network and its average go back to the best averaged
+weights, and the ramp-down starts from them rather than from the weights that over-fitted in the
+``patience`` steps since. On scikit-image ``cell`` (Gaussian 0.15, seed 0) the best weights came
+before the plateau and the ramp from the later ones never regained them: 0.21 dB under
+``steps=3000`` without, 0.09 with it in the chosen rule (``bench_n2n.py --choose``)."""
 VALIDATED_LEARNING_RATE = 1e-3
 """Adam's rate in a validation-stopped run (``learning_rate=0``). Chosen on the tuning fields
 (scikit-image ``cell`` Gaussian 0.15, synthetic cells seed 3 Poisson-Gaussian 30 photons; 256²,
@@ -61,13 +75,14 @@ VALIDATED_LEARNING_RATE = 1e-3
 at the same PSNR, and the kept weights stop before the over-fitting that follows."""
 PAPER_LEARNING_RATE = 3e-4
 """Adam's rate for a fixed step count (Lehtinen et al. 2018), ramped down over the last 30 %."""
-RAMP_STEPS = 600
+RAMP_STEPS = 900
 """A validation-stopped run ends with the learning rate ramped down (cosine) to 0 over this many
-steps, from the plateau of the held-out loss (``patience`` steps without improvement) or in time
-to end at :data:`MAX_AUTO_STEPS`. At a constant rate the averaged weights level off at a loss the
-rate sets: on the moon field (Gaussian 0.15, seed 0) the plateau came at 500 steps (of 8 patches)
-and the run stopped there 0.28 dB under ``steps=1500`` with the paper's ramp-down. 300 steps of 8
-patches then, 600 of 4 now (the same samples)."""
+steps, from the plateau of the held-out loss (``patience`` steps without improvement), or in time
+to end at :data:`MAX_AUTO_STEPS` or within :data:`MAX_AUTO_SECONDS`. At a constant rate the
+averaged weights level off at a loss the rate sets: on the moon field (Gaussian 0.15, seed 0) the
+first rule, with no ramp, stopped at its plateau 0.28 dB under ``steps=1500`` with the paper's
+ramp-down. 300 steps of 8 patches then, 600 of 4, 900 of 4 now (30 % of the cap, as the paper's
+schedule)."""
 WEIGHT_AVERAGING = 0.995
 """Decay of the exponential moving average of the weights in a validation-stopped run (a window
 of about 200 steps, warmed up from the start: :class:`~napari_ssl_restore.engine.train.EMA`),
@@ -98,12 +113,14 @@ class Params:
               "Bernoulli, overlays), 'l0' (annealed) for random-valued impulse noise.",
         choices=("l2", "l1", "l0"), when=TRAIN)
     steps: int = param(0, "Training steps; 0 = until the loss on the held-out strip stops "
-                          "improving, then a ramp-down (at most 2200 in all), keeping the best "
+                          "improving, then a ramp-down (at most 3200 in all, or about 200 s), "
+                          "keeping the best "
                           "weights. A fixed count ramps the learning rate down over its last "
                           "30 %.", min=0,
                        max=1_000_000, when=TRAIN)
-    patience: int = param(400, "steps=0: once the held-out loss has not improved for this many "
-                               "steps, ramp the learning rate down over 600 more and stop.",
+    patience: int = param(600, "steps=0: once the held-out loss has not improved for this many "
+                               "steps, go back to the best weights, ramp the learning rate down "
+                               "over 900 more and stop.",
                           min=CHECK_EVERY, max=100_000, step=CHECK_EVERY, when=TRAIN, advanced=True)
     batch_size: int = param(4, "Patches per step (4, as the authors' released training).", min=1,
                             max=1024, when=TRAIN, advanced=True)
@@ -281,7 +298,8 @@ def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs,
             info.update(held_out_loss=fit["held_out_loss"], best_step=fit["best_step"],
                         kept=fit["kept"])
         if fit["annealed_from"] is not None:
-            info["annealed_from"] = fit["annealed_from"]
+            info.update(annealed_from=fit["annealed_from"], time_capped=fit["time_capped"],
+                        rolled_back_to=fit["rolled_back_to"])
         ckpt_out = checkpoint(net, architecture="unet",
                               normalization={"kind": "percentile", "low": 0.1, "high": 99.9},
                               provenance={"method": "noise2noise", "params": dataclasses.asdict(params),
@@ -331,22 +349,42 @@ def held_out_strip(field, rows: list[tuple[int, int]], params: Params, multiple:
 class _Anneal:
     """The learning-rate factor of a validation-stopped run: constant, then a cosine ramp to 0 over
     :data:`RAMP_STEPS` from the plateau of the held-out loss (``patience`` steps without a better
-    one) or in time to end by ``total``."""
+    one), or in time to end by ``total`` steps, or in time to end within ``seconds`` of the first
+    check at the step rate measured so far — whichever comes first."""
 
-    def __init__(self, total: int, patience: int):
+    def __init__(self, total: int, patience: int, seconds: float = 0.0):
         self.total, self.patience, self.plateau = total, patience, None
+        self.cap, self.seconds, self.clock = total, seconds, None
 
     def start(self) -> int:
         return min(self.plateau or self.total, max(self.total - RAMP_STEPS, 0))
+
+    @property
+    def timed(self) -> bool:
+        """Whether the time budget, not a plateau or the step cap, started the ramp-down."""
+        return self.total < self.cap and (self.plateau is None
+                                          or self.plateau > self.total - RAMP_STEPS)
 
     def __call__(self, it: int) -> float:
         done = (it - self.start()) / RAMP_STEPS
         return 1.0 if done <= 0 else 0.5 * (1 + math.cos(math.pi * min(done, 1.0)))
 
     def finished(self, it: int, best_step: int) -> bool:
-        """At a check: note a plateau; True once the ramp has run its course."""
+        """At a check: note a plateau, or a time budget that the step count would exceed; True
+        once the ramp has run its course."""
         if self.plateau is None and it - best_step >= self.patience:
             self.plateau = it
+        if self.seconds > 0 and it < self.start():
+            now = time.perf_counter()
+            if self.clock is None:  # the first check: the step rate is measured from here
+                self.clock = (it, now)
+            elif it > self.clock[0] and now > self.clock[1]:
+                rate = (now - self.clock[1]) / (it - self.clock[0])  # seconds per step
+                left = self.seconds - (now - self.clock[1])
+                affordable = it + max(int(left / rate), 0) // CHECK_EVERY * CHECK_EVERY
+                if affordable < self.total:
+                    # the ramp then starts no earlier than now: its cosine begins at full rate
+                    self.total = max(affordable, it + RAMP_STEPS)
         return it >= self.start() + RAMP_STEPS
 
 
@@ -357,13 +395,14 @@ def _train(net, sampler, params: Params, *, total: int, grand_total: int, previe
     ``held_out``: validation pairs ``(source, target)`` never trained on; their loss is measured
     every :data:`CHECK_EVERY` steps. ``validated``: train at a constant learning rate with an
     exponential moving average of the weights until the average's held-out loss has not improved
-    for ``params.patience`` steps, ramp the rate down over :data:`RAMP_STEPS` more (ending by
-    ``total``) and keep the best average; otherwise ``total`` steps with the cosine ramp-down, the
+    for ``params.patience`` steps, go back to the best average, ramp the rate down over
+    :data:`RAMP_STEPS` more (ending by ``total`` steps and within :data:`MAX_AUTO_SECONDS`) and
+    keep the best average; otherwise ``total`` steps with the cosine ramp-down, the
     final weights kept.
 
     Returns ``{"steps", "train_loss", "val_loss", "stopped", "stop_rule", "held_out_loss",
-    "best_step", "kept", "annealed_from"}``; a Stop keeps the best weights so far (the current
-    ones when not ``validated``).
+    "best_step", "kept", "annealed_from", "time_capped", "rolled_back_to"}``; a Stop keeps the best
+    weights so far (the current ones when not ``validated``).
     """
     import torch
 
@@ -379,8 +418,8 @@ def _train(net, sampler, params: Params, *, total: int, grand_total: int, previe
     crop = centre_crop(preview_plane, 256)
     preview_net = Predictor(judged, sampler.fields[0].device, multiple=2 ** net.depth, amp=amp)
     state: dict = {"val": float("nan"), "best": float("inf"), "best_step": 0, "best_state": None,
-                   "history": []}
-    anneal = _Anneal(total, params.patience)
+                   "history": [], "rolled_back_to": None}
+    anneal = _Anneal(total, params.patience, MAX_AUTO_SECONDS if validated else 0.0)
     device_type = sampler.fields[0].device.type
 
     def validation(it: int) -> float:
@@ -408,7 +447,18 @@ def _train(net, sampler, params: Params, *, total: int, grand_total: int, previe
             if validated:
                 state["best_state"] = {k: v.detach().clone()
                                        for k, v in judged.state_dict().items()}
-        return validated and anneal.finished(it, state["best_step"])
+        if not validated:
+            return False
+        flat = anneal.plateau
+        done = anneal.finished(it, state["best_step"])
+        if ROLLBACK_AT_PLATEAU and flat is None and anneal.plateau is not None \
+                and anneal.start() == it and state["best_state"] is not None:
+            # the ramp-down starts here from the best averaged weights, not from what over-fitted
+            # since (a plateau noted after the step cap or the time budget began it changes nothing)
+            net.load_state_dict(state["best_state"])
+            judged.load_state_dict(state["best_state"])
+            state["rolled_back_to"] = state["best_step"]
+        return done
 
     def describe(it: int, loss: float):
         text = f"training step {it}/{total}" if not validated else f"training step {it}"
@@ -440,6 +490,7 @@ def _train(net, sampler, params: Params, *, total: int, grand_total: int, previe
             "stopped": loop.stopped, "held_out_loss": state["history"],
             "best_step": state["best_step"] if validated else loop.steps, "kept": kept,
             "annealed_from": anneal.start() if validated else None,
+            "time_capped": anneal.timed, "rolled_back_to": state["rolled_back_to"],
             "stop_rule": ("held-out loss" if validated else "fixed count")}
 
 
