@@ -278,6 +278,19 @@ def test_a_run_ended_by_the_time_budget_says_so(pair, monkeypatch):
     assert prov["annealed_from"] == 2 * n2n.CHECK_EVERY and prov["trained_steps"] == 200
     assert prov["rolled_back_to"] is None  # no plateau began this ramp
     assert "time budget after 200 steps" in prov["quality"]["verdict"]
+    # a Stop before the ramp-down is a Stop, whatever the budget had planned: a clock of 1 s per
+    # check and an 11 s budget plan the ramp for steps 500-600; the user stops at step 150
+    ticks = iter(range(10**6))
+    monkeypatch.setattr(n2n.time, "perf_counter", lambda: float(next(ticks)))
+    monkeypatch.setattr(n2n, "MAX_AUTO_SECONDS", 11.0)
+    seen = []
+    stopped = restore(pair["image"], "noise2noise", target=pair["target"], full_output=True,
+                      progress=seen.append, preview_every=10,
+                      should_stop=lambda: bool(seen) and seen[-1].metrics.get("step", 0) >= 150,
+                      **TINY)["provenance"]
+    assert stopped["stopped"] and 150 <= stopped["trained_steps"] < 500
+    assert stopped["annealed_from"] == 500  # the ramp the budget had planned
+    assert not stopped["time_capped"] and "time budget" not in stopped["quality"]["verdict"]
 
 
 def test_the_dock_draws_the_held_out_curve():

@@ -490,7 +490,9 @@ def _train(net, sampler, params: Params, *, total: int, grand_total: int, previe
             "stopped": loop.stopped, "held_out_loss": state["history"],
             "best_step": state["best_step"] if validated else loop.steps, "kept": kept,
             "annealed_from": anneal.start() if validated else None,
-            "time_capped": anneal.timed, "rolled_back_to": state["rolled_back_to"],
+            # the budget began the ramp-down, and training reached it (not a Stop before)
+            "time_capped": validated and anneal.timed and loop.steps > anneal.start(),
+            "rolled_back_to": state["rolled_back_to"],
             "stop_rule": ("held-out loss" if validated else "fixed count")}
 
 
