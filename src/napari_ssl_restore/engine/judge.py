@@ -339,7 +339,7 @@ def verdict(q: dict) -> str:
     text = _verdict(q)
     if held and held["start"] > 0:
         change = held["kept"] / held["start"] - 1
-        text += (f" The held-out loss of the fine-tuning went from {held['start']:.4g} to "
+        text += (f" The held-out loss of the training went from {held['start']:.4g} to "
                  f"{held['kept']:.4g} ({change:+.1%}).")
     return text
 
