@@ -33,7 +33,7 @@ from skimage.restoration import estimate_sigma
 
 from napari_ssl_restore import restore
 from napari_ssl_restore.core.normalize import percentile_scaling
-from napari_ssl_restore.data import cells
+from napari_ssl_restore.data import cells, microscopy_field
 from napari_ssl_restore.methods import noise2noise as n2n
 from napari_ssl_restore.nets.unet import UNet
 
@@ -102,6 +102,10 @@ HELD_OUT = {  # 256² fields never used to choose the validation stop's settings
     "immunohistochemistry (mean)": lambda size: _unit(
         skdata.immunohistochemistry()[200:200 + size, 200:200 + size].mean(-1)),
     "synthetic cells (seed 33)": lambda size: cells(size, seed=33),
+    # fresh fields for the learning rate's second round (retina and moon became tuning fields)
+    "microscopy field (seed 5)": lambda size: microscopy_field(size, seed=5),
+    "microscopy field (seed 6)": lambda size: microscopy_field(size, seed=6),
+    "coins": lambda size: _unit(skdata.coins()[30:30 + size, 60:60 + size]),
 }
 
 
@@ -163,36 +167,73 @@ def _default_against_long(clean, a, b, seed, cache, key, long_cache, long_steps,
     return p0 - p1, t0, cells_
 
 
+TUNING = {  # the fields that chose the validation stop (name: noise)
+    "skimage cell": "gaussian", "synthetic cells": "poisson-gaussian",
+    # the learning rate's second round added the two smooth fields the rule before was under the
+    # long run on (both were held out before; fresh fields stand in for them: HELD_OUT)
+    "moon": "poisson-gaussian", "retina (green)": "poisson-gaussian",
+}
+
+
+def _rule(rule: str) -> dict:
+    """Set the module constants of a rule ``cap:ramp:patience[:seconds][:rollback][:lrR]``; the
+    parameters to pass (``patience``, and ``learning_rate`` R where given)."""
+    cap, ramp, patience, *more = rule.split(":")
+    n2n.MAX_AUTO_STEPS, n2n.RAMP_STEPS = int(cap), int(ramp)
+    numbers = [m for m in more if m[:1].isdigit()]
+    n2n.MAX_AUTO_SECONDS = float(numbers[0]) if numbers else 1e9
+    n2n.ROLLBACK_AT_PLATEAU = "rollback" in more
+    rate = [float(m[2:]) for m in more if m.startswith("lr")]
+    return {"patience": int(patience), **({"learning_rate": rate[0]} if rate else {})}
+
+
 def choose(size: int, seeds: list[int], rules: list[str], long_steps: int = 3000,
-           long_cache: str = "") -> None:
-    """The runs that choose the validation stop's cap, ramp-down and patience, on the tuning fields
-    only (scikit-image ``cell`` with Gaussian noise, synthetic cells seed 3 with Poisson-Gaussian
-    noise; the main table's): each rule ``cap:ramp:patience[:seconds[:rollback]]`` (module
-    constants :data:`~napari_ssl_restore.methods.noise2noise.MAX_AUTO_STEPS`, ``RAMP_STEPS``,
-    ``MAX_AUTO_SECONDS``, ``ROLLBACK_AT_PLATEAU``; the ``patience`` parameter) against the long
-    run, noise drawn as in ``--defaults``."""
+           long_cache: str = "", fields: tuple[str, ...] = ()) -> None:
+    """The runs that choose the validation stop's settings, on the tuning fields only
+    (:data:`TUNING`; ``fields``: a subset), noise drawn as in ``--defaults``: each rule
+    ``cap:ramp:patience[:seconds][:rollback][:lrR]`` (module constants
+    :data:`~napari_ssl_restore.methods.noise2noise.MAX_AUTO_STEPS`, ``RAMP_STEPS``,
+    ``MAX_AUTO_SECONDS``, ``ROLLBACK_AT_PLATEAU``; the ``patience`` and ``learning_rate``
+    parameters) against the long run."""
     cache = json.loads(Path(long_cache).read_text()) if long_cache and Path(long_cache).exists() \
         else {}
-    fields = {"skimage cell": "gaussian", "synthetic cells": "poisson-gaussian"}
-    print(f"\n| rule (cap:ramp:patience[:s]) | field ({size}²) | noise | seed | default: dB (s, steps) "
-          f"| steps={long_steps}: dB (s) | default − long |\n|---|---|---|---|---|---|---|")
+    print(f"\n| rule (cap:ramp:patience[:s][:rollback][:lr]) | field ({size}²) | noise | seed | "
+          f"default: dB (s, steps) | steps={long_steps}: dB (s) | default − long |\n"
+          "|---|---|---|---|---|---|---|")
     for rule in rules:
-        cap, ramp, patience, *more = rule.split(":")
-        n2n.MAX_AUTO_STEPS, n2n.RAMP_STEPS = int(cap), int(ramp)
-        n2n.MAX_AUTO_SECONDS = float(more[0]) if more else 1e9
-        n2n.ROLLBACK_AT_PLATEAU = more[1:] == ["rollback"]
+        params = _rule(rule)
         gaps = []
-        for name, kind in fields.items():
-            clean = clean_images(size)[name]
+        for name, kind in TUNING.items():
+            if fields and name not in fields:
+                continue
+            # the first two fields' long runs are cached under "tuning", the others' as held out
+            own = name in clean_images(size)
+            clean = clean_images(size)[name] if own else HELD_OUT[name](size)
             for seed in seeds:
                 a, b = noisy_copies(clean, kind, np.random.default_rng(100 + seed))
-                gap, _, row = _default_against_long(
-                    clean, a, b, seed, cache, f"tuning {name}|{kind}|{seed}|{size}|{long_steps}",
-                    long_cache, long_steps, patience=int(patience))
+                key = f"{'tuning ' if own else ''}{name}|{kind}|{seed}|{size}|{long_steps}"
+                gap, _, row = _default_against_long(clean, a, b, seed, cache, key, long_cache,
+                                                    long_steps, **params)
                 gaps.append(gap)
                 print(f"| {rule} | {name} | {kind} | {seed} | {row}", flush=True)
         print(f"| {rule} | mean | | | | | {np.mean(gaps):+.2f} (worst {min(gaps):+.2f}) |",
               flush=True)
+
+
+def spread(size: int, field: str, kind: str, seed: int, train_seeds: list[int],
+           long_steps: int = 3000) -> None:
+    """The runs' own spread: one noisy pair (``field``, ``kind``, noise drawn as for ``seed``)
+    trained with other training seeds (initialisation and patch sampling), the default and the
+    long run each — how far apart two runs on the same data land."""
+    clean = clean_images(size)[field] if field in clean_images(size) else HELD_OUT[field](size)
+    a, b = noisy_copies(clean, kind, np.random.default_rng(100 + seed))
+    print(f"\n| field ({size}²) | noise | noise seed | training seed | default: dB (s, steps) | "
+          f"steps={long_steps}: dB (s) |\n|---|---|---|---|---|---|")
+    for t in train_seeds:
+        p0, t0, n0, capped = _run(clean, a, b, t)
+        p1, t1, _, _ = _run(clean, a, b, t, steps=long_steps)
+        print(f"| {field} | {kind} | {seed} | {t} | {p0:.2f} ({t0:.0f}, {n0}"
+              f"{', timed' if capped else ''}) | {p1:.2f} ({t1:.0f}) |", flush=True)
 
 
 def tuning(size: int, rate: float, steps: int = 1500, every: int = 250) -> None:
@@ -273,11 +314,22 @@ def main() -> None:
                     help="--defaults: keep the long runs' results in this file and reuse them")
     ap.add_argument("--choose", default="", metavar="RULES",
                     help="only the runs that choose the validation stop, on the tuning fields: "
-                         "space-separated cap:ramp:patience[:seconds[:rollback]] rules")
+                         "space-separated cap:ramp:patience[:seconds][:rollback][:lrR] rules "
+                         "(--fields: a subset of the tuning fields)")
+    ap.add_argument("--spread", default="", metavar="FIELD|NOISE|SEED",
+                    help="only the spread of the default and the long run over --train-seeds on "
+                         "one noisy pair (a tuning or held-out field)")
+    ap.add_argument("--train-seeds", default="10,11")
     args = ap.parse_args()
+    if args.spread:
+        field, kind, seed = args.spread.split("|")
+        spread(args.size, field, kind, int(seed), [int(t) for t in args.train_seeds.split(",")],
+               long_steps=args.long_steps)
+        return
     if args.choose:
         choose(args.size, [int(s) for s in args.seeds.split(",")], args.choose.split(),
-               long_steps=args.long_steps, long_cache=args.long_cache)
+               long_steps=args.long_steps, long_cache=args.long_cache,
+               fields=tuple(f for f in args.fields.split(",") if f))
         return
     if args.tuning:
         tuning(args.size, args.tuning)
