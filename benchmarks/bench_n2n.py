@@ -153,6 +153,17 @@ def _run(clean, a, b, seed, steps=0, **params):
             prov["trained_steps"], bool(prov.get("time_capped")))
 
 
+def _field(size: int, name: str) -> np.ndarray:
+    """A clean field by name: the main table's (``clean_images``) or a held-out one."""
+    own = clean_images(size)
+    return own[name] if name in own else HELD_OUT[name](size)
+
+
+def _cell(p: float, seconds: float, steps: int, capped: bool) -> str:
+    """A default run's table cell: dB (s, steps[, timed])."""
+    return f"{p:.2f} ({seconds:.0f}, {steps}{', timed' if capped else ''})"
+
+
 def _default_against_long(clean, a, b, seed, cache, key, long_cache, long_steps, **params):
     """The default's row against the long run (cached in ``cache``, kept in ``long_cache``):
     (gap dB, default seconds, the table cells after the field's)."""
@@ -162,8 +173,7 @@ def _default_against_long(clean, a, b, seed, cache, key, long_cache, long_steps,
         if long_cache:
             Path(long_cache).write_text(json.dumps(cache, indent=1))
     p1, t1 = cache[key][:2]
-    cells_ = (f"{p0:.2f} ({t0:.0f}, {n0}{', timed' if capped else ''}) | {p1:.2f} ({t1:.0f}) | "
-              f"{p0 - p1:+.2f} |")
+    cells_ = f"{_cell(p0, t0, n0, capped)} | {p1:.2f} ({t1:.0f}) | {p0 - p1:+.2f} |"
     return p0 - p1, t0, cells_
 
 
@@ -208,7 +218,7 @@ def choose(size: int, seeds: list[int], rules: list[str], long_steps: int = 3000
                 continue
             # the first two fields' long runs are cached under "tuning", the others' as held out
             own = name in clean_images(size)
-            clean = clean_images(size)[name] if own else HELD_OUT[name](size)
+            clean = _field(size, name)
             for seed in seeds:
                 a, b = noisy_copies(clean, kind, np.random.default_rng(100 + seed))
                 key = f"{'tuning ' if own else ''}{name}|{kind}|{seed}|{size}|{long_steps}"
@@ -225,15 +235,15 @@ def spread(size: int, field: str, kind: str, seed: int, train_seeds: list[int],
     """The runs' own spread: one noisy pair (``field``, ``kind``, noise drawn as for ``seed``)
     trained with other training seeds (initialisation and patch sampling), the default and the
     long run each — how far apart two runs on the same data land."""
-    clean = clean_images(size)[field] if field in clean_images(size) else HELD_OUT[field](size)
+    clean = _field(size, field)
     a, b = noisy_copies(clean, kind, np.random.default_rng(100 + seed))
     print(f"\n| field ({size}²) | noise | noise seed | training seed | default: dB (s, steps) | "
           f"steps={long_steps}: dB (s) |\n|---|---|---|---|---|---|")
     for t in train_seeds:
         p0, t0, n0, capped = _run(clean, a, b, t)
         p1, t1, _, _ = _run(clean, a, b, t, steps=long_steps)
-        print(f"| {field} | {kind} | {seed} | {t} | {p0:.2f} ({t0:.0f}, {n0}"
-              f"{', timed' if capped else ''}) | {p1:.2f} ({t1:.0f}) |", flush=True)
+        print(f"| {field} | {kind} | {seed} | {t} | {_cell(p0, t0, n0, capped)} | {p1:.2f} "
+              f"({t1:.0f}) |", flush=True)
 
 
 def tuning(size: int, rate: float, steps: int = 1500, every: int = 250) -> None:
@@ -306,7 +316,8 @@ def main() -> None:
     ap.add_argument("--noises", default="gaussian,poisson-gaussian",
                     help="--defaults: comma-separated subset of gaussian, poisson-gaussian")
     ap.add_argument("--fields", default="", help="--defaults: comma-separated subset of the "
-                                                  "held-out fields (default: all)")
+                                                  "held-out fields (default: all); --choose: of "
+                                                  "the tuning fields")
     ap.add_argument("--long-steps", type=int, default=3000,
                     help="--defaults: the long run's fixed step count (3000 steps of 4 patches: "
                          "the samples of the 1500 steps of 8 used before batches of 4)")
