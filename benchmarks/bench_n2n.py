@@ -116,11 +116,15 @@ def _unit(img):
 
 def defaults(size: int, seeds: list[int], long_steps: int = 1500,
              noises: tuple[str, ...] = ("gaussian", "poisson-gaussian"),
-             long_cache: str = "", fields: tuple[str, ...] = ()) -> None:
+             long_cache: str = "", fields: tuple[str, ...] = (), rule: str = "") -> None:
     """The default (stopped by the held-out loss) against a fixed long run with the paper's
     ramp-down, on held-out fields with two noisy copies (Gaussian 0.15, Poisson-Gaussian 30
     photons), per seed: PSNR dB (seconds, steps). ``long_cache``: a JSON file keeping the long
-    runs' results (they do not change with the default), read where present."""
+    runs' results (they do not change with the default), read where present. ``rule``: a
+    candidate rule (as ``--choose`` takes it) in place of the shipped one."""
+    params = _rule(rule) if rule else {}
+    if rule:
+        print(f"\nrule {rule} in place of the shipped default")
     cache = json.loads(Path(long_cache).read_text()) if long_cache and Path(long_cache).exists() \
         else {}
     print(f"\n| field ({size}²) | noise | seed | default: dB (s, steps) | steps={long_steps}: dB (s) "
@@ -135,7 +139,7 @@ def defaults(size: int, seeds: list[int], long_steps: int = 1500,
                 a, b = noisy_copies(clean, kind, np.random.default_rng(100 + seed))
                 gap, seconds, row = _default_against_long(
                     clean, a, b, seed, cache, f"{name}|{kind}|{seed}|{size}|{long_steps}",
-                    long_cache, long_steps)
+                    long_cache, long_steps, **params)
                 gaps.append(gap)
                 times.append(seconds)
                 print(f"| {name} | {kind} | {seed} | {row}", flush=True)
@@ -331,6 +335,9 @@ def main() -> None:
                     help="only the spread of the default and the long run over --train-seeds on "
                          "one noisy pair (a tuning or held-out field)")
     ap.add_argument("--train-seeds", default="10,11")
+    ap.add_argument("--rule", default="", metavar="RULE",
+                    help="--defaults: one cap:ramp:patience[:seconds][:rollback][:lrR] rule in "
+                         "place of the shipped default")
     args = ap.parse_args()
     if args.spread:
         field, kind, seed = args.spread.split("|")
@@ -348,7 +355,7 @@ def main() -> None:
     if args.defaults:
         defaults(args.size, [int(s) for s in args.seeds.split(",")], long_steps=args.long_steps,
                  noises=tuple(args.noises.split(",")), long_cache=args.long_cache,
-                 fields=tuple(f for f in args.fields.split(",") if f))
+                 fields=tuple(f for f in args.fields.split(",") if f), rule=args.rule)
         return
     rng = np.random.default_rng(0)
     print(f"{args.size}x{args.size} images, U-Net 48 features / 5 levels, {args.steps} steps of "
