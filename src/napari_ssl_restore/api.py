@@ -249,10 +249,8 @@ def quality_of(job: Job, result: MethodResult, out: Outputs, primary: str,
     if len(done) < len(restored):
         quality["verdict"] += (f" Judged on the {len(done)} of {len(restored)} planes the run "
                                "restored before it stopped.")
-    if result.info.get("time_capped") and not result.info.get("stopped"):
-        quality["verdict"] += (f" Training ended on its time budget after "
-                               f"{result.info.get('trained_steps')} steps, before the held-out "
-                               "loss levelled off: a fixed, larger `steps` may do better.")
+    for caveat in result.info.get("caveats", ()):  # what the method says of its own run
+        quality["verdict"] += f" {caveat}"
     return quality
 
 

@@ -92,7 +92,10 @@ class Output:
 
 @dataclasses.dataclass
 class MethodResult:
-    """What a method generator returns: named outputs plus extra provenance (e.g. stop iteration)."""
+    """What a method generator returns: named outputs plus extra provenance (e.g. stop iteration).
+
+    ``info["caveats"]``, where a method sets it, is a list of sentences about its own run (e.g.
+    Noise2Noise ending on its time budget) that the run's quality verdict ends with."""
 
     outputs: dict[str, np.ndarray]
     info: dict[str, Any] = dataclasses.field(default_factory=dict)
