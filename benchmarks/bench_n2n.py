@@ -122,11 +122,11 @@ def defaults(size: int, seeds: list[int], long_steps: int = 1500,
     photons), per seed: PSNR dB (seconds, steps). ``long_cache``: a JSON file keeping the long
     runs' results (they do not change with the default), read where present. ``rule``: a
     candidate rule (as ``--choose`` takes it) in place of the shipped one."""
-    params = _rule(rule) if rule else {}
+    params = {}
     if rule:
+        params = _rule(rule)
         print(f"\nrule {rule} in place of the shipped default")
-    cache = json.loads(Path(long_cache).read_text()) if long_cache and Path(long_cache).exists() \
-        else {}
+    cache = _long_runs(long_cache)
     print(f"\n| field ({size}²) | noise | seed | default: dB (s, steps) | steps={long_steps}: dB (s) "
           "| default − long |\n|---|---|---|---|---|---|")
     gaps, times = [], []
@@ -145,6 +145,12 @@ def defaults(size: int, seeds: list[int], long_steps: int = 1500,
                 print(f"| {name} | {kind} | {seed} | {row}", flush=True)
     print(f"\ndefault − long run: mean {np.mean(gaps):+.2f} dB, worst {min(gaps):+.2f}; default "
           f"{np.mean(times):.0f} s on average, at most {max(times):.0f} s")
+
+
+def _long_runs(long_cache: str) -> dict:
+    """The long runs kept in the JSON file ``long_cache`` (empty where there is none yet)."""
+    return json.loads(Path(long_cache).read_text()) if long_cache and Path(long_cache).exists() \
+        else {}
 
 
 def _run(clean, a, b, seed, steps=0, **params):
@@ -209,8 +215,7 @@ def choose(size: int, seeds: list[int], rules: list[str], long_steps: int = 3000
     :data:`~napari_ssl_restore.methods.noise2noise.MAX_AUTO_STEPS`, ``RAMP_STEPS``,
     ``MAX_AUTO_SECONDS``, ``ROLLBACK_AT_PLATEAU``; the ``patience`` and ``learning_rate``
     parameters) against the long run."""
-    cache = json.loads(Path(long_cache).read_text()) if long_cache and Path(long_cache).exists() \
-        else {}
+    cache = _long_runs(long_cache)
     print(f"\n| rule (cap:ramp:patience[:s][:rollback][:lr]) | field ({size}²) | noise | seed | "
           f"default: dB (s, steps) | steps={long_steps}: dB (s) | default − long |\n"
           "|---|---|---|---|---|---|---|")
@@ -339,23 +344,24 @@ def main() -> None:
                     help="--defaults: one cap:ramp:patience[:seconds][:rollback][:lrR] rule in "
                          "place of the shipped default")
     args = ap.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    fields = tuple(f for f in args.fields.split(",") if f)
     if args.spread:
         field, kind, seed = args.spread.split("|")
         spread(args.size, field, kind, int(seed), [int(t) for t in args.train_seeds.split(",")],
                long_steps=args.long_steps)
         return
     if args.choose:
-        choose(args.size, [int(s) for s in args.seeds.split(",")], args.choose.split(),
-               long_steps=args.long_steps, long_cache=args.long_cache,
-               fields=tuple(f for f in args.fields.split(",") if f))
+        choose(args.size, seeds, args.choose.split(), long_steps=args.long_steps,
+               long_cache=args.long_cache, fields=fields)
         return
     if args.tuning:
         tuning(args.size, args.tuning)
         return
     if args.defaults:
-        defaults(args.size, [int(s) for s in args.seeds.split(",")], long_steps=args.long_steps,
-                 noises=tuple(args.noises.split(",")), long_cache=args.long_cache,
-                 fields=tuple(f for f in args.fields.split(",") if f), rule=args.rule)
+        defaults(args.size, seeds, long_steps=args.long_steps,
+                 noises=tuple(args.noises.split(",")), long_cache=args.long_cache, fields=fields,
+                 rule=args.rule)
         return
     rng = np.random.default_rng(0)
     print(f"{args.size}x{args.size} images, U-Net 48 features / 5 levels, {args.steps} steps of "
