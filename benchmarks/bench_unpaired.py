@@ -294,7 +294,7 @@ def first_row(rows, prefix: str) -> str:
     return next(k for k in rows if k.startswith(prefix))
 
 
-def figure(shown, path):
+def figure(shown, path, photos: bool = False):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -320,8 +320,8 @@ def figure(shown, path):
             ax.set_title(title, fontsize=9)
     for ax in axes.ravel():
         ax.axis("off")
-    fig.suptitle("Held-out field 1 (gain/offset fitted to the truth for display and PSNR)",
-                 fontsize=10)
+    first = "The dense-haze left photograph" if photos else "Held-out field 1"
+    fig.suptitle(f"{first} (gain/offset fitted to the truth for display and PSNR)", fontsize=10)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=80)
@@ -363,7 +363,7 @@ def main() -> int:
         if args.only == "photos":
             photographs(args, shown)
     if args.figure:
-        figure(shown, args.figure)
+        figure(shown, args.figure, photos=args.only == "photos")
     return 0
 
 
