@@ -64,12 +64,13 @@ def score(ref, est) -> tuple[float, float]:
             structural_similarity(ref, f, data_range=1.0, channel_axis=colour))
 
 
-def scorer(truth):
-    """``rows`` (name -> (per-field scores, seconds)) and ``add(name, stack, seconds="")``."""
+def scorer(truth, units=unit):
+    """``rows`` (name -> (per-field scores, seconds)) and ``add(name, stack, seconds="")``;
+    ``units`` maps a method's output to the truth's [0, 1] (default: the samples' uint16 units)."""
     rows: dict[str, tuple] = {}
 
     def add(name, stack, sec=""):
-        rows[name] = ([score(truth[k], unit(stack[k])) for k in range(len(truth))], sec)
+        rows[name] = ([score(truth[k], units(stack[k])) for k in range(len(truth))], sec)
 
     return rows, add
 
@@ -216,12 +217,7 @@ def photographs(args, shown):
             names.append(f"β {beta:g} @ ({y0}, {x0})")
     stack = np.stack(hazy)
     print("\ntest photographs:", ", ".join(names))
-    rows: dict[str, tuple] = {}
-
-    def add(name, out, sec=""):
-        rows[name] = ([score(truth[k], np.asarray(out[k], np.float64) / 255.0)
-                       for k in range(len(truth))], sec)
-
+    rows, add = scorer(truth, units=lambda x: np.asarray(x, np.float64) / 255.0)  # 8-bit
     add("hazy input", stack)
     t0 = time.perf_counter()
     dcp = restore(stack, "dcp", axes="ZYXC", float_output=True)

@@ -30,7 +30,8 @@ amplifies where the haze is thick. The checkpoint kept is the one with the lowes
 synthetic pairs (a yardstick that needs no truth of the input). On hazy colour photographs this
 default is 0.6 dB under the ``dcp`` method (docs/benchmarks/unpaired.md): there its DCP step is not
 the ``dcp`` method's — the input is normalised by its percentiles, which removes part of the haze
-before the dark channel reads it — so an untrained ``G`` already scores 1 dB under ``dcp``.
+before the dark channel reads it, and the airlight is a mean of per-plane estimates where ``dcp``
+pools them — so an untrained ``G`` already scores 1 dB under ``dcp``.
 ``translation="network"`` is the paper's free ``F``, which learns any clear → hazy look; with four
 clear examples it lost to DCP on our widefield benchmark (issue 32; docs/benchmarks/unpaired.md
 measures both).
