@@ -71,6 +71,11 @@ class Scaling:
             return out
         return np.multiply(data, np.float32(1.0 / self.scale), dtype=np.float32)
 
+    @property
+    def zero(self) -> float:
+        """Where the input's zero lies in units (0 for a range scaling of non-negative data)."""
+        return -self.offset / self.scale
+
     def inverse(self, unit: np.ndarray, *, as_float: bool = False) -> np.ndarray:
         """Map a unit-range result back; integer dtypes are rounded and clipped to their range."""
         out = np.multiply(unit, np.float32(self.scale), dtype=np.float32)

@@ -224,7 +224,7 @@ class CycleDehaze(UnpairedRun):
 
         planes = self.planes
         self.haze = HazeOperator([planes[i] for i in spread(len(planes), 4)], self.device,
-                                 patch, radius)
+                                 patch, radius, zero=planes.scaling.zero)
         self.pre = pre
         self.info["airlight"] = self.haze.airlight.round(4).tolist()
 

@@ -240,7 +240,8 @@ class PhysicsGAN(UnpairedRun):
         self.zoom = self.info["zoom"] = params.zoom
         self.axial = _axial_slices(planes, params, ctx) if isinstance(clean, str) else None
         self.haze = (HazeOperator([planes[i] for i in spread(len(planes), 4)], self.device,
-                                  params.haze_patch) if params.task == "dehaze" else None)
+                                  params.haze_patch, zero=planes.scaling.zero)
+                     if params.task == "dehaze" else None)
         self.operator, self.margin = make_operator(params, psf, self.device, self.haze,
                                                    self.axial)
         if self.axial is not None:

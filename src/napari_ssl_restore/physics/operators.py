@@ -162,39 +162,54 @@ def hazed(x, t, airlight):
 class HazeOperator:
     """The haze model of the Dark Channel Prior (He, Sun & Tang 2009) as a known operator:
     ``H(x) = x t + A (1 - t)`` on ``(N, C, H, W)`` tensors, with the airlight ``A`` shared by a
-    stack (the mean of its estimates on ``planes``: a few ``(H, W, C)`` planes spread over the
-    stack) and each plane's transmission ``t`` from its dark channel, refined by the guided filter
+    stack (pooled over ``planes``, a few ``(H, W, C)`` planes spread over the stack, as the dcp
+    method pools its planes: the brightest 0.1 % of their dark channels together) and each plane's
+    transmission ``t`` from its dark channel, refined by the guided filter
     (:mod:`napari_ssl_restore.physics.haze`; DCP's ω 0.95, ``patch`` 15 and guided radius 4 ×
-    ``patch`` by default). Intensities are normalised ones, clipped to [0, 1] for the estimates.
+    ``patch`` by default).
+
+    The planes may be in any affine units (a network's percentile units): ``zero`` is where the
+    physical zero of intensity lies in them. The dark channel needs that zero — a haze-free pixel is
+    dark in physical units, and percentile units put the haze's own floor at 0 — so the estimates
+    read ``(x - zero) / (1 - zero)``, clipped to [0, 1] (the dcp method's range units), while
+    ``H``, its inverse and :attr:`airlight` are in the planes' units (the model is affine-equivariant
+    given ``t``).
 
     References
     ----------
     .. [1] K. He, J. Sun, X. Tang. Single image haze removal using dark channel prior. CVPR 2009.
     """
 
-    def __init__(self, planes, device, patch: int = 15, radius: int | None = None):
+    def __init__(self, planes, device, patch: int = 15, radius: int | None = None,
+                 zero: float = 0.0):
         import torch
 
         from .haze import dark_channel, estimate_airlight
 
-        lights = []
-        for plane in planes:
-            planar = self._planar(plane)
-            lights.append(estimate_airlight(planar, dark_channel(planar, patch), 0.001))
+        self.zero = min(float(zero), 0.0)
+        """(Data with negative values has no physical zero: its floor, 0 in units, is used, as the
+        dcp method maps the minimum of such data to 0.)"""
+        planars = [self._planar(plane) for plane in planes]
+        light = estimate_airlight(np.stack(planars, axis=1),
+                                  np.stack([dark_channel(p, patch) for p in planars]), 0.001)
         self.patch = patch
         self.radius = 4 * patch if radius is None else radius
-        self.airlight = np.mean(lights, axis=0).astype(np.float32)
+        self._light = light.astype(np.float32)
+        """The airlight in the estimates' (physical, range) units."""
+        self.airlight = (self.zero + light * (1.0 - self.zero)).astype(np.float32)
+        """The airlight in the planes' units."""
         self._a = torch.from_numpy(self.airlight).to(device).view(1, -1, 1, 1)
 
-    @staticmethod
-    def _planar(plane: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(np.clip(plane, 0.0, 1.0).transpose(2, 0, 1))
+    def _planar(self, plane: np.ndarray) -> np.ndarray:
+        """An ``(H, W, C)`` plane as the estimates read it: ``(C, H, W)`` in range units."""
+        unit = (plane - np.float32(self.zero)) * np.float32(1.0 / (1.0 - self.zero))
+        return np.ascontiguousarray(np.clip(unit, 0.0, 1.0).transpose(2, 0, 1))
 
     def transmission(self, plane: np.ndarray) -> np.ndarray:
         """``t`` of an ``(H, W, C)`` plane, as ``(H, W, 1)``."""
         from .haze import refined_transmission
 
-        return refined_transmission(self._planar(plane), self.airlight, patch_size=self.patch,
+        return refined_transmission(self._planar(plane), self._light, patch_size=self.patch,
                                     guided_radius=self.radius)[..., None]
 
     def apply(self, x, t):
