@@ -473,6 +473,9 @@ def _standing(settings) -> str:
         return ("Measured at these defaults: +0.27 dB over the best Richardson-Lucy on held-out "
                 "fluorescence crops, in minutes instead of seconds; richardson-lucy is the quick "
                 "alternative.")
+    if task == "dehaze":
+        return ("Measured on three hazy widefield fields: 0.9 dB under the Dark Channel Prior "
+                "with the same patch, at every setting tried; for haze use dcp or cycle-dehaze.")
     if task == "denoise":
         return ("Not measured against a classical denoiser: classic-denoise and dncnn are "
                 "(docs/benchmarks).")
