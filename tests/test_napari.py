@@ -136,6 +136,9 @@ def test_only_what_the_task_uses_is_shown(make_napari_viewer):
     assert not shown(widget.standing)
     p.task.value = "denoise"
     assert shown(widget.standing) and "BM3D" in widget.standing.value
+    _, gan = open_dock(viewer, "physics-gan")
+    gan.params.task.value = "dehaze"
+    assert shown(gan.standing) and "use dcp or cycle-dehaze" in gan.standing.value
     # paper-level knobs wait in the collapsed advanced section
     assert p.channels.native.parent() is not widget.form.native
     assert p.task.native.parent() is not widget.advanced_form.native
