@@ -5,9 +5,9 @@ A physics term ``L1(H(G(y)), y)`` on a training crop is scored where ``H(G(y))``
 (:func:`interior`); clean examples enter in the units the physics term gives ``G(y)``
 (:func:`in_input_units`); the input's noise (:func:`input_noise`) degrades them into synthetic
 pairs, and sets the residual to aim at without a truth (:func:`noise_floor`: the discrepancy
-principle). Data the user may add: registered training pairs, mapped to those units
-(:func:`training_pairs`), and a paired QC image that chooses the checkpoint (:func:`qc_pair`,
-scored by :func:`qc_error`).
+principle); a haze model is estimated on the input itself (:func:`input_haze`). Data the user may
+add: registered training pairs, mapped to those units (:func:`training_pairs`), and a paired QC
+image that chooses the checkpoint (:func:`qc_pair`, scored by :func:`qc_error`).
 """
 from __future__ import annotations
 
@@ -32,6 +32,17 @@ def interior(x, margin: tuple[int, int], zoom: int = 1):
     h, w = x.shape[-2:]
     my, mx = (min(m * zoom, side // 4) for m, side in zip(margin, (h, w), strict=False))
     return x[..., my:h - my, mx:w - mx]
+
+
+def input_haze(planes, device, patch: int, radius: int | None = None):
+    """The input's haze as the Dark Channel Prior estimates it
+    (:class:`~napari_ssl_restore.physics.operators.HazeOperator`): the airlight pooled over four
+    planes spread over the stack, read where the input's physical zero lies in the planes' units."""
+    from ..physics.operators import HazeOperator
+    from .train import spread
+
+    return HazeOperator([planes[i] for i in spread(len(planes), 4)], device, patch, radius,
+                        zero=planes.scaling.zero)
 
 
 def input_noise(degraded):

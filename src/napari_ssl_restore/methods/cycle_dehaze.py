@@ -220,12 +220,9 @@ class CycleDehaze(UnpairedRun):
     def _estimate_haze(self, patch: int, radius: int, pre: bool) -> None:
         """The input's haze as the Dark Channel Prior estimates it (airlight from four planes
         spread over the stack, each plane's transmission when asked)."""
-        from ..engine.train import spread
-        from ..physics.operators import HazeOperator
+        from ..engine.known_operator import input_haze
 
-        planes = self.planes
-        self.haze = HazeOperator([planes[i] for i in spread(len(planes), 4)], self.device,
-                                 patch, radius, zero=planes.scaling.zero)
+        self.haze = input_haze(self.planes, self.device, patch, radius)
         self.pre = pre
         self.info["airlight"] = self.haze.airlight.round(4).tolist()
 

@@ -65,6 +65,7 @@ from ..core.registry import ExtraInput, MethodSpec, Output, RunContext
 from ..engine.known_operator import (
     DISCREPANCY,
     in_input_units,
+    input_haze,
     input_noise,
     interior,
     noise_floor,
@@ -85,7 +86,7 @@ from ..engine.unpaired import (
     unpaired_data,
 )
 from ..engine.volume import AxialSlices, axial_kernel, check_one_stack
-from ..physics.operators import LANCZOS_A, HazeOperator, blur, downsample, psf_kernel, psf_symmetries
+from ..physics.operators import LANCZOS_A, blur, downsample, psf_kernel, psf_symmetries
 from ._public import public_function
 
 logger = logging.getLogger(__name__)
@@ -233,14 +234,11 @@ class PhysicsGAN(UnpairedRun):
 
     def __init__(self, planes: Planes, params: Params, ctx: RunContext, out: Outputs, clean=None,
                  psf=None, qc=(None, None), pairs=(None, None)):
-        from ..engine.train import spread
-
         super().__init__(planes, params, ctx, out, clean)
         self.psf, self.qc_inputs, self.pairs_inputs = psf, qc, pairs
         self.zoom = self.info["zoom"] = params.zoom
         self.axial = _axial_slices(planes, params, ctx) if isinstance(clean, str) else None
-        self.haze = (HazeOperator([planes[i] for i in spread(len(planes), 4)], self.device,
-                                  params.haze_patch, zero=planes.scaling.zero)
+        self.haze = (input_haze(planes, self.device, params.haze_patch)
                      if params.task == "dehaze" else None)
         self.operator, self.margin = make_operator(params, psf, self.device, self.haze,
                                                    self.axial)
