@@ -8,6 +8,8 @@ Richardson–Lucy and DIP with a guessed PSF.
         --test-seed 500 --seeds 0 1 --variants "" --figure docs/deblur.png
     # Cycle-Dehaze and DCP at their defaults on hazy colour photographs with real depth:
     python benchmarks/bench_unpaired.py --only photos --steps 2000 --seeds 0 1
+    # the input noise estimate the synthetic pairs get, against the truth:
+    python benchmarks/bench_unpaired.py --only noise
 
 Data (all synthetic, offline; ``napari_ssl_restore.data``):
 
@@ -285,6 +287,54 @@ def deblurring(args, folder, shown):
     return rows
 
 
+def noise_estimates(args) -> None:
+    """The input noise model the synthetic pairs get (``noise_of_image``) against the truth, on
+    each kind of input this page and bench_physics_gan.py train on: the four-neighbour residual,
+    the smooth-block fit (``noise_fit``) and which one the texture rule keeps. Intensity units:
+    fields as the samples' (uint16 - 100) / 4000, photographs as grey levels / 255."""
+    from scipy import ndimage as ndi
+
+    import napari_ssl_restore.physics.noise as noise
+    from napari_ssl_restore.data import add_noise, blurred_fields, cells, hazy_fields, hazy_scene
+    from napari_ssl_restore.physics.estimate import noise_fit
+    from napari_ssl_restore.physics.operators import gaussian_psf
+
+    def fields(data, variance):
+        u = (data["image"][:4].astype(np.float32) - UNIT[0]) / UNIT[1]
+        return u[..., None], variance
+
+    cases = {}
+    for seed in (0, args.test_seed):
+        cases[f"hazy_fields seed {seed}"] = fields(hazy_fields(n=8, size=args.size, seed=seed),
+                                                   lambda m: m / 300)
+        cases[f"blurred_fields seed {seed}"] = fields(
+            blurred_fields(n=8, size=args.size, seed=seed), lambda m: m / 300 + 1e-4)
+    for seed in (10, 11, 12):  # bench_physics_gan.py's deconvolution fields
+        blurred = ndi.convolve(cells(128, seed=seed), gaussian_psf(2.5), mode="reflect")
+        y = np.clip(add_noise(blurred, 0.01, poisson=200, seed=seed), 0, None)
+        cases[f"physics-GAN deconvolution field {seed}"] = (y[None, ..., None].astype(np.float32),
+                                                             lambda m: m / 200 + 1e-4)
+    for beta in PHOTO_BETAS:
+        img = hazy_scene(beta=beta)["image"][:256, :256].astype(np.float32) / 255.0
+        cases[f"hazy motorcycle β {beta:g} (8-bit)"] = (img[None], lambda m: 1 / 12 / 255 ** 2)
+    print("\n| input | true σ | neighbour residual | smooth-block fit | ratio | kept |")
+    print("|---|---|---|---|---|---|")
+    for name, (planes, variance) in cases.items():
+        med = float(np.median(planes))
+        fit = noise_fit([p[..., c] for p in planes for c in range(planes.shape[-1])])
+        smooth = np.sqrt(max(fit["a"] * med + fit["b"], 0.0))
+        ratio, noise.TEXTURE_RATIO = noise.TEXTURE_RATIO, 0.0
+        try:
+            plain = noise.noise_of_image(planes)
+        finally:
+            noise.TEXTURE_RATIO = ratio
+        kept = noise.noise_of_image(planes)
+        residual = np.sqrt(plain.gain * med + plain.offset)
+        which = "residual" if (kept.gain, kept.offset) == (plain.gain, plain.offset) else "fit"
+        print(f"| {name} | {np.sqrt(variance(med)):.4f} | {residual:.4f} | {smooth:.4f} | "
+              f"{smooth / residual:.2f} | {which} |")
+
+
 def first_row(rows, prefix: str) -> str:
     """The row of a learned method the figure shows: the first one trained."""
     return next(k for k in rows if k.startswith(prefix))
@@ -330,9 +380,10 @@ def main() -> int:
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--test", type=int, default=4, help="held-out fields per task")
     ap.add_argument("--guess", type=float, default=2.0, help="guessed Gaussian PSF std (px)")
-    ap.add_argument("--only", choices=("dehaze", "deblur", "photos"), default=None,
-                    help="one task; photos: dehazing hazy colour photographs with real depth "
-                         "(not in the default run)")
+    ap.add_argument("--only", choices=("dehaze", "deblur", "photos", "noise"), default=None,
+                    help="one task; photos: dehazing hazy colour photographs with real depth; "
+                         "noise: the input noise estimate against the truth on each kind of "
+                         "input (neither in the default run)")
     ap.add_argument("--test-seed", type=int, default=500,
                     help="seed of the held-out fields (training fields: seed 0)")
     ap.add_argument("--variants", nargs="*", default=None,
@@ -344,6 +395,9 @@ def main() -> int:
     ap.add_argument("--no-ablation", action="store_true")
     ap.add_argument("--figure", default="")
     args = ap.parse_args()
+    if args.only == "noise":
+        noise_estimates(args)
+        return 0
     import torch
 
     what = ("6 photographs (256²)" if args.only == "photos"
