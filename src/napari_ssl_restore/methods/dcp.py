@@ -101,17 +101,11 @@ def run(planes: Planes, params: Params, ctx: RunContext, out: Outputs):
         if shared:
             per_plane = int(np.prod(planes.hw))
             k = max(int(per_plane * len(picks) * params.airlight_fraction), 1)
-            values, pixels = [], []
+            pool = haze.AirlightPool(params.patch_size, k)
             for step, i in enumerate(picks, 1):
-                planar = _planar(whole[i])
-                v, p = haze.airlight_candidates(planar, haze.dark_channel(planar,
-                                                                          params.patch_size), k)
-                values.append(v)
-                pixels.append(p)
+                pool.add(_planar(whole[i]))
                 yield Step(step, total, f"airlight from plane {i + 1} ({step}/{len(picks)})")
-            airlight = haze.airlight_from_candidates(np.concatenate(values),
-                                                     np.concatenate(pixels, axis=1), k,
-                                                     params.airlight_estimator)
+            airlight = pool.airlight(params.airlight_estimator)
         for i in range(n):
             j, t, airlights[i] = haze.dehaze_plane(_planar(planes[i]), **settings,
                                                    airlight=airlight)

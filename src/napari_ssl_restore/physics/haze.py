@@ -102,27 +102,34 @@ def estimate_airlight(planar: np.ndarray, dark: np.ndarray, fraction: float,
     return pixels.mean(axis=1, dtype=np.float64).astype(np.float32)
 
 
-def airlight_candidates(planar: np.ndarray, dark: np.ndarray, k: int) -> tuple[np.ndarray,
-                                                                                np.ndarray]:
-    """The ``k`` most haze-opaque pixels of one plane: their dark-channel values ``(k,)`` and
-    colours ``(C, k)``. Pooled over planes (:func:`airlight_from_candidates`), they give the airlight
-    of the planes together without holding them all."""
-    flat = dark.reshape(-1)
-    k = min(k, flat.size)
-    idx = np.argpartition(flat, flat.size - k)[flat.size - k:]
-    return flat[idx], planar.reshape(planar.shape[0], -1)[:, idx]
+class AirlightPool:
+    """The airlight of several planes together, one plane at a time: :meth:`add` keeps each
+    plane's ``k`` most haze-opaque pixels (highest dark channel of ``patch``²), which hold the
+    pool's ``k`` best, so memory does not grow with the number of planes; :meth:`airlight` pools
+    them as :func:`estimate_airlight` does one plane."""
 
+    def __init__(self, patch: int, k: int):
+        self.patch, self.k = patch, max(int(k), 1)
+        self._values: list[np.ndarray] = []
+        self._pixels: list[np.ndarray] = []
 
-def airlight_from_candidates(values: np.ndarray, pixels: np.ndarray, n: int,
-                             estimator: str = "mean") -> np.ndarray:
-    """Airlight from pooled candidates: the ``n`` with the highest dark channel, as in
-    :func:`estimate_airlight`."""
-    n = max(min(n, values.size), 1)
-    idx = np.argpartition(values, values.size - n)[values.size - n:]
-    chosen = pixels[:, idx]
-    if estimator == "brightest":
-        return chosen[:, np.argmax(chosen.sum(axis=0))].astype(np.float32)
-    return chosen.mean(axis=1, dtype=np.float64).astype(np.float32)
+    def add(self, planar: np.ndarray) -> None:
+        """Candidates of one ``(C, H, W)`` plane."""
+        flat = dark_channel(planar, self.patch).reshape(-1)
+        k = min(self.k, flat.size)
+        idx = np.argpartition(flat, flat.size - k)[flat.size - k:]
+        self._values.append(flat[idx])
+        self._pixels.append(planar.reshape(planar.shape[0], -1)[:, idx])
+
+    def airlight(self, estimator: str = "mean") -> np.ndarray:
+        """The airlight ``(C,)`` from the ``k`` candidates of highest dark channel: their mean, or
+        the brightest of them (``estimator="brightest"``)."""
+        values, pixels = np.concatenate(self._values), np.concatenate(self._pixels, axis=1)
+        n = min(self.k, values.size)
+        chosen = pixels[:, np.argpartition(values, values.size - n)[values.size - n:]]
+        if estimator == "brightest":
+            return chosen[:, np.argmax(chosen.sum(axis=0))].astype(np.float32)
+        return chosen.mean(axis=1, dtype=np.float64).astype(np.float32)
 
 
 def gray(planar: np.ndarray) -> np.ndarray:

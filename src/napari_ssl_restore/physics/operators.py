@@ -184,19 +184,15 @@ class HazeOperator:
                  zero: float = 0.0):
         import torch
 
-        from .haze import airlight_candidates, airlight_from_candidates, dark_channel
+        from .haze import AirlightPool
 
         self.zero = min(float(zero), 0.0)
         """(Data with negative values has no physical zero: its floor, 0 in units, is used, as the
         dcp method maps the minimum of such data to 0.)"""
-        n = max(int(sum(int(np.prod(p.shape[:2])) for p in planes) * 0.001), 1)
-        values, pixels = [], []
-        for plane in planes:  # one plane at a time: its n best candidates hold the pool's
-            planar = self._planar(plane)
-            v, c = airlight_candidates(planar, dark_channel(planar, patch), n)
-            values.append(v)
-            pixels.append(c)
-        light = airlight_from_candidates(np.concatenate(values), np.concatenate(pixels, axis=1), n)
+        pool = AirlightPool(patch, int(sum(int(np.prod(p.shape[:2])) for p in planes) * 0.001))
+        for plane in planes:
+            pool.add(self._planar(plane))
+        light = pool.airlight()
         self.patch = patch
         self.radius = 4 * patch if radius is None else radius
         self._light = light.astype(np.float32)
