@@ -209,3 +209,107 @@ def test_noise_of_a_sharp_clean_photograph_is_not_its_texture(monkeypatch):
     assert sd(noise.noise_of_image(photo)) < 1.0
     monkeypatch.setattr(noise, "TEXTURE_RATIO", 0.0)  # the neighbour residual alone
     assert sd(noise.noise_of_image(photo)) > 3.0
+
+
+def _anisotropic_volume(z=20, size=32, lateral=1.0, axial=3.0, seed=0):
+    """Random bright points blurred more along Z than in XY (cubic voxels), with a little noise."""
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(seed)
+    vol = np.zeros((z, size, size), np.float32)
+    pts = rng.integers(2, [z - 2, size - 2, size - 2], size=(40, 3))
+    vol[tuple(pts.T)] = 1.0
+    vol = ndi.gaussian_filter(vol, (axial, lateral, lateral))
+    vol /= vol.max()
+    return np.clip(vol + 0.005 * rng.standard_normal(vol.shape), 0, None).astype(np.float32)
+
+
+def test_lateral_planes_restore_the_axial_slices_of_a_stack(tmp_path):
+    """clean='lateral': the stack's XY planes are the clean examples for its XZ/YZ slices; the
+    operator is the axial blur the lateral planes lack (Gaussian sqrt(axial² - lateral²) along Z),
+    from axial_sigma or a 3-D PSF's widths; errors name the fix."""
+    from napari_ssl_restore.physics.operators import psf_widths
+
+    vol = _anisotropic_volume()
+    settings = dict(FAST, patch_size=16, steps=12, psf_sigma=1.0, axial_sigma=3.0)
+    out = restore(vol, "physics-gan", axes="ZYX", clean="lateral", full_output=True,
+                  float_output=True, **settings)
+    assert out["image"].shape == vol.shape and out["residual"].shape == vol.shape
+    assert np.isfinite(out["image"]).all() and out["provenance"]["planes_done"] == vol.shape[0]
+    # a 3-D PSF gives the same widths
+    zz, yy, xx = np.mgrid[-9:10, -4:5, -4:5]
+    psf3 = np.exp(-0.5 * (zz ** 2 / 9.0 + (yy ** 2 + xx ** 2) / 1.0))
+    lateral, axial = psf_widths(psf3)
+    assert lateral == pytest.approx(1.0, rel=0.02) and axial == pytest.approx(3.0, rel=0.02)
+    with_psf = restore(vol, "physics-gan", axes="ZYX", clean="lateral", psf=psf3,
+                       float_output=True, **dict(settings, axial_sigma=0.0))
+    np.testing.assert_allclose(with_psf, out["image"], atol=0.05)
+    # the CLI: --clean lateral and a 3-D PSF file
+    import tifffile
+
+    from napari_ssl_restore.cli import main
+
+    tifffile.imwrite(tmp_path / "vol.tif", vol)
+    tifffile.imwrite(tmp_path / "psf.tif", psf3.astype(np.float32))
+    flags = [f"--{k.replace('_', '-')}" if i == 0 else str(v)
+             for k, v in dict(settings, axial_sigma=0.0).items() for i in range(2)]
+    assert main(["run", "physics-gan", str(tmp_path / "vol.tif"), "--axes", "ZYX", "--clean",
+                 "lateral", "--psf", str(tmp_path / "psf.tif"), "-o", str(tmp_path / "iso.tif"),
+                 "--float", *flags]) == 0
+    np.testing.assert_allclose(tifffile.imread(tmp_path / "iso.tif"), with_psf, atol=1e-5)
+    with pytest.raises(ValueError, match="Z stack"):
+        restore(vol[0], "physics-gan", clean="lateral", **settings)
+    with pytest.raises(ValueError, match="lower patch_size to at most 20"):
+        restore(vol, "physics-gan", axes="ZYX", clean="lateral", **dict(settings, patch_size=24))
+    with pytest.raises(ValueError, match="axial_sigma"):
+        restore(vol, "physics-gan", axes="ZYX", clean="lateral", **dict(settings, axial_sigma=0.5))
+    with pytest.raises(ValueError, match="task='deconv'"):
+        restore(vol, "physics-gan", axes="ZYX", clean="lateral", task="sr",
+                **dict(settings, patch_size=16))
+
+
+def test_denoise_task_identity_operator():
+    """task='denoise': H is the identity, so the residual map is |G(y) - y| itself."""
+    rng = np.random.default_rng(0)
+    y = np.clip(_scene(0) + 0.1 * rng.standard_normal((48, 48)), 0, 1).astype(np.float32)
+    out = restore(y, "physics-gan", task="denoise", clean=np.stack([_scene(1), _scene(2)]),
+                  full_output=True, float_output=True, **dict(FAST, steps=8))
+    np.testing.assert_allclose(out["residual"], np.abs(out["image"] - y), atol=1e-5)
+
+
+def test_training_pairs_units_and_errors():
+    """pairs_input/pairs_truth train G (a 'paired' loss term is reported); the truth, in units of
+    its own, is mapped so that its degradation matches the acquisition in the normalised units;
+    errors name what is missing or mismatched."""
+    from types import SimpleNamespace
+
+    from napari_ssl_restore.methods.physics_gan import Params, _training_pairs, make_operator
+
+    truth = np.stack([_scene(k) for k in (7, 8)])
+    acquired = np.stack([_blurred(k, sigma=2.0) for k in (7, 8)])
+    params = Params(psf_sigma=2.0, patch_size=32)
+    operator, _ = make_operator(params, None, "cpu")
+    ctx = SimpleNamespace(offset=0.01, scale=0.5)  # the image's percentile normalisation
+    pairs = _training_pairs(acquired, 1000 * truth + 7, params, 1, operator, ctx, "cpu",
+                            np.random.default_rng(0), augment=True)
+    a, b = pairs.fields
+    assert a.shape == b.shape == (2, 1, 48, 48)
+    np.testing.assert_allclose(a.numpy(), ((acquired - 0.01) / 0.5)[:, None], atol=1e-6)
+    # H(b) now explains a up to the acquisition's noise (0.01 / 0.5 in these units)
+    fit = operator(b)[..., 8:-8, 8:-8] - a[..., 8:-8, 8:-8]
+    assert float(fit.abs().mean()) < 0.03 and abs(float(fit.mean())) < 0.005
+
+    y = _blurred(sigma=2.0)
+    clean = np.stack([_scene(k) for k in (1, 2)])
+    steps = []
+    restore(y, "physics-gan", clean=clean, pairs_input=acquired, pairs_truth=truth,
+            psf_sigma=2.0, progress=steps.append, **FAST)
+    assert any("paired" in s.message for s in steps)
+    with pytest.raises(ValueError, match="both pairs_input= .* and pairs_truth="):
+        restore(y, "physics-gan", clean=clean, pairs_truth=truth, **FAST)
+    with pytest.raises(ValueError, match="task 'deconv' or 'denoise'"):
+        restore(y, "physics-gan", clean=_scene(1, 96), task="sr", pairs_input=acquired,
+                pairs_truth=truth, **FAST)
+    with pytest.raises(ValueError, match="same shape"):
+        restore(y, "physics-gan", clean=clean, pairs_input=acquired, pairs_truth=truth[:1],
+                **FAST)
