@@ -294,9 +294,9 @@ def noise_estimates(args) -> None:
     fields as the samples' (uint16 - 100) / 4000, photographs as grey levels / 255."""
     from scipy import ndimage as ndi
 
-    import napari_ssl_restore.physics.noise as noise
     from napari_ssl_restore.data import add_noise, blurred_fields, cells, hazy_fields, hazy_scene
     from napari_ssl_restore.physics.estimate import noise_fit
+    from napari_ssl_restore.physics.noise import noise_of_image
     from napari_ssl_restore.physics.operators import gaussian_psf
 
     def fields(data, variance):
@@ -323,12 +323,8 @@ def noise_estimates(args) -> None:
         med = float(np.median(planes))
         fit = noise_fit([p[..., c] for p in planes for c in range(planes.shape[-1])])
         smooth = np.sqrt(max(fit["a"] * med + fit["b"], 0.0))
-        ratio, noise.TEXTURE_RATIO = noise.TEXTURE_RATIO, 0.0
-        try:
-            plain = noise.noise_of_image(planes)
-        finally:
-            noise.TEXTURE_RATIO = ratio
-        kept = noise.noise_of_image(planes)
+        plain = noise_of_image(planes, texture_ratio=0.0)
+        kept = noise_of_image(planes)
         residual = np.sqrt(plain.gain * med + plain.offset)
         which = "residual" if (kept.gain, kept.offset) == (plain.gain, plain.offset) else "fit"
         print(f"| {name} | {np.sqrt(variance(med)):.4f} | {residual:.4f} | {smooth:.4f} | "

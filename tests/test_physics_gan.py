@@ -193,12 +193,12 @@ def test_noise_of_the_degraded_image_alone():
     assert float(pg.mean_abs(clean).mean()) == pytest.approx(float(draws.abs().mean()), rel=0.02)
 
 
-def test_noise_of_a_sharp_clean_photograph_is_not_its_texture(monkeypatch):
+def test_noise_of_a_sharp_clean_photograph_is_not_its_texture():
     """A hazy 8-bit photograph with no noise added: its noise is little more than its rounding
     (0.29 grey levels). The neighbour residual reads its texture as noise (several grey levels);
     the smooth-block fit takes over."""
-    import napari_ssl_restore.physics.noise as noise
     from napari_ssl_restore.data import hazy_scene
+    from napari_ssl_restore.physics.noise import noise_of_image
 
     photo = hazy_scene(beta=1.0)["image"][:256, :256].astype(np.float32)[None]  # grey levels, RGB
     med = float(np.median(photo))
@@ -206,9 +206,8 @@ def test_noise_of_a_sharp_clean_photograph_is_not_its_texture(monkeypatch):
     def sd(model):
         return np.sqrt(model.gain * med + model.offset)
 
-    assert sd(noise.noise_of_image(photo)) < 1.0
-    monkeypatch.setattr(noise, "TEXTURE_RATIO", 0.0)  # the neighbour residual alone
-    assert sd(noise.noise_of_image(photo)) > 3.0
+    assert sd(noise_of_image(photo)) < 1.0
+    assert sd(noise_of_image(photo, texture_ratio=0.0)) > 3.0  # the neighbour residual alone
 
 
 def _anisotropic_volume(z=20, size=32, lateral=1.0, axial=3.0, seed=0):

@@ -96,7 +96,12 @@ def estimate_airlight(planar: np.ndarray, dark: np.ndarray, fraction: float,
             idx = cand[np.argpartition(flat[cand], cand.size - n)[cand.size - n:]]
     if idx is None:
         idx = np.argpartition(flat, flat.size - n)[flat.size - n:]
-    pixels = planar.reshape(planar.shape[0], -1)[:, idx]
+    return _airlight_of(planar.reshape(planar.shape[0], -1)[:, idx], estimator)
+
+
+def _airlight_of(pixels: np.ndarray, estimator: str) -> np.ndarray:
+    """The airlight ``(C,)`` of the chosen most haze-opaque pixels ``(C, n)``: their mean, or the
+    brightest of them (``estimator="brightest"``)."""
     if estimator == "brightest":
         return pixels[:, np.argmax(pixels.sum(axis=0))].astype(np.float32)
     return pixels.mean(axis=1, dtype=np.float64).astype(np.float32)
@@ -122,14 +127,12 @@ class AirlightPool:
         self._pixels.append(planar.reshape(planar.shape[0], -1)[:, idx])
 
     def airlight(self, estimator: str = "mean") -> np.ndarray:
-        """The airlight ``(C,)`` from the ``k`` candidates of highest dark channel: their mean, or
-        the brightest of them (``estimator="brightest"``)."""
+        """The airlight ``(C,)`` of the ``k`` candidates of highest dark channel (see
+        :func:`_airlight_of` for ``estimator``)."""
         values, pixels = np.concatenate(self._values), np.concatenate(self._pixels, axis=1)
         n = min(self.k, values.size)
-        chosen = pixels[:, np.argpartition(values, values.size - n)[values.size - n:]]
-        if estimator == "brightest":
-            return chosen[:, np.argmax(chosen.sum(axis=0))].astype(np.float32)
-        return chosen.mean(axis=1, dtype=np.float64).astype(np.float32)
+        return _airlight_of(pixels[:, np.argpartition(values, values.size - n)[values.size - n:]],
+                            estimator)
 
 
 def gray(planar: np.ndarray) -> np.ndarray:

@@ -107,7 +107,8 @@ def fit_variance(res: np.ndarray, x: np.ndarray, kind: str = "auto") -> tuple[fl
     return gain, offset
 
 
-def noise_of_image(image: np.ndarray, kind: str = "auto") -> NoiseModel:
+def noise_of_image(image: np.ndarray, kind: str = "auto",
+                   texture_ratio: float = TEXTURE_RATIO) -> NoiseModel:
     """A white :class:`NoiseModel` of ``image`` (``(H, W)``, ``(H, W, C)`` or ``(K, H, W, C)``)
     alone, without a clean estimate: each pixel minus the mean of its four neighbours is, for
     white noise of variance v, a residual of variance 1.25 v, and the signal's share of it is
@@ -118,9 +119,10 @@ def noise_of_image(image: np.ndarray, kind: str = "auto") -> NoiseModel:
     read as σ ≈ 6 grey levels). The smooth-block fit of the restore assistant
     (:func:`~napari_ssl_restore.physics.estimate.noise_fit`, after Foi et al. 2008) reads the noise
     on the image's smoothest blocks only; when its standard deviation at the median intensity is
-    under :data:`TEXTURE_RATIO` times the neighbour residual's, the residual was texture and that
-    fit is the model returned. On blurred or widefield fields the two agree within 10 %, and the
-    neighbour residual (closer there: the smooth-block fit reads 3–6 % low) is kept."""
+    under ``texture_ratio`` (:data:`TEXTURE_RATIO`) times the neighbour residual's, the residual
+    was texture and that fit is the model returned (``texture_ratio=0``: the neighbour residual
+    alone). On blurred or widefield fields the two agree within 10 %, and the neighbour residual
+    (closer there: the smooth-block fit reads 3–6 % low) is kept."""
     from scipy import ndimage as ndi
 
     from .estimate import noise_fit
@@ -136,13 +138,15 @@ def noise_of_image(image: np.ndarray, kind: str = "auto") -> NoiseModel:
             res.append(((ch - around) / np.sqrt(1.25))[1:-1, 1:-1].ravel())
             mean.append(ndi.uniform_filter(ch, 3, mode="reflect")[1:-1, 1:-1].ravel())
     gain, offset = fit_variance(np.concatenate(res), np.concatenate(mean), kind)
+    if texture_ratio <= 0:
+        return NoiseModel(gain, offset)
     try:
         smooth = noise_fit([p[..., c] for p in planes for c in range(p.shape[-1])])
     except ValueError:  # planes too small for its blocks: the neighbour residual alone
         return NoiseModel(gain, offset)
     med = max(float(np.median(planes)), 0.0)
     a, b = (0.0, smooth["sigma"] ** 2) if kind == "gaussian" else (smooth["a"], smooth["b"])
-    if a * med + b < TEXTURE_RATIO ** 2 * (gain * med + offset):
+    if a * med + b < texture_ratio ** 2 * (gain * med + offset):
         return NoiseModel(a, max(b, 1e-10))
     return NoiseModel(gain, offset)
 
