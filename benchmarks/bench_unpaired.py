@@ -103,8 +103,12 @@ def train_apply(method, train, test, steps, folder, tag, seed=0, **kw):
 
     path = str(Path(folder) / f"{tag}.pt")
     t0 = time.perf_counter()
-    restore(train["image"], method, axes="ZYX", clean=train["clean"], steps=steps,
-            save_model=path, device="cpu", seed=seed, **kw)
+    res = restore(train["image"], method, axes="ZYX", clean=train["clean"], steps=steps,
+                  save_model=path, device="cpu", seed=seed, full_output=True, **kw)
+    learned = {k: v for k, v in res["provenance"].items()
+               if k in ("kernel_std", "blur_shapes", "gamma", "airlight_shift")}
+    if learned:
+        print(f"  {method} {tag}: {learned}", flush=True)
     t_train = time.perf_counter() - t0
     apply_kw = {k: v for k, v in kw.items() if k in ("inference", "work_size")}
     t0 = time.perf_counter()

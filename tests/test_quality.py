@@ -102,6 +102,21 @@ def test_cli_prints_the_verdict_and_the_tiff_keeps_it(tmp_path, capsys):
     assert read_provenance(out)["quality"]["verdict"].startswith("The residual looks like noise")
 
 
+def test_cli_prints_only_the_numbers_the_verdict_reads(capsys):
+    from napari_ssl_restore import cli
+
+    look = {"noise_ratio": 5820.0, "coarse_power": 40.0, "signal_correlation": 0.6,
+            "whiteness": 0.9}
+    cli._print_quality({"task": "dehaze", "verdict": "not judged by its look", **look})
+    err = capsys.readouterr().err
+    assert "not judged by its look" in err and "noise_ratio" not in err and "whiteness" not in err
+    cli._print_quality({"task": "deconv", "verdict": "v", "physics_residual": 1.02, **look})
+    err = capsys.readouterr().err
+    assert "physics_residual 1.02" in err and "noise_ratio" not in err
+    cli._print_quality({"task": "denoise", "verdict": "v", **look})
+    assert "noise_ratio 5.82e+03" in capsys.readouterr().err
+
+
 @pytest.mark.napari
 def test_the_dock_shows_the_verdict_and_adds_the_residual(make_napari_viewer):
     pytest.importorskip("napari")

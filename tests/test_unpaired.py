@@ -132,6 +132,39 @@ def test_blur_kernels_start_gaussian_and_blur_each_image_with_its_own():
     torch.testing.assert_close(out[1:], blur(x[1:], both[1]))
 
 
+def test_blur_shapes_render_a_psf_a_defocus_disc_and_a_motion_line():
+    import math
+
+    from napari_ssl_restore.nets.gan import BlurShapes
+
+    shapes = BlurShapes(code=8, size=15, start=1.5)
+    k = shapes(torch.randn(3, 8))
+    assert k.shape == (3, 15, 15) and bool((k >= 0).all())
+    torch.testing.assert_close(k.sum((1, 2)), torch.ones(3))
+    assert abs(shapes.width(torch.zeros(2, 8)) - 1.5) < 0.15  # any code: near the start Gaussian
+
+    def drawn(sigma, radius, length, angle):
+        with torch.no_grad():  # set the decoder's bias to these numbers, zero its weights
+            inv = lambda v: math.log(math.expm1(v))  # noqa: E731
+            shapes.linear.weight.zero_()
+            shapes.linear.bias.copy_(torch.tensor([inv(sigma - 0.3), inv(radius), inv(length),
+                                                   math.cos(angle), math.sin(angle)]))
+            return shapes(torch.zeros(1, 8))[0]
+
+    line = drawn(0.4, 0.01, 9.0, 0.0)  # horizontal: 9-10 px along x, about a row across
+    rows, cols = line.sum(1), line.sum(0)
+    assert rows[7] > 0.6 and rows[6:9].sum() > 0.95 and abs(rows[6] - rows[8]) < 1e-4
+    assert (cols[3:12] > 0.05).all() and cols[0] + cols[14] < 0.01
+    assert drawn(0.4, 0.01, 9.0, math.pi / 2).sum(0)[7] > 0.6  # turned: about a column
+    disc = drawn(0.4, 3.0, 0.01, 0.0)  # radius 3: flat inside, empty outside
+    assert abs(disc[7, 7] - disc[7, 9]) < 0.2 * disc[7, 7] and disc[7, 13] < 1e-3
+    torch.testing.assert_close(disc, disc.T, atol=1e-4, rtol=0)  # round
+    torch.nn.init.normal_(shapes.linear.weight, std=0.1)
+    code = torch.randn(2, 8, requires_grad=True)  # every number gets a gradient
+    (shapes(code) * torch.rand(15, 15)).sum().backward()
+    assert code.grad.abs().sum() > 0 and bool((shapes.linear.bias.grad != 0).all())
+
+
 def test_disentangled_deblur_physical_and_network_reblurring(blurred):
     image, clean = blurred
     out = restore(image, "disentangled-deblur", axes="ZYX", clean=clean, steps=4,

@@ -274,14 +274,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 QUALITY_NUMBERS = ("noise_ratio", "coarse_power", "signal_correlation", "whiteness",
                    "physics_residual")
+"""The quality numbers printed after a denoiser's verdict, which reads them all."""
+JUDGED_BY_PHYSICS = ("physics_residual",)
+"""The numbers printed for other tasks: their residual holds structure by design, so the
+residual's look (noise ratio, whiteness, ...) says nothing about them."""
 
 
 def _print_quality(quality: dict | None) -> None:
-    """The run's quality verdict and its numbers, briefly, on stderr."""
+    """The run's quality verdict and the numbers it reads, briefly, on stderr."""
+    from .engine.judge import DENOISE_TASKS
+
     if not quality:
         return
     print(f"quality: {quality['verdict']}", file=sys.stderr)
-    numbers = ", ".join(f"{k} {quality[k]:.3g}" for k in QUALITY_NUMBERS if k in quality)
+    names = QUALITY_NUMBERS if quality.get("task") in DENOISE_TASKS else JUDGED_BY_PHYSICS
+    numbers = ", ".join(f"{k} {quality[k]:.3g}" for k in names if k in quality)
     if numbers:
         print(f"quality: {numbers}", file=sys.stderr)
 

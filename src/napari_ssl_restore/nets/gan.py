@@ -20,6 +20,8 @@ one plane normalised separately disagree at their seams; predict whole planes wh
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -395,3 +397,56 @@ class BlurKernels(nn.Module):
         var = ((py * grid ** 2).sum(1) - (py * grid).sum(1) ** 2
                + (px * grid ** 2).sum(1) - (px * grid).sum(1) ** 2) / 2
         return float(var.clamp(min=0).sqrt().mean())
+
+
+class BlurShapes(BlurKernels):
+    """A physical family of blur kernels for the re-blurring decoder: a Gaussian of std ``σ``
+    (a microscope's or a lens's PSF) convolved with a disc of radius ``r`` (defocus) drawn along a
+    segment of length ``L`` at angle ``θ`` (motion during the exposure: the disc swept along a
+    line, a "stadium"). The blur code decodes into these four numbers (a linear layer; ``σ ≥ 0.3``,
+    ``r, L ≥ 0`` through softplus, ``θ`` from a 2-vector), so the code has a handful of physical
+    degrees of freedom to carry instead of ``size²`` free taps; it starts as a Gaussian of std
+    ``start`` with ``r`` and ``L`` near 0, whatever the code. The kernel is rendered through the
+    Fourier domain (the Gaussian's transfer function times the soft-edged stadium's spectrum) on
+    a grid twice the kernel's side, cropped and normalised, so every number gets a gradient."""
+
+    def __init__(self, code: int = 8, size: int = 15, start: float = 1.5, channels: int = 1):
+        super().__init__(code, size, start, channels)
+        self.linear = nn.Linear(code, 5)
+        nn.init.normal_(self.linear.weight, std=0.01)
+        soft_inv = lambda v: math.log(math.expm1(v))  # noqa: E731
+        with torch.no_grad():
+            self.linear.bias.copy_(torch.tensor([soft_inv(start - 0.3), soft_inv(0.1),
+                                                 soft_inv(0.1), 1.0, 0.0]))
+        n = 2 * self.size + 1
+        r = n // 2
+        yy, xx = torch.meshgrid(torch.arange(-r, r + 1.0), torch.arange(-r, r + 1.0),
+                                indexing="ij")
+        fy, fx = torch.meshgrid(torch.fft.fftfreq(n), torch.fft.fftfreq(n), indexing="ij")
+        self.register_buffer("yy", yy, persistent=False)
+        self.register_buffer("xx", xx, persistent=False)
+        self.register_buffer("f2", fy ** 2 + fx ** 2, persistent=False)
+
+    def shapes(self, code: torch.Tensor) -> dict:
+        """The decoded blur: ``sigma``, ``radius``, ``length`` (pixels) and ``angle`` (radians)
+        per code, ``(N,)`` tensors."""
+        raw = self.linear(code)
+        return {"sigma": 0.3 + F.softplus(raw[:, 0]), "radius": F.softplus(raw[:, 1]),
+                "length": F.softplus(raw[:, 2]),
+                "angle": torch.atan2(raw[:, 4], raw[:, 3])}
+
+    def forward(self, code: torch.Tensor) -> torch.Tensor:
+        b = self.shapes(code)
+        c, s = b["angle"].cos()[:, None, None], b["angle"].sin()[:, None, None]
+        along = self.xx * c + self.yy * s
+        across = -self.xx * s + self.yy * c
+        half = b["length"][:, None, None] / 2
+        dist = torch.sqrt((along.abs() - half).clamp(min=0) ** 2 + across ** 2 + 1e-6)
+        stadium = torch.sigmoid((b["radius"][:, None, None] + 0.5 - dist) / 0.25)
+        otf = torch.exp(-2 * math.pi ** 2 * b["sigma"][:, None, None] ** 2 * self.f2)
+        centred = torch.fft.ifftshift(stadium, dim=(-2, -1))
+        k = torch.fft.ifft2(torch.fft.fft2(centred) * otf).real
+        k = torch.fft.fftshift(k, dim=(-2, -1))
+        r, m = self.size // 2, k.shape[-1] // 2
+        k = k[:, m - r:m + r + 1, m - r:m + r + 1].clamp(min=0)
+        return k / k.sum((-2, -1), keepdim=True)
