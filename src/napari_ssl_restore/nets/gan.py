@@ -20,8 +20,7 @@ one plane normalised separately disagree at their seams; predict whole planes wh
 """
 from __future__ import annotations
 
-import math
-
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -414,7 +413,7 @@ class BlurShapes(BlurKernels):
         super().__init__(code, size, start, channels)
         self.linear = nn.Linear(code, 5)
         nn.init.normal_(self.linear.weight, std=0.01)
-        soft_inv = lambda v: math.log(math.expm1(v))  # noqa: E731
+        soft_inv = lambda v: float(np.log(np.expm1(v)))  # noqa: E731
         with torch.no_grad():
             self.linear.bias.copy_(torch.tensor([soft_inv(start - 0.3), soft_inv(0.1),
                                                  soft_inv(0.1), 1.0, 0.0]))
@@ -443,7 +442,7 @@ class BlurShapes(BlurKernels):
         half = b["length"][:, None, None] / 2
         dist = torch.sqrt((along.abs() - half).clamp(min=0) ** 2 + across ** 2 + 1e-6)
         stadium = torch.sigmoid((b["radius"][:, None, None] + 0.5 - dist) / 0.25)
-        otf = torch.exp(-2 * math.pi ** 2 * b["sigma"][:, None, None] ** 2 * self.f2)
+        otf = torch.exp(-2 * np.pi ** 2 * b["sigma"][:, None, None] ** 2 * self.f2)
         centred = torch.fft.ifftshift(stadium, dim=(-2, -1))
         k = torch.fft.ifft2(torch.fft.fft2(centred) * otf).real
         k = torch.fft.fftshift(k, dim=(-2, -1))
