@@ -171,6 +171,9 @@ def test_disentangled_deblur_physical_and_network_reblurring(blurred):
                   full_output=True, **TINY)
     prov = out["provenance"]
     assert 0.5 < prov["kernel_std"] < 5 and prov["noise"]["gain"] > 0
+    shapes = prov["blur_shapes"]  # the physical family's numbers, one per training plane
+    assert set(shapes) == {"sigma", "radius", "length", "angle"}
+    assert len(shapes["sigma"]) == len(image) and min(shapes["sigma"]) >= 0.3
     net = restore(image, "disentangled-deblur", axes="ZYX", clean=clean, steps=4,
                   full_output=True, reblur="network", **TINY)
     assert "kernel_std" not in net["provenance"]

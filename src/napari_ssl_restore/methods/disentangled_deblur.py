@@ -285,7 +285,7 @@ class DisentangledDeblur(UnpairedRun):
         from ..engine.gan_parts import Keeper, two_domains
         from ..engine.known_operator import input_noise
         from ..engine.predict import Predictor
-        from ..engine.train import linear_decay, seeded_init
+        from ..engine.train import linear_decay, seeded_init, spread
         from ..nets.gan import BlurEncoder, BlurKernels, BlurShapes
         from ..physics.operators import blur_each
 
@@ -351,9 +351,9 @@ class DisentangledDeblur(UnpairedRun):
                                             adversarial=bool(adversarial))
 
         (val,) = blurred(4)
-        f, side = blurred.fields[0], params.patch_size
-        y0, x0 = (f.shape[2] - side) // 2, (f.shape[3] - side) // 2
-        centres = f[:, :, y0:y0 + side, x0:x0 + side]  # each training plane's, for the report
+        f, side = blurred.fields[0], params.patch_size  # the report's crops: the centres of
+        y0, x0 = (f.shape[2] - side) // 2, (f.shape[3] - side) // 2  # 16 training planes at most
+        centres = f[spread(len(f), 16), :, y0:y0 + side, x0:x0 + side]
         preview_net = Predictor(average, device, multiple=self.multiple)
         (sharp_crop,) = sharp(1)
 
@@ -371,7 +371,7 @@ class DisentangledDeblur(UnpairedRun):
             if known is not None:
                 return {"physics_residual": keeper.best, "noise": noise.describe()}
             out = {**width(), "noise": noise.describe()}
-            if isinstance(kernels, BlurShapes):  # the decoded blur of each field's centre
+            if isinstance(kernels, BlurShapes):  # the decoded blur of each plane's centre
                 with torch.no_grad():
                     shapes = kernels.shapes(blur_code(centres)[0])
                 out["blur_shapes"] = {k: [round(float(v), 2) for v in t]
