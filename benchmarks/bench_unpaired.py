@@ -6,6 +6,9 @@ Richardson–Lucy and DIP with a guessed PSF.
     # one method's settings, one training per seed, on fields never used to choose them:
     python benchmarks/bench_unpaired.py --only deblur --steps 2000 --test 12 --no-dip \
         --test-seed 500 --seeds 0 1 --variants "" --figure docs/deblur.png
+    # the same on real image content (crops of scikit-image's retina under the same blurs):
+    python benchmarks/bench_unpaired.py --only deblur --fields retina --steps 2000 --test 12 \
+        --no-dip --test-seed 500 --seeds 0 1 --variants ""
     # Cycle-Dehaze and DCP at their defaults on hazy colour photographs with real depth:
     python benchmarks/bench_unpaired.py --only photos --steps 2000 --seeds 0 1
     # the input noise estimate the synthetic pairs get, against the truth:
@@ -18,7 +21,10 @@ Data (all synthetic, offline; ``napari_ssl_restore.data``):
   seeds 1000+: unpaired, never the truth); they are scored on ``hazy_fields(n=--test, seed=500)``,
   fields and haze maps never seen in training (``mode="apply"`` with the saved model).
 - deblurring: the same with ``blurred_fields`` (Gaussian, motion and defocus blurs drawn at
-  random per field, Poisson-Gaussian noise); the test fields' kernels are new draws.
+  random per field, Poisson-Gaussian noise); the test fields' kernels are new draws. With
+  ``--fields retina`` the fields are 128² crops of the green channel of scikit-image's retina
+  (real content; training crops 0-7 blurred and 8-11 sharp, held-out crops 12-23 blurred) under
+  the same blur draws and noise.
 - photographs (``--only photos``): three 256² crops of scikit-image's Middlebury motorcycle (colour)
   hazed through the pair's own disparity at two densities (``data.hazy_scene``, β 1 and 2); the
   clear examples are other scenes (:func:`clear_photographs`); Cycle-Dehaze trains on the six hazy
@@ -247,13 +253,46 @@ def photographs(args, shown):
     return rows
 
 
+def retina_blurred(n: int, size: int, seed: int, start: int) -> dict:
+    """As ``data.blurred_fields`` (the same blur draws, noise and uint16 units) but on real image
+    content: ``size``² crops of the green channel of scikit-image's retina (offline), taken in
+    order from a grid over its central part: crops ``start .. start + n - 1`` are blurred, the
+    next four are the unpaired sharp examples (training: 0-7 blurred, 8-11 sharp; held out: 12 on)."""
+    from scipy import ndimage as ndi
+    from skimage import data as skdata
+
+    from napari_ssl_restore.data import _to16, add_noise, random_blur
+
+    g = skdata.retina()[..., 1].astype(np.float64)
+    g = (g - np.percentile(g, 0.5)) / (np.percentile(g, 99.5) - np.percentile(g, 0.5))
+    side = g.shape[0] // size - 2  # a margin of one crop, away from the dark rim
+    crops = [np.clip(g[(1 + i) * size:(2 + i) * size, (1 + j) * size:(2 + j) * size], 0, 1)
+             for i in range(side) for j in range(side)]
+    if start + n + 4 > len(crops):
+        raise SystemExit(f"the retina gives {len(crops)} crops of {size}²; asked for {start + n + 4}")
+    rng = np.random.default_rng(seed)
+    truth = np.stack(crops[start:start + n]).astype(np.float32)
+    blurred, names = np.empty_like(truth), []
+    for k in range(n):
+        name, kernel = random_blur(rng)
+        blurred[k] = ndi.convolve(truth[k], kernel, mode="reflect")
+        names.append(name)
+    noisy = add_noise(blurred, 0.01, poisson=300, seed=seed + 1)
+    clean = np.stack(crops[start + n:start + n + 4])
+    return {"image": _to16(noisy), "clean": _to16(clean), "truth": truth, "blurs": names}
+
+
 def deblurring(args, folder, shown):
     from napari_ssl_restore import restore
     from napari_ssl_restore.data import blurred_fields
     from napari_ssl_restore.physics.operators import gaussian_psf
 
-    train = blurred_fields(n=8, size=args.size, seed=0)
-    test = blurred_fields(n=args.test, size=args.size, seed=args.test_seed)
+    if args.fields == "retina":
+        train = retina_blurred(8, args.size, seed=0, start=0)
+        test = retina_blurred(args.test, args.size, seed=args.test_seed, start=12)
+    else:
+        train = blurred_fields(n=8, size=args.size, seed=0)
+        test = blurred_fields(n=args.test, size=args.size, seed=args.test_seed)
     truth = test["truth"]
     print("\ntest blurs:", ", ".join(test["blurs"]))
     rows, add = scorer(truth)
@@ -390,6 +429,9 @@ def main() -> int:
                     help="only these Cycle-Dehaze (dehaze) or disentangled deblurring (deblur) "
                          "settings, e.g. '' 'translation=network' 'cycle_weight=5' (one training "
                          "per --seeds)")
+    ap.add_argument("--fields", choices=("cells", "retina"), default="cells",
+                    help="deblur: synthetic cell fields (data.blurred_fields) or crops of "
+                         "scikit-image's retina (real content) under the same blurs and noise")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds")
     ap.add_argument("--no-dip", action="store_true", help="skip Double-DIP and DIP (slow)")
     ap.add_argument("--no-ablation", action="store_true")
