@@ -258,10 +258,9 @@ def retina_blurred(n: int, size: int, seed: int, start: int) -> dict:
     content: ``size``² crops of the green channel of scikit-image's retina (offline), taken in
     order from a grid over its central part: crops ``start .. start + n - 1`` are blurred, the
     next four are the unpaired sharp examples (training: 0-7 blurred, 8-11 sharp; held out: 12 on)."""
-    from scipy import ndimage as ndi
     from skimage import data as skdata
 
-    from napari_ssl_restore.data import _to16, add_noise, random_blur
+    from napari_ssl_restore.data import _to16, blur_at_random
 
     g = skdata.retina()[..., 1].astype(np.float64)
     g = (g - np.percentile(g, 0.5)) / (np.percentile(g, 99.5) - np.percentile(g, 0.5))
@@ -270,16 +269,10 @@ def retina_blurred(n: int, size: int, seed: int, start: int) -> dict:
              for i in range(side) for j in range(side)]
     if start + n + 4 > len(crops):
         raise SystemExit(f"the retina gives {len(crops)} crops of {size}²; asked for {start + n + 4}")
-    rng = np.random.default_rng(seed)
     truth = np.stack(crops[start:start + n]).astype(np.float32)
-    blurred, names = np.empty_like(truth), []
-    for k in range(n):
-        name, kernel = random_blur(rng)
-        blurred[k] = ndi.convolve(truth[k], kernel, mode="reflect")
-        names.append(name)
-    noisy = add_noise(blurred, 0.01, poisson=300, seed=seed + 1)
+    image, names = blur_at_random(truth, seed)
     clean = np.stack(crops[start + n:start + n + 4])
-    return {"image": _to16(noisy), "clean": _to16(clean), "truth": truth, "blurs": names}
+    return {"image": image, "clean": _to16(clean), "truth": truth, "blurs": names}
 
 
 def deblurring(args, folder, shown):

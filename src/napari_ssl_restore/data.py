@@ -309,17 +309,25 @@ def blurred_fields(n: int = 4, size: int = 192, examples: int = 4, seed: int = 0
     photons at full scale, read noise 0.01), uint16; ``clean``: ``(examples, size, size)`` sharp
     fields of other samples, uint16; ``truth`` and ``blurs`` (the kinds) for scoring.
     """
-    rng = np.random.default_rng(seed)
     truth = np.stack([cells(size, seed + k) for k in range(n)])
+    image, names = blur_at_random(truth, seed, kinds)
+    clean = np.stack([cells(size, seed + 1000 + k) for k in range(examples)])
+    return {"image": image, "axes": "ZYX" if n > 1 else "YX", "clean": _to16(clean),
+            "truth": truth, "blurs": names, "name": "blurred fields (varying blur)"}
+
+
+def blur_at_random(truth: np.ndarray, seed: int, kinds=None) -> tuple[np.ndarray, list[str]]:
+    """Each ``[0, 1]`` plane of ``truth`` ``(n, H, W)`` blurred by its own :func:`random_blur`
+    kernel (drawn with ``seed``; ``kinds`` fixes them), with Poisson-Gaussian noise (about 300
+    photons at full scale, read noise 0.01), in the samples' uint16 units. Returns ``(image,
+    kinds)``."""
+    rng = np.random.default_rng(seed)
     blurred, names = np.empty_like(truth), []
-    for k in range(n):
+    for k in range(len(truth)):
         name, kernel = random_blur(rng, None if kinds is None else kinds[k % len(kinds)])
         blurred[k] = ndi.convolve(truth[k], kernel, mode="reflect")
         names.append(name)
-    noisy = add_noise(blurred, 0.01, poisson=300, seed=seed + 1)
-    clean = np.stack([cells(size, seed + 1000 + k) for k in range(examples)])
-    return {"image": _to16(noisy), "axes": "ZYX" if n > 1 else "YX", "clean": _to16(clean),
-            "truth": truth, "blurs": names, "name": "blurred fields (varying blur)"}
+    return _to16(add_noise(blurred, 0.01, poisson=300, seed=seed + 1)), names
 
 
 def noisy_pair(size: int = 256, sigma: float = 0.15, seed: int = 0,
